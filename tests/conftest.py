@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests that need ../shared skip cleanly when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KEYNET_SHARED", ROOT.parent / "shared"))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs {path} (the ../shared folder beside the project)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ../shared folder (skip if absent)."""
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def hseq_mini(shared_dir) -> Path:
+    """shared/data/hsequences-mini (HPatches layout, 4 sequences)."""
+    return _need(shared_dir / "data" / "hsequences-mini")
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir) -> Path:
+    """shared/reference (published Key.Net weights and TF outputs)."""
+    return _need(shared_dir / "reference")
+
+
+@pytest.fixture(scope="session")
+def imagenet_sample(shared_dir) -> Path:
+    """shared/data/imagenet-sample (1000 JPEG photos)."""
+    return _need(shared_dir / "data" / "imagenet-sample")
