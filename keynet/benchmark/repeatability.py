@@ -24,18 +24,19 @@ IOU_EPS = 1e-6
 
 def circle_intersection_area(r1: np.ndarray, r2: np.ndarray, d: np.ndarray) -> np.ndarray:
     """Area of the intersection of circles of radii ``r1``, ``r2`` with centres ``d`` apart
-    (element-wise, broadcasting)."""
-    r1, r2, d = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (r1, r2, d)))
+    (element-wise, broadcasting). The terms are summed in the official order (``r1`` is
+    the source radius) so that results agree to the last bits where possible."""
+    big, small, d = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (r1, r2, d)))
     area = np.zeros(d.shape, dtype=np.float64)
-    enclosed = d <= np.abs(r1 - r2)
-    area[enclosed] = np.pi * np.minimum(r1, r2)[enclosed] ** 2
-    partial = ~enclosed & (d < r1 + r2)
+    enclosed = d <= np.abs(big - small)
+    area[enclosed] = np.pi * np.minimum(big, small)[enclosed] ** 2
+    partial = ~enclosed & (d < big + small)
     if partial.any():
-        a, b, c = r1[partial], r2[partial], d[partial]
-        a2, b2, c2 = a * a, b * b, c * c
-        alpha = np.arccos((c2 + a2 - b2) / (2 * c * a))
-        beta = np.arccos((c2 + b2 - a2) / (2 * c * b))
-        area[partial] = a2 * alpha + b2 * beta - 0.5 * (a2 * np.sin(2 * alpha) + b2 * np.sin(2 * beta))
+        R, r, c = big[partial], small[partial], d[partial]
+        R2, r2, c2 = R ** 2, r ** 2, c ** 2
+        alpha = np.arccos((c2 + r2 - R2) / (2 * c * r))
+        beta = np.arccos((c2 + R2 - r2) / (2 * c * R))
+        area[partial] = r2 * alpha + R2 * beta - 0.5 * (r2 * np.sin(2 * alpha) + R2 * np.sin(2 * beta))
     return area
 
 
