@@ -1,0 +1,206 @@
+"""Keypoint detection from Key.Net score maps: border removal, NMS, per-level quotas and
+the official multi-scale procedure (scikit-image Gaussian pyramid + OpenCV up-sampled
+levels), mapping points back to the input image."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.transform import pyramid_gaussian
+
+from .io import normalise_image, read_image_grey
+from .model import KeyNet
+
+ArrayOrTensor = Union[np.ndarray, torch.Tensor]
+# The official code maps points with a homography whose radius formula multiplies the
+# level scale by sqrt(1 + float32 eps); we keep that factor so scales match bit for bit.
+_SCALE_EPS = math.sqrt(1.0 + float(np.finfo(np.float32).eps))
+
+
+class ImageTooSmallError(ValueError):
+    """The image is smaller than the network needs."""
+
+
+# ----------------------------------------------------------------------------- score-map ops
+def remove_borders(score: ArrayOrTensor, border: int) -> ArrayOrTensor:
+    """Zero a ``border``-pixel frame of the last two dimensions (returns a copy)."""
+    out = score.clone() if isinstance(score, torch.Tensor) else np.array(score, copy=True)
+    if border <= 0:
+        return out
+    out[..., :border, :] = 0
+    out[..., -border:, :] = 0
+    out[..., :, :border] = 0
+    out[..., :, -border:] = 0
+    return out
+
+
+def nms(score: ArrayOrTensor, size: int) -> ArrayOrTensor:
+    """Keep values equal to the maximum of their ``size x size`` neighbourhood, zero the rest.
+
+    Same result as ``score * (score == scipy.ndimage.maximum_filter(score, size))`` (the
+    official code; its reflect border adds no new values to a max filter) for odd and even
+    sizes. Works on numpy arrays or tensors of shape (..., H, W).
+    """
+    if size <= 1:
+        return score.clone() if isinstance(score, torch.Tensor) else np.array(score, copy=True)
+    is_np = not isinstance(score, torch.Tensor)
+    t = torch.from_numpy(np.ascontiguousarray(score)) if is_np else score
+    shape = t.shape
+    x = t.reshape(-1, 1, *shape[-2:])
+    lo, hi = size // 2, (size - 1) // 2  # scipy's window: [i - size//2, i + (size-1)//2]
+    xp = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
+    m = F.max_pool2d(xp, size, stride=1)
+    out = (x * (x == m)).reshape(shape)
+    return out.numpy() if is_np else out
+
+
+def select_points(score: np.ndarray, num_points: int) -> np.ndarray:
+    """Official top-N selection on one (NMS-ed) score map, returns (N, 2) row/col indices.
+
+    As the original: threshold = the N-th largest value (if it is not positive, the smallest
+    positive value; with no positive value, 0), then every pixel >= threshold in raster
+    order, truncated to N. Ties at the threshold are thus broken by raster order.
+    """
+    if num_points <= 0 or score.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    flat = score.ravel()
+    n = min(num_points, flat.size)
+    thr = np.partition(flat, flat.size - n)[flat.size - n]
+    if thr <= 0:
+        pos = flat[flat > 0]
+        thr = pos.min() if pos.size else 0.0
+    idx = np.flatnonzero(flat >= thr)[:num_points]
+    return np.stack(np.unravel_index(idx, score.shape), 1)
+
+
+def level_quotas(num_points: int, levels: int, up_levels: int, factor: float) -> List[int]:
+    """Official per-level point quotas, proportional to each level's area."""
+    f2 = factor**2
+    w = [f2 ** (-(i - up_levels)) for i in range(levels)]
+    tot = sum(w)
+    return [int(num_points * wi / tot) for wi in w]
+
+
+# ----------------------------------------------------------------------------- detector
+@dataclass
+class DetectorSettings:
+    """Multi-scale extraction settings (defaults: the official script's)."""
+
+    num_points: int = 1500
+    pyramid_levels: int = 5
+    upsampled_levels: int = 1
+    scale_factor_levels: float = math.sqrt(2)
+    nms_size: int = 15
+    border_size: int = 15
+    multi_scale: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_points < 0:
+            raise ValueError(f"num_points must be >= 0, got {self.num_points}")
+        if self.pyramid_levels < 0 or self.upsampled_levels < 0:
+            raise ValueError("pyramid_levels and upsampled_levels must be >= 0")
+        if self.scale_factor_levels <= 1:
+            raise ValueError(f"scale_factor_levels must be > 1, got {self.scale_factor_levels}")
+
+
+@dataclass
+class Level:
+    """One image of the multi-scale pyramid and the factor that maps it to the input."""
+
+    image: np.ndarray  # float, HxW
+    scale: float  # input pixel = level pixel * scale
+
+
+def build_pyramid(image: np.ndarray, s: DetectorSettings) -> List[Level]:
+    """The official pyramid, finest first: ``upsampled_levels`` up-sampled images
+    (``cv2.resize`` by factor**k), the input, then ``pyramid_levels`` down-sampled images
+    (scikit-image ``pyramid_gaussian``)."""
+    f = s.scale_factor_levels
+    up_n = s.upsampled_levels if s.multi_scale else 0
+    down_n = s.pyramid_levels if s.multi_scale else 0
+    levels: List[Level] = []
+    for j in range(up_n):
+        fac = f ** (up_n - j)
+        levels.append(Level(cv2.resize(image, (0, 0), fx=fac, fy=fac), f ** (j - up_n)))
+    for j, im in enumerate(pyramid_gaussian(image, max_layer=down_n, downscale=f)):
+        levels.append(Level(im, f**j))
+    return levels
+
+
+class KeyNetDetector:
+    """Multi-scale Key.Net keypoint detector (the official extraction procedure).
+
+    ``detect(image)`` returns an (N, 4) float64 array of (x, y, scale, score), best first,
+    in input-image pixels.
+    """
+
+    def __init__(self, model: KeyNet, settings: Optional[DetectorSettings] = None,
+                 device: Optional[Union[str, torch.device]] = None) -> None:
+        self.device = torch.device(device) if device is not None else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.model = model.to(self.device).eval()
+        self.settings = settings or DetectorSettings()
+
+    @torch.no_grad()
+    def score_map(self, image: np.ndarray) -> np.ndarray:
+        """ReLU'd Key.Net response of one grey float image (HxW) as float32 numpy."""
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
+        return F.relu(self.model(x))[0, 0].cpu().numpy()
+
+    def prepare(self, image: Union[np.ndarray, str]) -> np.ndarray:
+        """Path or array -> float64 grey image divided by its max (the official input)."""
+        if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+            name = str(image)
+            image = read_image_grey(image)
+        else:
+            name = "image"
+        img = normalise_image(image, name)
+        m = self.model.min_input_size()
+        if min(img.shape) < m:
+            raise ImageTooSmallError(
+                f"{name}: {img.shape[1]}x{img.shape[0]} px is smaller than Key.Net needs ({m} px per side)")
+        return img
+
+    def detect(self, image: Union[np.ndarray, str]) -> np.ndarray:
+        """Detect keypoints; returns (N, 4) x, y, scale, score sorted by descending score."""
+        s = self.settings
+        img = self.prepare(image)
+        levels = build_pyramid(img, s)
+        min_side = self.model.min_input_size()
+        up_n = s.upsampled_levels if s.multi_scale else 0
+        quotas = level_quotas(s.num_points, len(levels), up_n, s.scale_factor_levels)
+        pts: List[np.ndarray] = []
+        n_found = 0
+        skipped = []
+        for i, lvl in enumerate(levels):
+            want = quotas[i] if i == 0 else int(sum(quotas[: i + 1]) - n_found)
+            if min(lvl.image.shape) < min_side:
+                skipped.append(lvl.image.shape)
+                continue
+            score = remove_borders(self.score_map(lvl.image), s.border_size)
+            score = nms(score, s.nms_size)
+            rc = select_points(score, want)
+            if len(rc):
+                vals = score[rc[:, 0], rc[:, 1]].astype(np.float64)
+                sc = lvl.scale
+                p = np.stack([rc[:, 1] * sc, rc[:, 0] * sc, np.full(len(rc), sc * _SCALE_EPS), vals], 1)
+                pts.append(p)
+                n_found += len(p)
+        if skipped:
+            warnings.warn(f"{len(skipped)} pyramid level(s) smaller than {min_side} px skipped: {skipped}")
+        if not pts:
+            return np.zeros((0, 4), dtype=np.float64)
+        allp = np.concatenate(pts, 0)
+        allp = allp[(-1 * allp[:, 3]).argsort()]  # same (non-stable) sort as the original
+        return allp[: s.num_points]
+
+
+def detect_single_image(model: KeyNet, image: np.ndarray, **settings) -> np.ndarray:
+    """Convenience: run :class:`KeyNetDetector` with the given settings on one image."""
+    return KeyNetDetector(model, DetectorSettings(**settings)).detect(image)
