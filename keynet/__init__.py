@@ -1,0 +1,20 @@
+"""Key.Net keypoint detector (Barroso-Laguna et al., ICCV 2019), faithful PyTorch port.
+
+Python API::
+
+    import keynet
+    det = keynet.load_detector("path/to/weights")   # any supported format, or "default"
+    kpts = det.detect("image.png")                   # (N, 4): x, y, scale, score
+    kpts, desc = keynet.extract("image.png")          # with the shipped weights
+"""
+from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
+from .extract import Extractor, extract, load_descriptor, load_detector, run_extraction
+from .io import ImageReadError
+from .model import KeyNet, KeyNetConfig
+from .weights import WeightsError, load_keynet, save_checkpoint
+
+__all__ = [
+    "DetectorSettings", "Extractor", "ImageReadError", "ImageTooSmallError", "KeyNet", "KeyNetConfig",
+    "KeyNetDetector", "WeightsError", "extract", "load_descriptor", "load_detector", "load_keynet",
+    "run_extraction", "save_checkpoint",
+]

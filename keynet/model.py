@@ -108,8 +108,10 @@ def local_norm(x: torch.Tensor, k: int = LOCAL_NORM_WINDOW, eps: float = 1e-10) 
     """(x - mean) / (1 + std) over a k x k window with reflect padding."""
     pad = k // 2
     xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    # mean and mean of squares in one pooling call
-    pooled = F.avg_pool2d(torch.cat([xp, xp * xp], 1), k, stride=1)
+    # mean and mean of squares in one separable (k x 1 then 1 x k) box filter: 2k instead
+    # of k^2 additions per pixel (65x65: 33x fewer)
+    both = torch.cat([xp, xp * xp], 1)
+    pooled = F.avg_pool2d(F.avg_pool2d(both, (k, 1), stride=1), (1, k), stride=1)
     c = x.shape[1]
     mean, mean2 = pooled[:, :c], pooled[:, c:]
     std = torch.sqrt(torch.abs(mean2 - mean * mean)) + eps

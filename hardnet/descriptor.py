@@ -1,0 +1,36 @@
+"""Describing keypoints of an image with HardNet, in bounded-memory chunks."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .model import HardNet
+from .patches import DEFAULT_MAGNIFICATION, extract_patches
+
+
+class HardNetDescriptor:
+    """Computes (N, 128) float32 HardNet descriptors at (x, y, scale) keypoints."""
+
+    def __init__(self, model: HardNet, device: Optional[Union[str, torch.device]] = None,
+                 batch_size: int = 512, magnification: float = DEFAULT_MAGNIFICATION) -> None:
+        self.device = torch.device(device) if device is not None else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.model = model.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.magnification = magnification
+
+    @torch.no_grad()
+    def describe(self, image: np.ndarray, kpts: np.ndarray) -> np.ndarray:
+        """``image``: (H, W) float grey (full resolution); ``kpts``: (N, >=3) x, y, scale."""
+        n = len(kpts)
+        out = np.zeros((n, 128), dtype=np.float32)
+        if n == 0:
+            return out
+        img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
+        k = torch.from_numpy(np.asarray(kpts[:, :3], dtype=np.float32)).to(self.device)
+        for i in range(0, n, self.batch_size):
+            patches = extract_patches(img, k[i:i + self.batch_size], magnification=self.magnification)
+            out[i:i + len(patches)] = self.model(patches).float().cpu().numpy()
+        return out

@@ -1,0 +1,68 @@
+"""HardNet weights I/O: the official ``HardNet++.pth`` layout (``{'state_dict': ...}``) and
+the project format. Errors name the file and what was expected."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+
+from keynet.io import atomic_write_bytes
+
+from .model import HardNet
+
+FORMAT_NAME = "hardnet-pytorch"
+FORMAT_VERSION = 1
+EXPECTED = ("a HardNet checkpoint: the project format (pretrained_nets/hardnet.pt) or the official "
+            "DagnyT/hardnet layout ({'state_dict': {'features.0.weight': (32, 1, 3, 3), ...}})")
+
+
+class HardNetWeightsError(ValueError):
+    """A HardNet weight file is missing, unreadable or does not fit the architecture."""
+
+
+def load_hardnet(path: os.PathLike | str, device: str | torch.device = "cpu") -> Tuple[HardNet, Dict[str, Any]]:
+    """Load HardNet weights strictly; returns ``(eval-mode model, metadata)``."""
+    model, meta, _ = load_hardnet_checkpoint(path, device)
+    return model, meta
+
+
+def load_hardnet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"
+                            ) -> Tuple[HardNet, Dict[str, Any], Dict[str, Any]]:
+    """Like :func:`load_hardnet`, also returning the ``extra`` (training resume) dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise HardNetWeightsError(f"HardNet weights not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HardNetWeightsError(f"{p}: cannot read as a torch file ({msg}); expected {EXPECTED}") from None
+    if not isinstance(obj, Mapping):
+        raise HardNetWeightsError(f"{p}: holds a {type(obj).__name__}; expected {EXPECTED}")
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, Mapping) or "features.0.weight" not in sd:
+        raise HardNetWeightsError(f"{p}: no HardNet state dict (first keys {list(sd)[:4] if isinstance(sd, Mapping) else '?'}); expected {EXPECTED}")
+    model = HardNet()
+    try:
+        model.load_state_dict(dict(sd), strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:3]
+        raise HardNetWeightsError(f"{p}: weights do not fit the HardNet architecture ({' '.join(first)})") from None
+    meta = dict(obj.get("metadata", {})) if obj.get("format") == FORMAT_NAME else {"source_format": "hardnet-official"}
+    meta["path"] = str(p)
+    extra = dict(obj.get("extra", {})) if obj.get("format") == FORMAT_NAME else {}
+    return model.to(device).eval(), meta, extra
+
+
+def save_hardnet(path: os.PathLike | str, model: HardNet, metadata: Optional[Dict[str, Any]] = None,
+                 extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write HardNet weights in the project format, atomically."""
+    obj = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+           "metadata": dict(metadata or {}), "extra": dict(extra or {})}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
