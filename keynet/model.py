@@ -140,8 +140,10 @@ class HandcraftedBlock(nn.Module):
         return g[:, :, 0], g[:, :, 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.variant != "pt":
-            x = local_norm(x)
+        return self.derivatives(local_norm(x) if self.variant != "pt" else x)
+
+    def derivatives(self, x: torch.Tensor) -> torch.Tensor:
+        """The ten channels of ``x`` itself (no local normalisation), in the variant's order."""
         dx, dy = self._grad(x)
         dxx, dxy = self._grad(dx)
         _, dyy = self._grad(dy)

@@ -1,0 +1,92 @@
+"""Key.Net network: shapes, gradients, configuration, hand-crafted channels."""
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import uniform_filter
+
+from keynet.model import PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, local_norm, tf_level_size
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_and_gradients(variant):
+    torch.manual_seed(0)
+    m = KeyNet(KeyNetConfig(variant=variant))
+    x = torch.rand(2, 1, 64, 80, requires_grad=True)
+    y = m(x)
+    assert y.shape == (2, 1, 64, 80)
+    y.square().mean().backward()
+    grads = [p.grad for p in m.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads)
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_constructor_arguments_change_architecture():
+    cfg = KeyNetConfig(num_filters=4, num_blocks=2, num_levels=2, factor=1.5, kernel_size=3)
+    m = KeyNet(cfg)
+    assert len(m.learner) == 2
+    assert m.learner[0].conv.weight.shape == (4, 10, 3, 3)
+    assert m.head_conv.weight.shape == (1, 8, 3, 3)
+    assert m(torch.rand(1, 1, 80, 90)).shape == (1, 1, 80, 90)
+    assert KeyNet(KeyNetConfig(variant="repro")).head_conv.weight.shape[-1] == 1
+
+
+def test_bad_config_and_input():
+    with pytest.raises(ValueError, match="variant"):
+        KeyNetConfig(variant="tensorflow")
+    with pytest.raises(ValueError, match="odd"):
+        KeyNetConfig(kernel_size=4)
+    m = KeyNet()
+    with pytest.raises(ValueError, match="smaller than Key.Net needs"):
+        m(torch.rand(1, 1, 30, 200))
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        m(torch.rand(1, 3, 64, 64))
+    # the reported minimum really is the smallest size that runs
+    s = m.min_input_size()
+    m(torch.rand(1, 1, s, s))
+
+
+def _quadratic(h=40, w=48):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    a, b, c, d, e = 0.3, -0.2, 0.15, 1.5, -0.7
+    f = a * x**2 + b * y**2 + c * x * y + d * x + e * y
+    fx, fy = 2 * a * x + c * y + d, 2 * b * y + c * x + e
+    return f, fx, fy, 2 * a, 2 * b, c
+
+
+@pytest.mark.parametrize("variant", ["tf", "pt"])
+def test_handcrafted_channels_match_analytic_derivatives(variant):
+    f, fx, fy, fxx, fyy, fxy = _quadratic()
+    blk = HandcraftedBlock(variant).double()
+    out = blk.derivatives(torch.from_numpy(f)[None, None].double()).numpy()[0]
+    k1, k2 = (8.0, 64.0) if variant == "tf" else (1.0, 1.0)  # raw vs normalised Sobel
+    exact = {"dx": k1 * fx, "dy": k1 * fy, "dxx": k2 * fxx, "dyy": k2 * fyy, "dxy": k2 * fxy}
+    exact.update(dx2=exact["dx"] ** 2, dy2=exact["dy"] ** 2, dxdy=exact["dx"] * exact["dy"],
+                 dxxdyy=exact["dxx"] * exact["dyy"], dxy2=exact["dxy"] ** 2)
+    order = TF_CHANNELS if variant == "tf" else PT_CHANNELS
+    inner = (slice(3, -3), slice(3, -3))  # second derivatives are exact away from the border
+    for i, name in enumerate(order):
+        np.testing.assert_allclose(out[i][inner], np.broadcast_to(exact[name], f.shape)[inner], rtol=1e-9, atol=1e-9,
+                                   err_msg=name)
+
+
+def test_tf_channel_order_is_the_official_one():
+    assert TF_CHANNELS == ("dx", "dx2", "dxx", "dy", "dy2", "dyy", "dxdy", "dxxdyy", "dxy", "dxy2")
+
+
+def test_local_norm_against_numpy():
+    rng = np.random.default_rng(0)
+    img = rng.random((70, 90))
+    ours = local_norm(torch.from_numpy(img)[None, None]).numpy()[0, 0]
+    # TF 'REFLECT' padding is scipy's 'mirror' (edge pixel not repeated)
+    mean = uniform_filter(img, 65, mode="mirror")
+    mean2 = uniform_filter(img**2, 65, mode="mirror")
+    ref = (img - mean) / (1 + np.sqrt(np.abs(mean2 - mean**2)) + 1e-10)
+    np.testing.assert_allclose(ours, ref, atol=1e-9)
+
+
+def test_tf_level_sizes():
+    # TF evaluates h / 1.2 as h * float32(1 / 1.2): 600 -> 500 (plain float32 division gives 499)
+    assert tf_level_size(600, 900, 1.2, 1) == (500, 750)
+    assert tf_level_size(990, 1414, 1.2, 1) == (825, 1178)
+    assert tf_level_size(640, 800, 1.2, 2) == (444, 555)
