@@ -1,0 +1,136 @@
+"""extract_multiscale_features.py end to end on small images, and every bad input."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import keynet
+from hardnet import HardNet, save_hardnet
+from keynet.io import atomic_save_npy, feature_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "extract_multiscale_features.py"
+# Small and fast settings; the defaults are covered by the parity test.
+FAST = ["--num-points", "100", "--pyramid-levels", "1", "--upsampled-levels", "0", "--no-progress"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tf_weights(reference_dir):
+    return reference_dir / "keynet_tf_official.npz"
+
+
+@pytest.fixture()
+def images(tmp_path):
+    cam = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
+    crop = cam[100:260, 150:330]
+    cv2.imwrite(str(tmp_path / "grey.png"), crop)
+    colour = cv2.merge([crop, np.flipud(crop).copy(), crop // 2])
+    cv2.imwrite(str(tmp_path / "colour.jpg"), colour)
+    cv2.imwrite(str(tmp_path / "deep.png"), crop.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "tiny.png"), crop[:20, :20])
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
+    return tmp_path
+
+
+def test_python_api(tf_weights, images):
+    det = keynet.load_detector(tf_weights, num_points=50, pyramid_levels=1, upsampled_levels=0, device="cpu")
+    k8 = det.detect(str(images / "grey.png"))
+    k16 = det.detect(str(images / "deep.png"))
+    assert k8.shape[1] == 4 and 0 < len(k8) <= 50
+    np.testing.assert_allclose(k8, k16, rtol=1e-5)  # 16-bit image scaled by its max: same points
+    kp, desc = keynet.Extractor(det, None).extract(str(images / "colour.jpg"))
+    assert desc is None and len(kp) > 0
+
+
+def test_cli_end_to_end(tf_weights, images, tmp_path):
+    lst = images / "list.txt"
+    lst.write_text("grey.png\ncolour.jpg\ndeep.png\n")
+    out = tmp_path / "out"
+    # a HardNet in the project format (untrained weights are fine for the plumbing)
+    torch.manual_seed(0)
+    save_hardnet(tmp_path / "hn.pt", HardNet(), {"note": "random init, test only"})
+    r = run("--list-images", lst, "--results-dir", out, "--network-version", "v", "--checkpoint-det-dir", tf_weights,
+            "--checkpoint-desc-dir", tmp_path / "hn.pt", *FAST)
+    assert r.returncode == 0, r.stderr
+    for name in ("grey.png", "colour.jpg", "deep.png"):
+        kp_path, ds_path = feature_paths(out, "v", name)
+        kp, ds = np.load(kp_path), np.load(ds_path)
+        assert kp.shape == (len(kp), 4) and 0 < len(kp) <= 100 and np.all(np.diff(kp[:, 3]) <= 0)
+        assert ds.shape == (len(kp), 128) and np.allclose(np.linalg.norm(ds, axis=1), 1, atol=1e-4)
+    assert "3 written" in r.stdout and "wrote" in r.stdout
+    # second run skips, --overwrite redoes
+    r = run("--list-images", lst, "--results-dir", out, "--network-version", "v", "--checkpoint-det-dir", tf_weights,
+            "--checkpoint-desc-dir", tmp_path / "hn.pt", *FAST)
+    assert r.returncode == 0 and "0 written, 3 skipped" in r.stdout
+    r = run("--list-images", lst, "--results-dir", out, "--network-version", "v", "--checkpoint-det-dir", tf_weights,
+            "--checkpoint-desc-dir", "none", "--overwrite", *FAST)
+    assert r.returncode == 0 and "3 written" in r.stdout and "descriptors skipped" in r.stderr
+    assert not feature_paths(out, "v", "grey.png")[1].exists()  # stale descriptors removed
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_cli_switches(tf_weights, images, tmp_path):
+    lst = images / "list.txt"
+    lst.write_text("grey.png\n")
+    r = run("--list-images", lst, "--results-dir", tmp_path / "o", "--checkpoint-det-dir", tf_weights,
+            "--checkpoint-desc-dir", "none", "--extract-MS", "false", "--order-coord", "yxsr", "--num-points", "40",
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    kp = np.load(feature_paths(tmp_path / "o", "KeyNet_default", "grey.png")[0])
+    assert np.allclose(kp[:, 2], kp[0, 2]) and abs(kp[0, 2] - 1) < 1e-6  # single scale really
+    det = keynet.load_detector(tf_weights, num_points=40, multi_scale=False, device="cpu")
+    ref = det.detect(str(images / "grey.png"))
+    np.testing.assert_allclose(kp, ref[:, [1, 0, 2, 3]])  # yxsr order
+
+
+def test_cli_bad_inputs(tf_weights, images, tmp_path):
+    lst = images / "list.txt"
+    lst.write_text("grey.png\nmissing.png\ncorrupt.png\ntiny.png\n")
+    r = run("--list-images", lst, "--results-dir", tmp_path / "o", "--checkpoint-det-dir", tf_weights,
+            "--checkpoint-desc-dir", "none", *FAST)
+    assert r.returncode == 1
+    assert "1 written" in r.stdout and "3 failed" in r.stdout
+    assert "missing.png" in r.stderr and "corrupt.png" in r.stderr and "tiny.png" in r.stderr
+    assert "smaller than Key.Net needs" in r.stderr
+    (images / "empty.txt").write_text("\n# nothing\n")
+    r = run("--list-images", images / "empty.txt", "--checkpoint-det-dir", tf_weights, *FAST)
+    assert r.returncode == 2 and "empty" in r.stderr
+    r = run("--list-images", images / "nope.txt", "--checkpoint-det-dir", tf_weights, *FAST)
+    assert r.returncode == 2 and "nope.txt" in r.stderr
+    r = run("--list-images", lst, "--checkpoint-det-dir", images / "corrupt.png", *FAST)
+    assert r.returncode == 2 and "corrupt.png" in r.stderr and "Traceback" not in r.stderr
+    r = run("--list-images", lst, "--checkpoint-det-dir", tf_weights, "--checkpoint-desc-dir", tf_weights, *FAST)
+    assert r.returncode == 2 and "HardNet" in r.stderr and "Traceback" not in r.stderr
+    r = run("--list-images", lst, "--extract-MS", "maybe")
+    assert r.returncode == 2 and "boolean" in r.stderr
+
+
+def test_default_run_without_shipped_weights_says_what_to_pass(tmp_path):
+    if (ROOT / "pretrained_nets" / "keynet.pt").exists():
+        r = run("--results-dir", tmp_path / "o", "--no-progress")
+        assert r.returncode == 0, r.stderr
+        assert "test_im.png.kpt.npy" in r.stdout
+    else:
+        r = run("--results-dir", tmp_path / "o")
+        assert r.returncode == 2 and "--checkpoint-det-dir" in r.stderr
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path):
+    class Boom:
+        def __array__(self, *a, **k):
+            raise RuntimeError("interrupted")
+
+    target = tmp_path / "a.npy"
+    atomic_save_npy(target, np.arange(3))
+    with pytest.raises(RuntimeError):
+        atomic_save_npy(target, Boom())
+    assert np.array_equal(np.load(target), np.arange(3)) and not list(tmp_path.glob("*.tmp"))
