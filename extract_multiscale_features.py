@@ -23,6 +23,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--list-images", default=str(ROOT / "test_im" / "image.txt"),
                    help="Text file with one image path per line (relative paths: to the current "
                         "folder, else to the list's folder).")
+    p.add_argument("--data-dir", default=None,
+                   help="Image folder for lists written as hpatches-sequences-release/<seq>/<k>.ppm "
+                        "(e.g. HSequences_bench/HPatches_images.txt): the leading folder of each line is "
+                        "replaced by this one; outputs keep the line as written.")
     p.add_argument("--results-dir", default="extracted_features", help="Output folder.")
     p.add_argument("--network-version", default="KeyNet_default", help="Name of the output sub-folder.")
     p.add_argument("--checkpoint-det-dir", default="default",
@@ -70,7 +74,8 @@ def main(argv=None) -> int:
     try:
         summary = keynet.run_extraction(args.list_images, args.results_dir, args.network_version,
                                         keynet.Extractor(det, desc), overwrite=args.overwrite,
-                                        order_coord=args.order_coord, progress=args.progress)
+                                        order_coord=args.order_coord, progress=args.progress,
+                                        data_dir=args.data_dir)
     except (FileNotFoundError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2

@@ -94,7 +94,11 @@ class RunSummary:
         return not self.failed
 
 
-def _locate(item: str, list_dir: Path) -> Path:
+def _locate(item: str, list_dir: Path, data_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    if data_dir is not None:
+        from .benchmark.hsequences import resolve_image_path
+
+        return resolve_image_path(item, data_dir)
     p = Path(item)
     if p.is_absolute() or p.exists():
         return p
@@ -104,12 +108,15 @@ def _locate(item: str, list_dir: Path) -> Path:
 
 def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str, os.PathLike],
                    network_version: str, extractor: Extractor, overwrite: bool = False,
-                   order_coord: str = "xysr", progress: bool = True) -> RunSummary:
+                   order_coord: str = "xysr", progress: bool = True,
+                   data_dir: Optional[Union[str, os.PathLike]] = None) -> RunSummary:
     """Extract features for every image of a list into the official layout
     ``<results_dir>/<network_version>/<image path>.{kpt,dsc}.npy``.
 
     Existing outputs are skipped unless ``overwrite``; a failing image is recorded and the
-    rest processed; every file is written atomically.
+    rest processed; every file is written atomically. ``data_dir``: where the images are
+    when the list uses the official ``hpatches-sequences-release/<seq>/<k>.ppm`` lines (the
+    leading folder is replaced by ``data_dir``; the output layout keeps the line as written).
     """
     from tqdm import tqdm
 
@@ -127,7 +134,7 @@ def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str,
             summary.skipped.append(item)
             continue
         try:
-            kpts, desc = extractor.extract(_locate(item, list_dir))
+            kpts, desc = extractor.extract(_locate(item, list_dir, data_dir))
         except (ImageReadError, ImageTooSmallError) as e:
             summary.failed.append((item, str(e)))
             bar.write(f"[ERROR] {e}")

@@ -134,3 +134,12 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_save_npy(target, Boom())
     assert np.array_equal(np.load(target), np.arange(3)) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_data_dir_keeps_official_layout(tf_weights, images, tmp_path):
+    lst = tmp_path / "hp.txt"
+    lst.write_text("hpatches-sequences-release/grey.png\n")
+    r = run("--list-images", lst, "--data-dir", images, "--results-dir", tmp_path / "o", "--network-version", "v",
+            "--checkpoint-det-dir", tf_weights, "--checkpoint-desc-dir", "none", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "v" / "hpatches-sequences-release" / "grey.png.kpt.npy").is_file()
