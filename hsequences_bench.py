@@ -13,17 +13,8 @@ from keynet.benchmark.evaluate import BenchConfig, evaluate_detector, official_r
 from keynet.benchmark.features import FeatureFileError
 from keynet.benchmark.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, get_split
 from keynet.benchmark.report import console_summary, plot_curves, save_pickle, write_tables
+from keynet.cli import str2bool
 from keynet.geometry import HomographyError
-
-
-def str2bool(v: str) -> bool:
-    """'true/false/1/0/yes/no' -> bool (the official ``type=bool`` made any value True)."""
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes", "y", "t"):
-        return True
-    if s in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {v!r}")
 
 
 def top_k(v: str) -> Optional[int]:

@@ -2,6 +2,7 @@
 image lists, and atomic writes so an interrupted run never leaves a truncated file."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -87,19 +88,9 @@ def read_image_list(path: PathLike) -> List[str]:
 
 def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:
     """Save ``array`` to ``path`` (``.npy``) atomically: write a temp file, then rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=str(p.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(array))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
