@@ -1,0 +1,339 @@
+"""Corresponding patch pairs for training HardNet from any folder of photos.
+
+For each photo and each of ``views_per_image`` draws:
+
+1. view A = the photo with a random photometric change (``keynet.data.photometric_jitter``,
+   optional blur and noise); view B = the photo with another photometric change, warped
+   by a random homography ``H`` (A -> B): the affine part comes from
+   ``keynet.data.random_homography`` (rotation, zoom, shear), centred on the image
+   centre, plus a random perspective part and a small translation.
+2. keypoints are detected in view A (OpenCV DoG by default, or Key.Net with given
+   weights), de-duplicated, and ``points_per_view`` of them are drawn at random;
+3. each keypoint ``(x, y, scale)`` is mapped to view B with ``keynet.geometry.warp_points``
+   (scale transferred by ``sqrt|det J|``), optionally perturbed to imitate detector noise
+   (position and scale, as a second detection would be), and kept only when both patch
+   squares lie inside the valid part of both views;
+4. the two 32x32 patches are cut with ``hardnet.patches.extract_patches`` (the same code as
+   at extraction time: 64 * scale pixels around the point).
+
+Keypoint scales are in Key.Net's unit (the pyramid level factor, 0.71 .. 5.66 for the
+official settings). DoG sizes are converted with ``scale = size / dog_size_per_scale``
+(4 by default: the DoG size quantiles on ImageNet photos, 2.2 / 3.3 / 7 px at 25 / 50 /
+75 %, then fall on Key.Net's 0.71 / 1 / 1.41 .. levels), clipped to
+``[min_kp_scale, max_kp_scale]``.
+
+The pairs are cached as uint8 ``.npy`` under a dataset folder with ``manifest.json``
+(parameters + image-list digest); a folder whose manifest differs is regenerated. Each
+pair also stores its photo index and the point's position and scale in view A, so that
+the loss can ignore "negatives" that are the same scene point (same photo, a few pixels
+apart), see :func:`hardnet.loss.same_point_mask`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from keynet.data import list_images, photometric_jitter, random_homography
+from keynet.geometry import invert_homography, warp_points
+from keynet.io import atomic_save_npy, atomic_write_bytes
+
+from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+ARRAY_KEYS = ("a", "b", "image", "kpt_a", "kpt_b")
+
+
+@dataclass
+class PatchPairConfig:
+    """Parameters of the patch-pair generator (all recorded in the manifest)."""
+
+    detector: str = "dog"            # 'dog' (OpenCV SIFT detector) or 'keynet'
+    keynet_weights: str = ""         # weights for detector='keynet'
+    dog_size_per_scale: float = 4.0  # Key.Net scale = DoG size / this
+    min_kp_scale: float = 0.7
+    max_kp_scale: float = 6.0
+    points_per_view: int = 96
+    views_per_image: int = 3
+    val_images: int = 50             # photos held out for validation (disjoint)
+    max_side: int = 640              # photos are shrunk so that their longer side <= this
+    # geometry (A -> B)
+    max_angle: float = 25.0          # degrees
+    min_zoom: float = 0.7
+    max_zoom: float = 1.5
+    max_shearing: float = 0.15
+    max_perspective: float = 0.0006  # |H[2,0]|, |H[2,1]| (per pixel, image centred)
+    max_shift: float = 0.1           # translation, fraction of the image size
+    # photometric
+    photometric: bool = True         # keynet.data.photometric_jitter on both views
+    max_blur_sigma: float = 1.0      # Gaussian blur sigma ~ U(0, this) with p = 0.5
+    max_noise_std: float = 3.0       # Gaussian noise std ~ U(0, this) grey levels
+    # detector noise in view B
+    position_noise: float = 0.3      # std in pixels, times the keypoint scale
+    scale_noise: float = 0.17        # std of log2(scale) (half a sqrt(2) level ~ 0.25)
+    magnification: float = DEFAULT_MAGNIFICATION
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.detector not in ("dog", "keynet"):
+            raise ValueError(f"detector must be 'dog' or 'keynet', got {self.detector!r}")
+        if self.detector == "keynet" and not self.keynet_weights:
+            raise ValueError("detector='keynet' needs keynet_weights (a Key.Net weights file)")
+        if not 0 < self.min_zoom <= self.max_zoom:
+            raise ValueError(f"need 0 < min_zoom <= max_zoom, got {self.min_zoom}, {self.max_zoom}")
+        if not 0 < self.min_kp_scale <= self.max_kp_scale:
+            raise ValueError("need 0 < min_kp_scale <= max_kp_scale")
+        if self.points_per_view < 1 or self.views_per_image < 1:
+            raise ValueError("points_per_view and views_per_image must be >= 1")
+
+
+# --------------------------------------------------------------------------- geometry
+
+def sample_homography(rng: np.random.Generator, shape: Tuple[int, int], cfg: PatchPairConfig) -> np.ndarray:
+    """Random homography A -> B for an image of ``shape`` (h, w), centred on the image."""
+    h, w = shape
+    aff = random_homography(rng, cfg.max_angle, cfg.max_zoom, cfg.max_shearing, cfg.min_zoom)
+    persp = np.eye(3)
+    persp[2, 0], persp[2, 1] = rng.uniform(-cfg.max_perspective, cfg.max_perspective, 2)
+    c = np.array([[1.0, 0, -w / 2.0], [0, 1.0, -h / 2.0], [0, 0, 1.0]])
+    shift = rng.uniform(-cfg.max_shift, cfg.max_shift, 2) * (w, h)
+    back = np.array([[1.0, 0, w / 2.0 + shift[0]], [0, 1.0, h / 2.0 + shift[1]], [0, 0, 1.0]])
+    m = back @ persp @ aff @ c
+    return m / m[2, 2]
+
+
+def _corners(kpts: np.ndarray, magnification: float, patch_size: int = PATCH_SIZE) -> np.ndarray:
+    """(N, 4, 2) corners of the (upright) patch squares of ``kpts`` (x, y, scale)."""
+    half = magnification * kpts[:, 2] * patch_size / 2.0
+    off = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
+    return kpts[:, None, :2] + off[None] * half[:, None, None]
+
+
+def _inside(xy: np.ndarray, shape: Tuple[int, int], margin: float = 0.0) -> np.ndarray:
+    h, w = shape
+    return ((xy[..., 0] >= margin) & (xy[..., 0] <= w - 1 - margin)
+            & (xy[..., 1] >= margin) & (xy[..., 1] <= h - 1 - margin))
+
+
+def valid_pairs(kpt_a: np.ndarray, kpt_b: np.ndarray, h_ab: np.ndarray, shape: Tuple[int, int],
+                magnification: float) -> np.ndarray:
+    """Keep points whose patch squares lie inside view A and inside the warped photo in B."""
+    ca = _corners(kpt_a, magnification)
+    cb = _corners(kpt_b, magnification)
+    cb_in_a = warp_points(cb.reshape(-1, 2), invert_homography(h_ab)).reshape(cb.shape)
+    return (_inside(ca, shape).all(1) & _inside(cb, shape).all(1) & _inside(cb_in_a, shape).all(1))
+
+
+def dedupe(kpts: np.ndarray, min_dist: float = 2.0, max_scale_ratio: float = 1.3) -> np.ndarray:
+    """Indices of ``kpts`` (sorted best first) without near-duplicates: a point is dropped
+    when a better kept one is within ``min_dist`` px and within ``max_scale_ratio`` in scale."""
+    from scipy.spatial import cKDTree
+
+    n = len(kpts)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return np.flatnonzero(keep)
+    pairs = cKDTree(kpts[:, :2]).query_pairs(min_dist, output_type="ndarray")
+    if len(pairs):
+        pairs = np.sort(pairs, axis=1)
+        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+        s = kpts[:, 2]
+        ratio = np.maximum(s[pairs[:, 0]], s[pairs[:, 1]]) / np.maximum(np.minimum(s[pairs[:, 0]], s[pairs[:, 1]]), 1e-9)
+        for (i, j), r in zip(pairs, ratio):  # pairs ordered by the better point: greedy is exact
+            if keep[i] and r < max_scale_ratio:
+                keep[j] = False
+    return np.flatnonzero(keep)
+
+
+# --------------------------------------------------------------------------- detection
+
+class _Detector:
+    def __init__(self, cfg: PatchPairConfig):
+        self.cfg = cfg
+        self.sift = cv2.SIFT_create() if cfg.detector == "dog" else None
+        self.keynet = None
+        if cfg.detector == "keynet":
+            from keynet.extract import load_detector
+            self.keynet = load_detector(cfg.keynet_weights, num_points=max(4 * cfg.points_per_view, 200))
+
+    def __call__(self, grey: np.ndarray) -> np.ndarray:
+        """(N, 3) x, y, scale (Key.Net units), best first."""
+        cfg = self.cfg
+        if self.sift is not None:
+            kps = self.sift.detect(grey, None)
+            if not kps:
+                return np.zeros((0, 3))
+            k = np.array([[p.pt[0], p.pt[1], p.size, p.response] for p in kps], dtype=np.float64)
+            k = k[np.argsort(-k[:, 3], kind="stable")]
+            k[:, 2] = k[:, 2] / cfg.dog_size_per_scale
+        else:
+            k = self.keynet.detect(self.keynet.prepare(grey.astype(np.float32)))
+        k = k[:, :3].astype(np.float64)
+        k[:, 2] = np.clip(k[:, 2], cfg.min_kp_scale, cfg.max_kp_scale)
+        return k[dedupe(k)]
+
+
+# --------------------------------------------------------------------------- one photo
+
+def _photometric(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairConfig) -> np.ndarray:
+    img = photometric_jitter(bgr, rng) if cfg.photometric else bgr
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    if cfg.max_blur_sigma > 0 and rng.integers(2):
+        s = rng.uniform(0.0, cfg.max_blur_sigma)
+        if s > 0.1:
+            grey = cv2.GaussianBlur(grey, (0, 0), s)
+    if cfg.max_noise_std > 0:
+        grey = grey + rng.normal(0.0, rng.uniform(0.0, cfg.max_noise_std), grey.shape).astype(np.float32)
+    return np.clip(grey, 0, 255)
+
+
+def load_photo(path: Path, max_side: int) -> Optional[np.ndarray]:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        log.warning("skipping unreadable image %s", path)
+        return None
+    s = max_side / max(bgr.shape[:2])
+    if s < 1:
+        bgr = cv2.resize(bgr, (round(bgr.shape[1] * s), round(bgr.shape[0] * s)), interpolation=cv2.INTER_AREA)
+    return bgr
+
+
+def pairs_from_photo(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairConfig,
+                     detector) -> Dict[str, np.ndarray]:
+    """All pairs of one draw from one photo: uint8 patches ``a``, ``b`` (N, 32, 32) and
+    keypoints ``kpt_a``, ``kpt_b`` (N, 3) float32 (x, y, scale in views A and B)."""
+    shape = bgr.shape[:2]
+    h_ab = sample_homography(rng, shape, cfg)
+    grey_a = _photometric(bgr, rng, cfg)
+    grey_b = cv2.warpPerspective(_photometric(bgr, rng, cfg), h_ab, (shape[1], shape[0]),
+                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    kpt_a = detector(np.round(grey_a).astype(np.uint8))
+    empty = {"a": np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.uint8), "b": np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.uint8),
+             "kpt_a": np.zeros((0, 3), np.float32), "kpt_b": np.zeros((0, 3), np.float32)}
+    if len(kpt_a) == 0:
+        return empty
+    kpt_b = warp_points(kpt_a, h_ab)
+    if cfg.position_noise > 0:
+        kpt_b[:, :2] += rng.normal(0.0, cfg.position_noise, (len(kpt_b), 2)) * kpt_b[:, 2:3]
+    if cfg.scale_noise > 0:
+        kpt_b[:, 2] *= 2.0 ** rng.normal(0.0, cfg.scale_noise, len(kpt_b))
+    ok = np.flatnonzero(valid_pairs(kpt_a, kpt_b, h_ab, shape, cfg.magnification))
+    if len(ok) == 0:
+        return empty
+    sel = rng.permutation(ok)[:cfg.points_per_view]
+    sel.sort()
+    ka, kb = kpt_a[sel], kpt_b[sel]
+    with torch.no_grad():
+        pa = extract_patches(torch.from_numpy(grey_a), torch.from_numpy(ka).float(), magnification=cfg.magnification)
+        pb = extract_patches(torch.from_numpy(grey_b.astype(np.float32)), torch.from_numpy(kb).float(),
+                             magnification=cfg.magnification)
+    to8 = lambda p: np.clip(np.round(p[:, 0].numpy()), 0, 255).astype(np.uint8)  # noqa: E731
+    return {"a": to8(pa), "b": to8(pb), "kpt_a": ka.astype(np.float32), "kpt_b": kb.astype(np.float32)}
+
+
+# --------------------------------------------------------------------------- dataset
+
+def split_photos(files: Sequence[Path], cfg: PatchPairConfig) -> Tuple[List[Path], List[Path]]:
+    """Disjoint (train, val) photo lists, seeded."""
+    order = np.random.default_rng([cfg.seed, 11]).permutation(len(files))
+    n_val = min(cfg.val_images, max(len(files) - 1, 0))
+    val = sorted(files[i] for i in order[:n_val])
+    train = sorted(files[i] for i in order[n_val:])
+    return train, val
+
+
+def generate(files: Sequence[Path], cfg: PatchPairConfig, split_id: int, progress: bool = True) -> Dict[str, np.ndarray]:
+    """Pairs of every (photo, view) draw; each draw has its own seeded generator."""
+    detector = _Detector(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small grid_sample calls: threads only add overhead
+    out: Dict[str, list] = {k: [] for k in ARRAY_KEYS}
+    from tqdm import tqdm
+    bar = tqdm(files, desc=f"{'val' if split_id else 'train'} patch pairs", unit="photo", disable=not progress)
+    for i, path in enumerate(bar):
+        bgr = load_photo(path, cfg.max_side)
+        if bgr is None:
+            continue
+        for v in range(cfg.views_per_image):
+            rng = np.random.default_rng([cfg.seed, split_id, i, v])
+            res = pairs_from_photo(bgr, rng, cfg, detector)
+            n = len(res["a"])
+            if n == 0:
+                continue
+            for k in ("a", "b", "kpt_a", "kpt_b"):
+                out[k].append(res[k])
+            out["image"].append(np.full(n, i, dtype=np.int32))
+        bar.set_postfix(pairs=sum(len(x) for x in out["image"]))
+    torch.set_num_threads(threads)
+    p = PATCH_SIZE
+    shapes = {"a": (0, p, p), "b": (0, p, p), "image": (0,), "kpt_a": (0, 3), "kpt_b": (0, 3)}
+    dtypes = {"a": np.uint8, "b": np.uint8, "image": np.int32, "kpt_a": np.float32, "kpt_b": np.float32}
+    return {k: (np.concatenate(out[k]) if out[k] else np.zeros(shapes[k], dtypes[k])) for k in ARRAY_KEYS}
+
+
+def _files_digest(files: Sequence[Path], root: Path) -> str:
+    h = hashlib.sha1()
+    for f in files:
+        h.update(f"{f.relative_to(root)}:{f.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool = True,
+                        force: bool = False, max_images: int = 0) -> Path:
+    """Generate (or reuse) the cached pairs in ``out_dir``; returns ``out_dir``.
+
+    ``max_images`` > 0 uses only the first photos (sorted) of the folder (quick runs, tests).
+    """
+    out_dir, image_dir = Path(out_dir), Path(image_dir)
+    files = list_images(image_dir)
+    if max_images > 0:
+        files = files[:max_images]
+    want = {"version": MANIFEST_VERSION, "params": dataclasses.asdict(cfg),
+            "source": str(image_dir.resolve()), "num_images": len(files),
+            "images_digest": _files_digest(files, image_dir)}
+    man_path = out_dir / "manifest.json"
+    if man_path.is_file() and not force:
+        try:
+            have = json.loads(man_path.read_text())
+        except ValueError:
+            have = None
+        if have is not None and all(have.get(k) == want[k] for k in ("version", "params", "num_images", "images_digest")):
+            if all((out_dir / f"{s}_{k}.npy").is_file() for s in ("train", "val") for k in ARRAY_KEYS):
+                log.info("reusing patch pairs in %s", out_dir)
+                return out_dir
+        log.warning("patch pairs in %s were made with other parameters or images: regenerating", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if man_path.exists():
+        man_path.unlink()  # an interrupted regeneration must not look complete
+    train_files, val_files = split_photos(files, cfg)
+    counts = {}
+    for split, split_files, sid in (("train", train_files, 0), ("val", val_files, 1)):
+        arrays = generate(split_files, cfg, sid, progress=progress)
+        for k in ARRAY_KEYS:
+            atomic_save_npy(out_dir / f"{split}_{k}.npy", arrays[k])
+        counts[split] = int(len(arrays["a"]))
+    want.update(counts=counts, train_images=len(train_files), val_images=len(val_files),
+                val_files=[str(f.relative_to(image_dir)) for f in val_files])
+    atomic_write_bytes(man_path, json.dumps(want, indent=2).encode())
+    return out_dir
+
+
+def load_split(out_dir, split: str) -> Dict[str, np.ndarray]:
+    """The arrays of one split (in memory): ``a``, ``b`` uint8 (N, 32, 32), ``image`` (N,),
+    ``kpt_a``, ``kpt_b`` (N, 3)."""
+    out_dir = Path(out_dir)
+    return {k: np.load(out_dir / f"{split}_{k}.npy") for k in ARRAY_KEYS}
+
+
+def read_manifest(out_dir) -> dict:
+    return json.loads((Path(out_dir) / "manifest.json").read_text())
