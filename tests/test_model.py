@@ -4,7 +4,8 @@ import pytest
 import torch
 from scipy.ndimage import uniform_filter
 
-from keynet.model import PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, local_norm, tf_level_size
+from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, local_norm,
+                          local_norm_reference, tf_level_size)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -74,10 +75,11 @@ def test_tf_channel_order_is_the_official_one():
     assert TF_CHANNELS == ("dx", "dx2", "dxx", "dy", "dy2", "dyy", "dxdy", "dxxdyy", "dxy", "dxy2")
 
 
-def test_local_norm_against_numpy():
+@pytest.mark.parametrize("fn", [local_norm, local_norm_reference])
+def test_local_norm_against_numpy(fn):
     rng = np.random.default_rng(0)
     img = rng.random((70, 90))
-    ours = local_norm(torch.from_numpy(img)[None, None]).numpy()[0, 0]
+    ours = fn(torch.from_numpy(img)[None, None]).numpy()[0, 0]
     # TF 'REFLECT' padding is scipy's 'mirror' (edge pixel not repeated)
     mean = uniform_filter(img, 65, mode="mirror")
     mean2 = uniform_filter(img**2, 65, mode="mirror")
@@ -90,3 +92,14 @@ def test_tf_level_sizes():
     assert tf_level_size(600, 900, 1.2, 1) == (500, 750)
     assert tf_level_size(990, 1414, 1.2, 1) == (825, 1178)
     assert tf_level_size(640, 800, 1.2, 2) == (444, 555)
+
+
+def test_fast_and_plain_modes_agree():
+    torch.manual_seed(0)
+    m = KeyNet().eval()
+    x = torch.rand(1, 1, 90, 110)
+    with torch.no_grad():
+        fast = m(x)
+        m.fast = False
+        plain = m(x)
+    assert torch.allclose(fast, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
