@@ -89,8 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", default=None, help="resume from a run's last.pt")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers")
-    g.add_argument("--fast-local-norm", type=_bool, default=d.fast_local_norm,
-                   help="cumulative-sum local normalisation (same result, ~40x faster on CPU)")
     g.add_argument("--progress", type=_bool, default=d.progress)
     return p
 

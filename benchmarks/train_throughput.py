@@ -6,8 +6,8 @@ M-SIP loss, backward, Adam), on CPU or CUDA::
     python benchmarks/train_throughput.py --device cuda --batch-sizes 32,64 --steps 20
 
 Inputs are random 192x192 patches with a random homography (the cost does not depend on
-the content). ``--slow-local-norm`` measures the network's own 65x65 ``avg_pool2d`` local
-normalisation instead of the training loop's cumulative-sum version.
+the content). ``--slow-local-norm`` sets ``model.fast = False``: the plain 65x65
+``avg_pool2d`` local normalisation of the TF code instead of cumulative sums.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from keynet.loss import msip_loss  # noqa: E402
 from keynet.model import KeyNet, KeyNetConfig  # noqa: E402
-from keynet.training import enable_fast_local_norm, init_tf_  # noqa: E402
+from keynet.training import init_tf_  # noqa: E402
 
 
 def _homs(b: int, device):
@@ -38,9 +38,11 @@ def _homs(b: int, device):
     return h, torch.linalg.inv(h)
 
 
-def measure(batch: int, steps: int, device: torch.device, patch: int = 192, warmup: int = 1) -> dict:
+def measure(batch: int, steps: int, device: torch.device, patch: int = 192, warmup: int = 1,
+            slow_local_norm: bool = False) -> dict:
     torch.manual_seed(0)
     model = KeyNet(KeyNetConfig()).to(device).train()
+    model.fast = not slow_local_norm
     init_tf_(model, 0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     src = torch.rand(batch, 1, patch, patch, device=device)
@@ -76,14 +78,12 @@ def main(argv=None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.slow_local_norm:
-        enable_fast_local_norm()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"local norm {'avg_pool2d' if args.slow_local_norm else 'cumsum'}")
     out = []
     for b in [int(x) for x in args.batch_sizes.split(",")]:
-        r = measure(b, args.steps, device)
+        r = measure(b, args.steps, device, slow_local_norm=args.slow_local_norm)
         out.append(r)
         print(f"batch {b:3d}: {r['step_s_median']:.3f} s/step, {r['pairs_per_s']:.2f} pairs/s", flush=True)
     if args.json:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from keynet.data import PairDataset  # noqa: E402
-from keynet.training import enable_fast_local_norm, validate  # noqa: E402
+from keynet.training import validate  # noqa: E402
 from keynet.weights import load_keynet  # noqa: E402
 
 
@@ -34,7 +34,6 @@ def main(argv=None) -> int:
     p.add_argument("--relu", action="store_true", help="score the ReLU of the output (the reproduction)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
-    enable_fast_local_norm()
     ds = PairDataset(args.dataset_dir, "val")
     results = {}
     for w in args.weights:

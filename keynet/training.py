@@ -108,7 +108,6 @@ class TrainConfig:
     resume: Optional[str] = None
     device: str = "auto"
     workers: int = 2
-    fast_local_norm: bool = True
     progress: bool = True
     command: str = ""
 
@@ -131,48 +130,6 @@ class TrainConfig:
         d["msip_sizes"] = list(self.msip_sizes)
         d["msip_factors"] = list(self.msip_factors)
         return d
-
-
-# --------------------------------------------------------------------------- speed
-
-def fast_local_norm(x: torch.Tensor, k: int = 65, eps: float = 1e-10) -> torch.Tensor:
-    """Same as :func:`keynet.model.local_norm` ((x - mean) / (1 + std) over a k x k window,
-    reflect padding) with the box sums computed by float64 cumulative sums: about 40x
-    faster than a 65x65 ``avg_pool2d`` on CPU, equal to ~1e-6."""
-    pad = k // 2
-    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect").double()
-    s = torch.cat([xp, xp * xp], 1)
-    c = F.pad(s.cumsum(-1), (1, 0))
-    s = c[..., k:] - c[..., :-k]
-    c = F.pad(s.cumsum(-2), (0, 0, 1, 0))
-    s = ((c[..., k:, :] - c[..., :-k, :]) / float(k * k)).to(x.dtype)
-    ch = x.shape[1]
-    mean, mean2 = s[:, :ch], s[:, ch:]
-    std = torch.sqrt(torch.abs(mean2 - mean * mean)) + eps
-    return (x - mean) / (1.0 + std)
-
-
-def enable_fast_local_norm():
-    """Route :mod:`keynet.model`'s local normalisation through :func:`fast_local_norm`
-    (checked against the original on a random input first). Returns the previous
-    function (pass it to :func:`restore_local_norm`), or ``None`` when nothing changed."""
-    from . import model as kmodel
-    if getattr(kmodel.local_norm, "__name__", "") == "fast_local_norm":
-        return None
-    x = torch.rand(1, 1, 70, 80, generator=torch.Generator().manual_seed(0))
-    ref = kmodel.local_norm(x)
-    if not torch.allclose(fast_local_norm(x), ref, atol=1e-4):
-        log.warning("fast local normalisation disagrees with keynet.model.local_norm; not used")
-        return None
-    previous = kmodel.local_norm
-    kmodel.local_norm = fast_local_norm
-    return previous
-
-
-def restore_local_norm(previous) -> None:
-    if previous is not None:
-        from . import model as kmodel
-        kmodel.local_norm = previous
 
 
 # --------------------------------------------------------------------------- helpers
@@ -376,14 +333,6 @@ def _metadata(cfg: TrainConfig, extra: Dict[str, Any]) -> Dict[str, Any]:
 def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Run (or resume) a training; returns a summary dict (best repeatability, paths,
     history, and the final ``parameters``)."""
-    previous = enable_fast_local_norm() if cfg.fast_local_norm else None
-    try:
-        return _train(cfg)
-    finally:
-        restore_local_norm(previous)
-
-
-def _train(cfg: TrainConfig) -> Dict[str, Any]:
     dist = _Dist()
     device = _pick_device(cfg.device)
     if device.type == "cuda" and dist.enabled:
