@@ -113,9 +113,38 @@ def main(argv=None) -> int:
     import hsequences_bench
 
     names = [n for n, _ in hardnets] + [n for n, _ in sifts] + list(args.extra_detectors)
-    return hsequences_bench.main(["--data-dir", args.data_dir, "--split", args.split, "--split-path", args.split_path,
-                                  "--allow-missing", "--results-dir", args.results_dir,
-                                  "--results-bench-dir", args.results_bench_dir, "--detector-name", *names])
+    rc = hsequences_bench.main(["--data-dir", args.data_dir, "--split", args.split, "--split-path", args.split_path,
+                                "--allow-missing", "--results-dir", args.results_dir,
+                                "--results-bench-dir", args.results_bench_dir, "--detector-name", *names])
+    if rc == 0:
+        table = descriptor_table(Path(args.results_bench_dir) / f"summary_{args.split}.csv")
+        out = Path(args.results_bench_dir) / f"descriptors_{args.split}.md"
+        out.write_text(table + "\n")
+        print(table)
+        print(f"wrote {out}")
+    return rc
+
+
+COLUMNS = ("MS@3px", "MS@5", "MS_mean_1-10", "MMA_D2@3", "MMA_D2@5", "H_acc@3", "num_mutual")
+
+
+def descriptor_table(summary_csv: Path) -> str:
+    """Markdown table of the matching columns (official matching score at 3 / 5 px, its
+    1-10 px mean = the official "MMA", D2-Net MMA at 3 / 5 px, homography accuracy)."""
+    import csv
+
+    rows = list(csv.DictReader(open(summary_csv)))
+    head = "| descriptor (keypoints+descriptor) | subset | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for r in rows:
+        vals = []
+        for c in COLUMNS:
+            try:
+                vals.append(f"{float(r[c]):.3f}" if c != "num_mutual" else f"{float(r[c]):.0f}")
+            except (KeyError, ValueError):
+                vals.append("n/a")
+        lines.append(f"| {r['detector']} | {r['subset']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

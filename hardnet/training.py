@@ -8,7 +8,8 @@ checkpoints and resume.
 * Learning rate: linear decay to 0 over all steps (HardNet paper) or constant.
 * Validation on the held-out pairs (photos disjoint from training) after every epoch
   (and before the first): FPR95 (false positive rate at 95% recall, negatives = each
-  anchor with the positive of another photo) and NN accuracy (share of anchors whose
+  anchor with the positive of another photo; and, harder, with the positive of another
+  point of the same photo) and NN accuracy (share of anchors whose
   nearest positive among ``val_block`` candidates is their own).
 * ``<out>/last.pt`` (with optimizer state, for resume) and ``<out>/best.pt`` (lowest
   FPR95) are written atomically after every epoch in the project HardNet format;
@@ -156,15 +157,41 @@ def validation_indices(val: Dict[str, np.ndarray], n: int, seed: int) -> Tuple[n
     return idx, partner
 
 
+def same_photo_partners(val: Dict[str, np.ndarray], idx: np.ndarray, seed: int,
+                        radius_per_scale: float = 4.0) -> np.ndarray:
+    """For each validation pair ``idx[i]``, the position (in ``idx``) of another pair of the
+    same photo whose point is not the same scene point (farther than ``radius_per_scale *
+    max(scale)`` px in view A); -1 where there is none. Hard negatives: same content statistics."""
+    rng = np.random.default_rng([seed, 303])
+    img = val["image"][idx]
+    k = val["kpt_a"][idx].astype(np.float64)
+    out = np.full(len(idx), -1, dtype=np.int64)
+    for photo in np.unique(img):
+        members = np.flatnonzero(img == photo)
+        for i in members:
+            cand = rng.permutation(members)
+            d = np.hypot(k[cand, 0] - k[i, 0], k[cand, 1] - k[i, 1])
+            ok = cand[d > radius_per_scale * np.maximum(k[cand, 2], k[i, 2])]
+            if len(ok):
+                out[i] = ok[0]
+    return out
+
+
 def validate(model: HardNet, val: Dict[str, np.ndarray], idx: np.ndarray, partner: np.ndarray,
-             device, block: int = 1000) -> Dict[str, float]:
-    """FPR95 and NN accuracy of the validation pairs ``idx`` (see module doc)."""
+             device, block: int = 1000, partner_same: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """FPR95 (negatives from other photos; with ``partner_same`` also from the same photo)
+    and NN accuracy of the validation pairs ``idx`` (see module doc)."""
     da = describe(model, val["a"][idx], device)
     db = describe(model, val["b"][idx], device)
     pos = (da - db).norm(dim=1).numpy()
     img = val["image"][idx]
     keep = img[partner] != img
     neg = (da - db[partner]).norm(dim=1).numpy()[keep]
+    extra = {}
+    if partner_same is not None:
+        has = partner_same >= 0
+        neg_same = (da[has] - db[partner_same[has]]).norm(dim=1).numpy()
+        extra["fpr95_same_photo"] = fpr_at_95(pos, neg_same)
     correct, total = 0, 0
     for i in range(0, len(idx), block):
         a, b = da[i:i + block], db[i:i + block]
@@ -173,7 +200,7 @@ def validate(model: HardNet, val: Dict[str, np.ndarray], idx: np.ndarray, partne
         correct += int((torch.cdist(a, b).argmin(1) == torch.arange(len(a))).sum())
         total += len(a)
     return {"fpr95": fpr_at_95(pos, neg), "nn_acc": correct / max(total, 1),
-            "pos_dist": float(pos.mean()), "neg_dist": float(neg.mean()) if len(neg) else float("nan")}
+            "pos_dist": float(pos.mean()), "neg_dist": float(neg.mean()) if len(neg) else float("nan"), **extra}
 
 
 def train_step(model: HardNet, optimizer: torch.optim.Optimizer, a: torch.Tensor, b: torch.Tensor,
@@ -211,7 +238,11 @@ def write_history(out_dir: Path, history: List[dict]) -> None:
         if tr:
             ax[0].plot(*zip(*tr), "o-")
         ax[0].set_title("train loss (epoch mean)")
-        ax[1].plot(ep, [h["val_fpr95"] for h in history], "o-")
+        ax[1].plot(ep, [h["val_fpr95"] for h in history], "o-", label="negatives: other photos")
+        same = [(h["epoch"], h["val_fpr95_same_photo"]) for h in history if "val_fpr95_same_photo" in h]
+        if same:
+            ax[1].plot(*zip(*same), "s-", label="negatives: same photo")
+        ax[1].legend()
         ax[1].set_title("val FPR95 (lower is better)")
         ax[2].plot(ep, [h["val_nn_acc"] for h in history], "o-")
         ax[2].set_title("val NN accuracy")
@@ -246,6 +277,7 @@ def train(dataset_dir, out_dir, cfg: TrainConfig, resume: bool = False, device: 
     if n_train < cfg.batch_size:
         raise ValueError(f"{dataset_dir}: {n_train} training pairs, fewer than one batch ({cfg.batch_size})")
     val_idx, val_partner = validation_indices(val_set, cfg.val_pairs, cfg.seed)
+    val_same = same_photo_partners(val_set, val_idx, cfg.seed, cfg.ignore_radius if cfg.ignore_radius > 0 else 4.0)
 
     torch.manual_seed(cfg.seed)
     model = HardNet(dropout=cfg.dropout)
@@ -275,8 +307,9 @@ def train(dataset_dir, out_dir, cfg: TrainConfig, resume: bool = False, device: 
                  "dataset_counts": manifest.get("counts"), "device": str(dev)}
     if not history:
         t0 = time.time()
-        v = validate(model, val_set, val_idx, val_partner, dev, cfg.val_block)
+        v = validate(model, val_set, val_idx, val_partner, dev, cfg.val_block, val_same)
         history.append({"epoch": 0, "step": 0, "train_loss": float("nan"), "val_fpr95": v["fpr95"],
+                        "val_fpr95_same_photo": v["fpr95_same_photo"],
                         "val_nn_acc": v["nn_acc"], "val_pos_dist": v["pos_dist"], "val_neg_dist": v["neg_dist"],
                         "lr": cfg.lr, "epoch_seconds": 0.0, "val_seconds": time.time() - t0})
         log.info("epoch 0 (untrained): val FPR95 %.4f, NN acc %.4f", v["fpr95"], v["nn_acc"])
@@ -314,9 +347,10 @@ def train(dataset_dir, out_dir, cfg: TrainConfig, resume: bool = False, device: 
         bar.close()
         train_seconds = time.time() - t0
         t1 = time.time()
-        v = validate(model, val_set, val_idx, val_partner, dev, cfg.val_block)
+        v = validate(model, val_set, val_idx, val_partner, dev, cfg.val_block, val_same)
         history.append({"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)),
-                        "val_fpr95": v["fpr95"], "val_nn_acc": v["nn_acc"], "val_pos_dist": v["pos_dist"],
+                        "val_fpr95": v["fpr95"], "val_fpr95_same_photo": v["fpr95_same_photo"],
+                        "val_nn_acc": v["nn_acc"], "val_pos_dist": v["pos_dist"],
                         "val_neg_dist": v["neg_dist"], "lr": optimizer.param_groups[0]["lr"],
                         "epoch_seconds": train_seconds, "val_seconds": time.time() - t1})
         log.info("epoch %d/%d: loss %.4f, val FPR95 %.4f, NN acc %.4f (%.0f s + %.0f s val)", epoch + 1,
