@@ -19,14 +19,13 @@ import argparse
 import dataclasses
 import logging
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 from hardnet.data import PatchPairConfig, prepare_patch_pairs
-from hardnet.training import PAPER_DEFAULTS, TrainConfig, train
+from hardnet.training import PAPER_DEFAULTS, TrainConfig, export_weights, train
 
 # data options whose name collides with a training option
 _DATA_RENAME = {"seed": "data_seed"}
@@ -59,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
     p.add_argument("--export", default=None,
-                   help="after training, copy <out-dir>/best.pt (or --export-from) to this path")
+                   help="after training, write <out-dir>/best.pt (or --export-from) to this path without the "
+                        "optimiser state (e.g. pretrained_nets/hardnet.pt)")
     p.add_argument("--export-from", default="best", choices=("best", "last"))
     p.add_argument("--no-progress", action="store_true")
     _add_fields(p.add_argument_group("patch pairs (hardnet.data.PatchPairConfig)"), PatchPairConfig, _DATA_RENAME)
@@ -101,9 +101,8 @@ def main(argv=None) -> int:
     logging.info("done: epoch %d, val FPR95 %.4f, NN acc %.4f", last["epoch"], last["val_fpr95"], last["val_nn_acc"])
     if args.export:
         src = Path(args.out_dir) / f"{args.export_from}.pt"
-        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, args.export)
-        logging.info("exported %s -> %s", src, args.export)
+        export_weights(src, args.export, command="python train_hardnet.py " + " ".join(shlex.quote(a) for a in argv))
+        logging.info("exported %s -> %s (weights and metadata, no optimiser state)", src, args.export)
     return 0
 
 

@@ -367,3 +367,14 @@ def train(dataset_dir, out_dir, cfg: TrainConfig, resume: bool = False, device: 
         if max_steps and step >= max_steps:
             break
     return history
+
+
+def export_weights(src, dst, **metadata) -> dict:
+    """Write the model of checkpoint ``src`` to ``dst`` in the project format without the
+    optimiser state (the shipped file), keeping the training metadata plus ``metadata``."""
+    model, meta, _ = load_hardnet_checkpoint(src, "cpu")
+    meta.pop("path", None)
+    meta.update(metadata, exported_from=str(src))
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_hardnet(dst, model, meta)
+    return meta

@@ -191,7 +191,15 @@ def test_train_resume_and_checkpoint(tiny_dataset, tmp_path):
     assert (tmp_path / "run" / "history.csv").is_file() and (tmp_path / "run" / "best.pt").is_file()
     hist2 = train(out, tmp_path / "run", cfg, resume=True, progress=False)
     assert [h["epoch"] for h in hist2] == [0, 1, 2]
-    assert all(math.isfinite(h["val_fpr95"]) for h in hist2)
+    assert all(math.isfinite(h["val_fpr95"]) and math.isfinite(h["val_fpr95_same_photo"]) for h in hist2)
+    # exported weights: no optimiser state, metadata kept, loads strictly
+    from hardnet.training import export_weights
+    from hardnet.weights import load_hardnet_checkpoint
+
+    export_weights(tmp_path / "run" / "last.pt", tmp_path / "ship.pt", command="test")
+    m, meta, extra = load_hardnet_checkpoint(tmp_path / "ship.pt")
+    assert extra == {} and meta["epoch"] == 2 and meta["command"] == "test"
+    assert (tmp_path / "ship.pt").stat().st_size < (tmp_path / "run" / "last.pt").stat().st_size / 2
 
 
 def test_epoch_indices_cover_all_pairs():
