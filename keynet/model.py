@@ -284,6 +284,27 @@ class KeyNet(nn.Module):
             feats.append(f)
         return torch.cat(feats, 1)
 
+    def _fast_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """Head BN + KxK conv to one channel as one matmul giving the K*K per-tap responses
+        of every pixel, summed into place by ``F.fold`` (col2im). oneDNN runs a C->1
+        convolution at a few GFLOP/s; this runs at matmul speed (~3x faster here). The batch
+        norm folds in exactly: fold zero-pads the per-tap responses as the convolution
+        zero-pads the BN output."""
+        conv = self.head_conv
+        k = conv.kernel_size[0]
+        b, c, h, w = feats.shape
+        wk = conv.weight[0].flip(-1, -2)  # fold scatters, the conv gathers: mirrored taps
+        if isinstance(self.head_bn, nn.BatchNorm2d):
+            bn = self.head_bn
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+        else:
+            scale, shift = torch.ones_like(wk[:, 0, 0]), torch.zeros_like(wk[:, 0, 0])
+        wt = (wk * scale[:, None, None]).reshape(c, k * k).t()  # (k*k, C)
+        bt = (wk * shift[:, None, None]).sum(0).reshape(k * k, 1)
+        cols = torch.matmul(wt, feats.reshape(b, c, h * w)) + bt  # (B, k*k, H*W)
+        return F.fold(cols, (h, w), k, padding=k // 2) + conv.bias.reshape(1, 1, 1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 1:
             raise ValueError(f"KeyNet expects a (B, 1, H, W) tensor, got shape {tuple(x.shape)}")
@@ -294,9 +315,7 @@ class KeyNet(nn.Module):
                 f"(at least {m} px on each side)"
             )
         feats = self.features(x)
-        if self._use_fast():
-            feats = feats.contiguous(memory_format=torch.channels_last)
-        out = self.head_conv(self.head_bn(feats))
+        out = self._fast_head(feats) if self._use_fast() else self.head_conv(self.head_bn(feats))
         if self.config.head_relu:
             out = F.relu(out)
         return out

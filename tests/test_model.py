@@ -94,10 +94,19 @@ def test_tf_level_sizes():
     assert tf_level_size(640, 800, 1.2, 2) == (444, 555)
 
 
-def test_fast_and_plain_modes_agree():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fast_and_plain_modes_agree(variant):
     torch.manual_seed(0)
-    m = KeyNet().eval()
-    x = torch.rand(1, 1, 90, 110)
+    m = KeyNet(KeyNetConfig(variant=variant))
+    for mod in m.modules():  # non-trivial batch-norm statistics, so the folding is exercised
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+            if mod.affine:
+                mod.weight.data.uniform_(0.5, 2)
+                mod.bias.data.uniform_(-1, 1)
+    m.eval()
+    x = torch.rand(2, 1, 90, 110)
     with torch.no_grad():
         fast = m(x)
         m.fast = False
