@@ -93,6 +93,12 @@ def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
     p = Path(path)
@@ -103,6 +109,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

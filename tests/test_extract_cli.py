@@ -143,3 +143,12 @@ def test_cli_data_dir_keeps_official_layout(tf_weights, images, tmp_path):
             "--checkpoint-det-dir", tf_weights, "--checkpoint-desc-dir", "none", *FAST)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "v" / "hpatches-sequences-release" / "grey.png.kpt.npy").is_file()
+
+
+def test_atomic_writes_use_the_usual_file_mode(tmp_path):
+    import os
+
+    atomic_save_npy(tmp_path / "m.npy", np.zeros(2))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.npy").stat().st_mode & 0o777 == 0o666 & ~mask
