@@ -31,8 +31,6 @@ apart), see :func:`hardnet.loss.same_point_mask`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,8 @@ import torch
 
 from keynet.data import list_images, photometric_jitter, random_homography
 from keynet.geometry import invert_homography, warp_points
-from keynet.io import atomic_save_npy, atomic_write_bytes
+from keynet import cache
+from keynet.io import atomic_save_npy
 
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
 
@@ -281,13 +280,6 @@ def generate(files: Sequence[Path], cfg: PatchPairConfig, split_id: int, progres
     return {k: (np.concatenate(out[k]) if out[k] else np.zeros(shapes[k], dtypes[k])) for k in ARRAY_KEYS}
 
 
-def _files_digest(files: Sequence[Path], root: Path) -> str:
-    h = hashlib.sha1()
-    for f in files:
-        h.update(f"{f.relative_to(root)}:{f.stat().st_size}\n".encode())
-    return h.hexdigest()
-
-
 def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool = True,
                         force: bool = False, max_images: int = 0) -> Path:
     """Generate (or reuse) the cached pairs in ``out_dir``; returns ``out_dir``.
@@ -298,23 +290,11 @@ def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool
     files = list_images(image_dir)
     if max_images > 0:
         files = files[:max_images]
-    want = {"version": MANIFEST_VERSION, "params": dataclasses.asdict(cfg),
-            "source": str(image_dir.resolve()), "num_images": len(files),
-            "images_digest": _files_digest(files, image_dir)}
-    man_path = out_dir / "manifest.json"
-    if man_path.is_file() and not force:
-        try:
-            have = json.loads(man_path.read_text())
-        except ValueError:
-            have = None
-        if have is not None and all(have.get(k) == want[k] for k in ("version", "params", "num_images", "images_digest")):
-            if all((out_dir / f"{s}_{k}.npy").is_file() for s in ("train", "val") for k in ARRAY_KEYS):
-                log.info("reusing patch pairs in %s", out_dir)
-                return out_dir
-        log.warning("patch pairs in %s were made with other parameters or images: regenerating", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if man_path.exists():
-        man_path.unlink()  # an interrupted regeneration must not look complete
+    want = cache.manifest_for(MANIFEST_VERSION, dataclasses.asdict(cfg), files, image_dir)
+    arrays = [f"{s}_{k}" for s in ("train", "val") for k in ARRAY_KEYS]
+    if not force and cache.reusable(out_dir, want, arrays, "patch pairs"):
+        return out_dir
+    cache.begin(out_dir)
     train_files, val_files = split_photos(files, cfg)
     counts = {}
     for split, split_files, sid in (("train", train_files, 0), ("val", val_files, 1)):
@@ -324,7 +304,7 @@ def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool
         counts[split] = int(len(arrays["a"]))
     want.update(counts=counts, train_images=len(train_files), val_images=len(val_files),
                 val_files=[str(f.relative_to(image_dir)) for f in val_files])
-    atomic_write_bytes(man_path, json.dumps(want, indent=2).encode())
+    cache.commit(out_dir, want)
     return out_dir
 
 
@@ -335,5 +315,4 @@ def load_split(out_dir, split: str) -> Dict[str, np.ndarray]:
     return {k: np.load(out_dir / f"{split}_{k}.npy") for k in ARRAY_KEYS}
 
 
-def read_manifest(out_dir) -> dict:
-    return json.loads((Path(out_dir) / "manifest.json").read_text())
+read_manifest = cache.read_manifest

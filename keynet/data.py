@@ -24,8 +24,6 @@ own seeded generator so generation is reproducible and parallel.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -38,7 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import atomic_save_npy, atomic_write_bytes
+from . import cache
+from .io import atomic_save_npy
 
 log = logging.getLogger(__name__)
 
@@ -280,18 +279,8 @@ def generate_pairs(files: Sequence[Path], cfg: PairConfig, count: int, patch_siz
     }
 
 
-def _files_digest(files: Sequence[Path], root: Path) -> str:
-    h = hashlib.sha1()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(root)}:{st.st_size}\n".encode())
-    return h.hexdigest()
-
-
 def _manifest_for(cfg: PairConfig, files: Sequence[Path], root: Path) -> dict:
-    return {"version": MANIFEST_VERSION, "params": dataclasses.asdict(cfg),
-            "source": str(Path(root).resolve()), "num_images": len(files),
-            "images_digest": _files_digest(files, Path(root))}
+    return cache.manifest_for(MANIFEST_VERSION, dataclasses.asdict(cfg), files, Path(root))
 
 
 _SPLIT_KEYS = ("src", "dst", "div", "H_dst2src", "H_src2dst")
@@ -308,20 +297,10 @@ def prepare_dataset(image_dir, out_dir, cfg: PairConfig, workers: int = 0, progr
     image_dir = Path(image_dir)
     files = list_images(image_dir)
     want = _manifest_for(cfg, files, image_dir)
-    man_path = out_dir / "manifest.json"
-    if man_path.is_file() and not force:
-        try:
-            have = json.loads(man_path.read_text())
-        except ValueError:
-            have = None
-        if have is not None and all(have.get(k) == want[k] for k in ("version", "params", "num_images", "images_digest")):
-            if all((out_dir / f"{s}_{k}.npy").is_file() for s in ("train", "val") for k in _SPLIT_KEYS):
-                log.info("reusing synthetic pairs in %s", out_dir)
-                return out_dir
-        log.warning("synthetic pairs in %s were made with other parameters or images: regenerating", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if man_path.exists():
-        man_path.unlink()  # an interrupted regeneration must not look complete
+    arrays = [f"{s}_{k}" for s in ("train", "val") for k in _SPLIT_KEYS]
+    if not force and cache.reusable(out_dir, want, arrays, "synthetic pairs"):
+        return out_dir
+    cache.begin(out_dir)
     train_files, val_files = split_images(files, cfg)
     counts = {}
     for split, split_files, n, p, sid in (("train", train_files, cfg.num_train, cfg.patch_size, 0),
@@ -336,12 +315,11 @@ def prepare_dataset(image_dir, out_dir, cfg: PairConfig, workers: int = 0, progr
     want["counts"] = counts
     want["train_images"] = len(train_files)
     want["val_images"] = len(val_files)
-    atomic_write_bytes(man_path, json.dumps(want, indent=2).encode())
+    cache.commit(out_dir, want)
     return out_dir
 
 
-def read_manifest(out_dir) -> dict:
-    return json.loads((Path(out_dir) / "manifest.json").read_text())
+read_manifest = cache.read_manifest
 
 
 # --------------------------------------------------------------------------- torch dataset
