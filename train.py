@@ -10,16 +10,8 @@ import argparse
 import shlex
 import sys
 
+from keynet.cli import str2bool as _bool
 from keynet.training import TrainConfig, TrainingDiverged, train
-
-
-def _bool(s: str) -> bool:
-    v = str(s).strip().lower()
-    if v in ("1", "true", "yes", "y", "on"):
-        return True
-    if v in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {s!r}")
 
 
 def _ints(s: str):
