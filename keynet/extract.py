@@ -2,6 +2,7 @@
 and for an image list (the work behind ``extract_multiscale_features.py``)."""
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -73,10 +74,24 @@ class Extractor:
         return kpts, desc
 
 
-def extract(image, detector: Optional[KeyNetDetector] = None, descriptor="default"):
-    """One-call API: ``kpts, desc = keynet.extract(image)`` with the shipped weights."""
+@functools.lru_cache(maxsize=4)
+def _shipped_extractor(descriptor: str) -> "Extractor":
+    return Extractor(load_detector(), load_descriptor(descriptor))
+
+
+def extract(image, detector: Optional[KeyNetDetector] = None, descriptor="default"
+            ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """One-call API: ``kpts, desc = keynet.extract(image)``.
+
+    ``detector``: a :class:`KeyNetDetector` (default: the shipped weights, loaded once and
+    cached); ``descriptor``: a HardNet weights path, ``'default'`` (shipped), ``'none'``, or
+    a ready :class:`hardnet.HardNetDescriptor`.
+    """
+    spec = descriptor is None or isinstance(descriptor, (str, os.PathLike))
+    if detector is None and spec:
+        return _shipped_extractor(str(descriptor)).extract(image)
     det = detector or load_detector()
-    desc = load_descriptor(descriptor) if isinstance(descriptor, (str, os.PathLike)) or descriptor is None else descriptor
+    desc = load_descriptor(descriptor) if spec else descriptor
     return Extractor(det, desc).extract(image)
 
 

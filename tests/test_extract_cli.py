@@ -152,3 +152,15 @@ def test_atomic_writes_use_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "m.npy").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_one_call_api_with_shipped_weights(images):
+    if not (ROOT / "pretrained_nets" / "keynet.pt").exists():
+        pytest.skip("no shipped Key.Net weights")
+    img = cv2.imread(str(images / "grey.png"), cv2.IMREAD_GRAYSCALE)
+    kp, desc = keynet.extract(img)
+    assert kp.shape[1] == 4 and len(kp) > 0 and np.all(np.diff(kp[:, 3]) <= 0)
+    if (ROOT / "pretrained_nets" / "hardnet.pt").exists():
+        assert desc.shape == (len(kp), 128)
+    kp2, none = keynet.extract(img, descriptor="none")
+    assert none is None and np.array_equal(kp, kp2)
