@@ -11,7 +11,6 @@ matmul peak.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -129,7 +128,7 @@ def main() -> None:
         print(f"\n{w}x{h}: {len(kp)} keypoints; network {flops / 1e9:.1f} GFLOP over the pyramid, "
               f"floor {floor_ms:.0f} ms at the matmul peak")
         ref = res["ours: detector"]
-        print(f"| method | ms/image | ratio to our detector |\n|---|---|---|")
+        print("| method | ms/image | ratio to our detector |\n|---|---|---|")
         for k, v in res.items():
             print(f"| {k} | {v:.0f} | {v / ref:.2f} |")
         rows.append((size, res, floor_ms))

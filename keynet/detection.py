@@ -201,7 +201,3 @@ class KeyNetDetector:
         allp = allp[(-1 * allp[:, 3]).argsort()]  # same (non-stable) sort as the original
         return allp[: s.num_points]
 
-
-def detect_single_image(model: KeyNet, image: np.ndarray, **settings) -> np.ndarray:
-    """Convenience: run :class:`KeyNetDetector` with the given settings on one image."""
-    return KeyNetDetector(model, DetectorSettings(**settings)).detect(image)

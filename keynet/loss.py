@@ -26,7 +26,7 @@ weights only), ``random_fill=False`` (empty windows keep target 0 instead of ran
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,6 @@
 """Synthetic pair generator: homography, geometry of the pairs, rejection, cache + manifest."""
 from __future__ import annotations
 
-import json
 import os
 
 import cv2

@@ -1,7 +1,5 @@
 """Weight formats: auto-detection, equality with each reference parameterisation, round
 trips through the project format, and clear errors for bad files."""
-import io
-import zipfile
 
 import numpy as np
 import pytest
