@@ -71,11 +71,19 @@ def select_points(score: np.ndarray, num_points: int) -> np.ndarray:
     if num_points <= 0 or score.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
     flat = score.ravel()
-    n = min(num_points, flat.size)
-    thr = np.partition(flat, flat.size - n)[flat.size - n]
-    if thr <= 0:
-        pos = flat[flat > 0]
-        thr = pos.min() if pos.size else 0.0
+    pos = flat[flat > 0]
+    if flat.min() >= 0:
+        # non-negative map (the ReLU'd, NMS-ed score): the N-th largest value is positive
+        # only if there are N positive values, so partitioning those few is enough
+        if pos.size >= num_points:
+            thr = np.partition(pos, pos.size - num_points)[pos.size - num_points]
+        else:
+            thr = pos.min() if pos.size else 0.0
+    else:
+        n = min(num_points, flat.size)
+        thr = np.partition(flat, flat.size - n)[flat.size - n]
+        if thr <= 0:
+            thr = pos.min() if pos.size else 0.0
     idx = np.flatnonzero(flat >= thr)[:num_points]
     return np.stack(np.unravel_index(idx, score.shape), 1)
 

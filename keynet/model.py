@@ -146,7 +146,9 @@ class HandcraftedBlock(nn.Module):
         k = torch.stack([sx, sx.t()])[:, None]  # (2,1,3,3): d/dx, d/dy
         self.register_buffer("sobel", k, persistent=False)
 
-    def _grad(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _grad(self, x: torch.Tensor, fast: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        if fast:
+            return self._grad_separable(x)
         n, c, h, w = x.shape
         xr = x.reshape(n * c, 1, h, w)
         if self.variant == "pt":
@@ -157,16 +159,30 @@ class HandcraftedBlock(nn.Module):
         g = g.reshape(n, c, 2, h, w)
         return g[:, :, 0], g[:, :, 1]
 
+    def _grad_separable(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The same Sobel derivatives as separable shifted differences and sums: a 1->2
+        channel convolution is memory-bound in oneDNN, this is ~10x faster."""
+        mode = "replicate" if self.variant == "pt" else "constant"
+        xp = F.pad(x, (1, 1, 1, 1), mode=mode)
+        d = xp[..., 2:] - xp[..., :-2]  # (H+2, W): horizontal difference
+        dx = d[..., :-2, :] + 2 * d[..., 1:-1, :] + d[..., 2:, :]
+        sm = xp[..., :-2] + 2 * xp[..., 1:-1] + xp[..., 2:]  # (H+2, W): horizontal smoothing
+        dy = sm[..., 2:, :] - sm[..., :-2, :]
+        if self.variant == "pt":
+            dx, dy = dx / 8.0, dy / 8.0
+        return dx, dy
+
     def forward(self, x: torch.Tensor, fast: bool = True) -> torch.Tensor:
         if self.variant != "pt":
             x = local_norm(x) if fast else local_norm_reference(x)
-        return self.derivatives(x)
+        return self.derivatives(x, fast=fast)
 
-    def derivatives(self, x: torch.Tensor) -> torch.Tensor:
-        """The ten channels of ``x`` itself (no local normalisation), in the variant's order."""
-        dx, dy = self._grad(x)
-        dxx, dxy = self._grad(dx)
-        _, dyy = self._grad(dy)
+    def derivatives(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """The ten channels of ``x`` itself (no local normalisation), in the variant's order.
+        ``fast``: separable Sobel (same values up to float rounding) instead of convolutions."""
+        dx, dy = self._grad(x, fast)
+        dxx, dxy = self._grad(dx, fast)
+        _, dyy = self._grad(dy, fast)
         ch = {
             "dx": dx, "dy": dy, "dxx": dxx, "dyy": dyy, "dxy": dxy,
             "dx2": dx * dx, "dy2": dy * dy, "dxdy": dx * dy, "dxxdyy": dxx * dyy, "dxy2": dxy * dxy,

@@ -47,6 +47,8 @@ def test_select_points_matches_original_rule(n):
     np.testing.assert_array_equal(select_points(s, n), _select_reference(s, n))
     assert len(select_points(s, 0)) == 0
     assert len(select_points(np.zeros((5, 5)), 3)) == 3  # the original keeps zeros when nothing is positive
+    signed = s - 0.3  # maps with negative values take the general path
+    np.testing.assert_array_equal(select_points(signed, n), _select_reference(signed, n))
 
 
 def test_level_quotas():
