@@ -178,8 +178,11 @@ class KeyNetDetector:
 
     def detect(self, image: Union[np.ndarray, str]) -> np.ndarray:
         """Detect keypoints; returns (N, 4) x, y, scale, score sorted by descending score."""
+        return self.detect_prepared(self.prepare(image))
+
+    def detect_prepared(self, img: np.ndarray) -> np.ndarray:
+        """:meth:`detect` on an image already returned by :meth:`prepare`."""
         s = self.settings
-        img = self.prepare(image)
         levels = build_pyramid(img, s)
         min_side = self.model.min_input_size()
         up_n = s.upsampled_levels if s.multi_scale else 0

@@ -69,7 +69,7 @@ class Extractor:
         """Image (path or array) -> ``(keypoints (N, 4) x, y, scale, score; descriptors (N, 128)
         or None when no descriptor is loaded)``."""
         img = self.detector.prepare(image)
-        kpts = self.detector.detect(img)
+        kpts = self.detector.detect_prepared(img)
         desc = self.descriptor.describe(img, kpts) if self.descriptor is not None else None
         return kpts, desc
 
