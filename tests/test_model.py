@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.ndimage import uniform_filter
 
-from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, local_norm,
-                          local_norm_reference, tf_level_size)
+from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, PairConv,
+                          local_norm, local_norm_cv2, local_norm_reference, tf_level_size)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -97,7 +98,10 @@ def test_tf_level_sizes():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_fast_and_plain_modes_agree(variant):
+@pytest.mark.parametrize("size,pairs", [((90, 110), True), ((77, 101), True), ((77, 101), False)])
+def test_fast_and_plain_modes_agree(variant, size, pairs):
+    """The fast path (OpenCV hand-crafted block, folded BN, pixel-pair convolutions, row-sum
+    head) computes the plain network, odd widths included (extra zero column)."""
     torch.manual_seed(0)
     m = KeyNet(KeyNetConfig(variant=variant))
     for mod in m.modules():  # non-trivial batch-norm statistics, so the folding is exercised
@@ -108,9 +112,33 @@ def test_fast_and_plain_modes_agree(variant):
                 mod.weight.data.uniform_(0.5, 2)
                 mod.bias.data.uniform_(-1, 1)
     m.eval()
-    x = torch.rand(2, 1, 90, 110)
+    m.pair_convs = pairs
+    x = torch.rand(2, 1, *size)
     with torch.no_grad():
         fast = m(x)
+        assert fast.shape == (2, 1, *size)
         m.fast = False
         plain = m(x)
     assert torch.allclose(fast, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+@pytest.mark.parametrize("width", [20, 21])
+def test_pair_conv_equals_conv(k, width):
+    torch.manual_seed(k)
+    x = torch.randn(2, 6, 13, width)
+    wt, b = torch.randn(4, 6, k, k), torch.randn(4)
+    ref = F.relu(F.conv2d(x, wt, b, padding=k // 2))
+    xp = F.pad(x, (0, width % 2)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = PairConv(wt, b, relu=True)(xp, width)
+    assert out.shape[-1] == width + width % 2
+    assert (out[..., width:] == 0).all()  # the padding column stays zero for the next layer
+    torch.testing.assert_close(out[..., :width], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_local_norm_cv2_equals_reference():
+    rng = np.random.default_rng(0)
+    x = rng.random((70, 91), dtype=np.float32)
+    ref = local_norm_reference(torch.from_numpy(x).double()[None, None]).numpy()[0, 0]
+    np.testing.assert_allclose(local_norm_cv2(x), ref, rtol=1e-5, atol=1e-5)
