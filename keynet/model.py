@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .ops import PairConv, conv2d_act
 
 VARIANTS = ("tf", "repro", "pt")
 
@@ -114,6 +116,23 @@ def repro_level_size(h: int, w: int, factor: float, level: int) -> Tuple[int, in
     return int(h / factor**level), int(w / factor**level)
 
 
+def _bilinear_rows(n_in: int, n_out: int, r0: int, r1: int, align_corners: bool
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows and weights of output rows [r0, r1) of a bilinear resize from ``n_in``
+    to ``n_out`` rows, in float32 exactly as ``F.interpolate`` (CPU) computes them."""
+    y = np.arange(r0, r1, dtype=np.float32)
+    if align_corners:
+        scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+        src = scale * y
+    else:
+        scale = np.float32(n_in) / np.float32(n_out)
+        src = np.maximum(scale * (y + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    lam = np.clip(src - i0.astype(np.float32), 0, 1).astype(np.float32)
+    i1 = i0 + (i0 < n_in - 1)
+    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy(lam)
+
+
 def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     """Mean over every k x k window (valid positions only), separably through float64
     cumulative sums: O(1) per pixel whatever k, and closer to the exact mean than a
@@ -200,15 +219,19 @@ class HandcraftedBlock(nn.Module):
             x = local_norm(x) if fast else local_norm_reference(x)
         return self.derivatives(x, fast=fast)
 
-    def forward_cv2(self, x: np.ndarray, even: bool = False) -> np.ndarray:
-        """:meth:`forward` of one float32 ``(H, W)`` image on the CPU with OpenCV (Sobel
-        filters and products), returned channels-last ``(H, W, 10)``: the layout the
-        convolutions want. ``even``: for odd W, return ``W + 1`` columns, the last one zero
-        (the layout of :class:`PairConv`)."""
+    def normalise_cv2(self, x: np.ndarray) -> np.ndarray:
+        """The variant's input normalisation of one ``(H, W)`` image on the CPU: the local
+        normalisation by OpenCV (``tf``, ``repro``), none for ``pt``. Float32."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return x if self.variant == "pt" else local_norm_cv2(x)
+
+    def derivatives_cv2(self, x: np.ndarray, even: bool = False) -> np.ndarray:
+        """The ten channels of one float32 ``(H, W)`` image by OpenCV (Sobel filters and
+        products), channels-last ``(H, W, 10)``: the layout the convolutions want.
+        ``even``: for odd W, return ``W + 1`` columns, the last one zero (the layout of
+        :class:`PairConv`)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         pt = self.variant == "pt"
-        if not pt:
-            x = local_norm_cv2(x)
         w = x.shape[1]
         pad = even and w % 2 == 1
         if pad and not pt:
@@ -236,6 +259,10 @@ class HandcraftedBlock(nn.Module):
         elif pad:
             out[:, w] = 0
         return out
+
+    def forward_cv2(self, x: np.ndarray, even: bool = False) -> np.ndarray:
+        """:meth:`forward` of one ``(H, W)`` image on the CPU by OpenCV, channels-last."""
+        return self.derivatives_cv2(self.normalise_cv2(x), even)
 
     def derivatives(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
         """The ten channels of ``x`` itself (no local normalisation), in the variant's order.
@@ -292,6 +319,8 @@ class KeyNet(nn.Module):
         # CPU fast path: convolutions on horizontal pixel pairs (PairConv), ~1.5-2x faster
         # in oneDNN, same values. False: plain channels-last convolutions.
         self.pair_convs = True
+        # Fast path: output pixels per strip (bounded memory; see _forward_fast).
+        self.strip_pixels = 1 << 19
 
     # -- internal pyramid -------------------------------------------------------------
     def level_inputs(self, x: torch.Tensor, use_cv2: bool = False) -> List[torch.Tensor]:
@@ -354,9 +383,8 @@ class KeyNet(nn.Module):
         return fused
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenated learnable features of all internal levels at input resolution."""
-        if self._use_fast():
-            return torch.cat(self._level_features_fast(x.float()), 1)[..., : x.shape[-1]]
+        """Concatenated learnable features of all internal levels at input resolution (the
+        plain computation; the fast path never materialises them for the whole image)."""
         return torch.cat(self._level_features_plain(x), 1)
 
     def _level_features_plain(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -370,42 +398,88 @@ class KeyNet(nn.Module):
             feats.append(f)
         return feats
 
+    # -- fast inference path ---------------------------------------------------------
     def _pairs(self, x: torch.Tensor) -> bool:
         return x.device.type == "cpu" and self.pair_convs
 
-    def _level_features_fast(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Per-level features, channels-last: on the CPU the hand-crafted block by OpenCV
-        straight into the channels-last layout and the convolutions by oneDNN on pixel pairs
-        (:class:`PairConv`) with BN folded in and the ReLU fused; elsewhere torch ops. With
-        pairs the width is rounded up to even (an extra zero column, see :class:`PairConv`)."""
-        h, w = x.shape[-2:]
-        align = self.config.variant != "pt"
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference in horizontal strips of about ``strip_pixels`` output pixels.
+
+        Per internal level the (cheap, one-channel) input and its local normalisation are
+        computed for the whole image once; the ten derivative channels, the learnable
+        blocks, the up-sampling and the head then run strip by strip, each strip with the
+        few extra rows its filters read (2 for the Sobel pair, K//2 per convolution), so
+        every output row is computed exactly as on the whole image. The working set stays
+        a few tens of MB whatever the image size (no multi-GB feature maps, no page-fault
+        storm from allocating them) and stays in cache."""
+        b, _, h, w = x.shape
+        cfg = self.config
         cpu = x.device.type == "cpu"
         pairs = self._pairs(x)
         layers = self._fused_learner()
-        pconvs = [PairConv(wt, b, relu=True) for wt, b, _ in layers] if pairs else []
-        feats = []
+        convs = [PairConv(wt, bb, relu=True) for wt, bb, _ in layers] if pairs else layers
+        normed = []
         for xi in self.level_inputs(x, use_cv2=cpu):
-            wi = xi.shape[-1]
             if cpu:
-                hc = [self.handcrafted.forward_cv2(xb[0].numpy(), even=pairs) for xb in xi]
-                f = torch.from_numpy(hc[0][None] if len(hc) == 1 else np.stack(hc)).permute(0, 3, 1, 2)
+                normed.append(np.stack([self.handcrafted.normalise_cv2(xb[0].numpy()) for xb in xi]))
             else:
-                f = self.handcrafted(xi, fast=True).contiguous(memory_format=torch.channels_last)
-            if pairs:
-                for pc in pconvs:
-                    f = pc(f, wi)
-            else:
-                for wt, b, pad in layers:
-                    f = conv2d_act(f, wt, b, (pad, pad), relu=True)
-            if xi.shape[-2:] != (h, w):
-                f = F.interpolate(f[..., :wi], size=(h, w), mode="bilinear", align_corners=align)
-                if pairs and w % 2:
-                    f = F.pad(f, (0, 1)).contiguous(memory_format=torch.channels_last)
-            feats.append(f)
-        return feats
+                normed.append(local_norm(xi) if cfg.variant != "pt" else xi)
+        rh = self.head_conv.kernel_size[0] // 2
+        rows = max(8, int(self.strip_pixels) // max(w, 1))
+        out = x.new_empty((b, 1, h, w))
+        for a0 in range(0, h, rows):
+            a1 = min(h, a0 + rows)
+            f0, f1 = max(0, a0 - rh), min(h, a1 + rh)  # feature rows the head reads
+            feats = [self._strip_features(n, convs, f0, f1, h, w, pairs) for n in normed]
+            o = self._head_fast(feats, w, row0=f0, height=h)
+            out[:, :, a0:a1] = o[:, :, a0 - f0:a1 - f0]
+        return out
 
-    def _head_fast(self, feats: List[torch.Tensor], width: int) -> torch.Tensor:
+    def _strip_features(self, normed, convs, f0: int, f1: int, h: int, w: int, pairs: bool) -> torch.Tensor:
+        """Features of one internal level for output rows [f0, f1) at input resolution,
+        channels-last (B, C, f1 - f0, W or W + 1 with pairs and odd W)."""
+        cfg = self.config
+        hl, wl = normed.shape[-2:]
+        align = cfg.variant != "pt"
+        if hl == h and wl == w:
+            s0, s1, interp = f0, f1, None
+        else:
+            i0, i1, lam = _bilinear_rows(hl, h, f0, f1, align)
+            s0, s1 = int(i0.min()), int(i1.max()) + 1
+            interp = (i0 - s0, i1 - s0, lam)
+        halo = 2 + cfg.num_blocks * (cfg.kernel_size // 2)  # Sobel pair + convolutions
+        c0, c1 = max(0, s0 - halo), min(hl, s1 + halo)
+        if isinstance(normed, np.ndarray):
+            hc = [self.handcrafted.derivatives_cv2(nb[c0:c1], even=pairs) for nb in normed]
+            f = torch.from_numpy(hc[0][None] if len(hc) == 1 else np.stack(hc)).permute(0, 3, 1, 2)
+        else:
+            f = self.handcrafted.derivatives(normed[..., c0:c1, :], fast=True)
+            f = f.contiguous(memory_format=torch.channels_last)
+        for layer in convs:
+            if pairs:
+                f = layer(f, wl)
+            else:
+                wt, bb, pad = layer
+                f = conv2d_act(f, wt, bb, (pad, pad), relu=True)
+        f = f[:, :, s0 - c0:s1 - c0]
+        if interp is None:
+            return f
+        # Bilinear up-sampling of the strip: along y by the source rows and weights that
+        # F.interpolate computes for the whole image (at the level's width, the smaller
+        # array), then along x by F.interpolate with the rows unchanged. Equal to
+        # up-sampling the whole level up to float rounding (the two 1-D passes are summed
+        # in the other order).
+        r0, r1, lam = (t.to(f.device) for t in interp)
+        g = f[..., :wl].permute(0, 2, 3, 1)  # (B, rows, wl, C)
+        lam = lam[None, :, None, None]
+        v = (g[:, r0] * (1 - lam)).add_(g[:, r1] * lam).permute(0, 3, 1, 2)
+        up = F.interpolate(v, size=(f1 - f0, w), mode="bilinear", align_corners=align)
+        if pairs and w % 2:
+            up = F.pad(up.permute(0, 2, 3, 1), (0, 0, 0, 1)).permute(0, 3, 1, 2)
+        return up
+
+    def _head_fast(self, feats: List[torch.Tensor], width: int, row0: int = 0,
+                   height: Optional[int] = None) -> torch.Tensor:
         """Head BN + KxK convolution to one channel without concatenating the levels: per
         level one C->K convolution with a 1xK kernel gives, for each kernel row dy, the row
         response; the K rows are then summed at their vertical offsets. oneDNN runs a C->1
@@ -413,7 +487,9 @@ class KeyNet(nn.Module):
         ~3x faster. The BN scale folds into the weights; its shift, which the convolution's
         zero padding does not see at the border, is added as the exact rank-K map
         ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``width``: the
-        true width (the features may carry one extra zero column, see :class:`PairConv`)."""
+        true width (the features may carry one extra zero column, see :class:`PairConv`);
+        ``row0``, ``height``: where the rows of ``feats`` lie in an image of ``height`` rows
+        (a strip; rows within K//2 of a strip edge inside the image are not exact)."""
         conv = self.head_conv
         k = conv.kernel_size[0]
         r = k // 2
@@ -426,6 +502,7 @@ class KeyNet(nn.Module):
             scale, shift = None, None
         ws = wk * scale[:, None, None] if scale is not None else wk
         b, _, h, wp = feats[0].shape
+        height = h if height is None else height
         pairs = self._pairs(feats[0])
         g = None
         c0 = 0
@@ -441,9 +518,9 @@ class KeyNet(nn.Module):
         dev, dt = g.device, g.dtype
         if shift is not None:
             kk = (wk * shift[:, None, None]).sum(0)  # (k, k): response of the shift per tap
-            ys = torch.arange(h, device=dev)[:, None] + torch.arange(k, device=dev) - r
+            ys = row0 + torch.arange(h, device=dev)[:, None] + torch.arange(k, device=dev) - r
             xs = torch.arange(wp, device=dev)[:, None] + torch.arange(k, device=dev) - r
-            rows = ((ys >= 0) & (ys < h)).to(dt)
+            rows = ((ys >= 0) & (ys < height)).to(dt)
             cols = ((xs >= 0) & (xs < width)).to(dt)
             out = torch.addmm(conv.bias.to(dt), rows @ kk, cols.t())  # (H, Wp)
             out = out.expand(b, h, wp) + g[:, r]
@@ -467,71 +544,9 @@ class KeyNet(nn.Module):
                 f"(at least {m} px on each side)"
             )
         if self._use_fast():
-            out = self._head_fast(self._level_features_fast(x.float()), x.shape[-1])
+            out = self._forward_fast(x.float())
         else:
             out = self.head_conv(self.head_bn(torch.cat(self._level_features_plain(x), 1)))
         if self.config.head_relu:
             out = F.relu(out)
         return out
-
-
-class PairConv:
-    """A stride-1 zero-padded convolution evaluated on pairs of horizontally adjacent pixels.
-
-    Space-to-depth by 2 along x is free in the channels-last layout (a reshape): an I->O
-    convolution with a kh x kw kernel becomes 2I->2O with kh x (2 ceil(r/2) + 1) taps
-    (r = kw // 2), the taps that fall outside the original kernel being zeros. oneDNN's AVX2
-    kernels load one weight vector per multiply-add for 8 output channels, two for 16, so
-    Key.Net's 8-channel 5x5 layers run ~1.5-2x faster on pairs, with the same values (the
-    extra taps add exact zeros). Inputs are channels-last ``(B, I, H, Wp)`` with ``Wp``
-    even; when the true width W is odd the column W must be zero, and it is zeroed again in
-    the output so that layers can be chained."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
-        o, i, kh, kw = weight.shape
-        r = kw // 2
-        xm = (r + 1) // 2
-        w2 = weight.new_zeros(2 * o, 2 * i, kh, 2 * xm + 1)
-        for j in range(2):  # output pixel within the pair
-            for ii in range(2):  # input pixel within the pair
-                for xo in range(-xm, xm + 1):  # pair offset
-                    dx = 2 * xo + ii - j
-                    if -r <= dx <= r:
-                        w2[j * o:(j + 1) * o, ii * i:(ii + 1) * i, :, xo + xm] = weight[:, :, :, dx + r]
-        self.weight = w2.contiguous(memory_format=torch.channels_last)
-        self.bias = None if bias is None else bias.repeat(2)
-        self.padding = (kh // 2, xm)
-        self.relu = relu
-        self.out_channels = o
-
-    def __call__(self, x: torch.Tensor, width: int) -> torch.Tensor:
-        b, c, h, wp = x.shape
-        if wp % 2:
-            raise ValueError(f"PairConv needs an even width, got {wp}")
-        xs = x.permute(0, 2, 3, 1).reshape(b, h, wp // 2, 2 * c).permute(0, 3, 1, 2)
-        y = conv2d_act(xs, self.weight, self.bias, self.padding, self.relu)
-        y = y.permute(0, 2, 3, 1).reshape(b, h, wp, self.out_channels).permute(0, 3, 1, 2)
-        if wp > width:
-            y[..., width:] = 0
-        return y
-
-
-_POINTWISE_OK: List[bool] = []
-
-
-def conv2d_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: Tuple[int, int],
-               relu: bool) -> torch.Tensor:
-    """2-D convolution (stride 1) optionally followed by ReLU. On the CPU one oneDNN call
-    with the ReLU fused (``mkldnn._convolution_pointwise``, the op torch.compile uses) when
-    this torch build has it; otherwise ``F.conv2d`` + in-place ReLU (same values)."""
-    if x.device.type == "cpu" and x.dtype == torch.float32 and _POINTWISE_OK != [False]:
-        try:
-            y = torch.ops.mkldnn._convolution_pointwise(
-                x, w, b, list(padding), [1, 1], [1, 1], 1, "relu" if relu else "none", [], "")
-            if not _POINTWISE_OK:
-                _POINTWISE_OK.append(True)
-            return y
-        except (AttributeError, RuntimeError):
-            _POINTWISE_OK[:] = [False]
-    y = F.conv2d(x, w, b, padding=padding)
-    return F.relu_(y) if relu else y

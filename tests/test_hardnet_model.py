@@ -19,6 +19,23 @@ def test_output_shape_and_unit_norm():
         m(torch.rand(2, 1, 64, 64))
 
 
+def test_fast_path_equals_plain_modules():
+    """Folded batch norm, fused ReLU and the matmul first layer compute the same network."""
+    torch.manual_seed(0)
+    m = HardNet()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+    m.eval()
+    x = torch.rand(33, 1, 32, 32)
+    with torch.no_grad():
+        fast = m(x)
+        m.fast = False
+        plain = m(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
 def test_official_layout_loads_strictly(tmp_path):
     torch.manual_seed(0)
     m = HardNet()

@@ -142,3 +142,25 @@ def test_local_norm_cv2_equals_reference():
     x = rng.random((70, 91), dtype=np.float32)
     ref = local_norm_reference(torch.from_numpy(x).double()[None, None]).numpy()[0, 0]
     np.testing.assert_allclose(local_norm_cv2(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("size", [(130, 171), (200, 150)])
+def test_strips_equal_whole_image(variant, size):
+    """The fast path's strips (here 7 rows each) give the rows of the whole-image run."""
+    torch.manual_seed(1)
+    m = KeyNet(KeyNetConfig(variant=variant))
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+            if mod.affine:
+                mod.bias.data.uniform_(-1, 1)
+    m.eval()
+    x = torch.rand(1, 1, *size)
+    with torch.no_grad():
+        m.strip_pixels = 1 << 30
+        whole = m(x)
+        m.strip_pixels = 7 * size[1]
+        strips = m(x)
+    torch.testing.assert_close(strips, whole, rtol=1e-6, atol=1e-6 * whole.abs().max().item())
