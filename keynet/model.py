@@ -12,6 +12,7 @@ internal pyramid, and a head. One class covers the three published parameterisat
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -131,6 +132,26 @@ def _bilinear_rows(n_in: int, n_out: int, r0: int, r1: int, align_corners: bool
     lam = np.clip(src - i0.astype(np.float32), 0, 1).astype(np.float32)
     i1 = i0 + (i0 < n_in - 1)
     return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy(lam)
+
+
+def _lerp_rows(x: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Rows ``(1 - lam) x[r0] + lam x[r1]`` of ``x`` (rows first, any trailing shape), as
+    one sparse (two entries per row) times dense product: ~3x faster than gathering the
+    rows, same values."""
+    n, m = len(r0), x.shape[0]
+    flat = x.reshape(m, -1)
+    try:
+        rows = torch.arange(n).repeat_interleave(2)
+        cols = torch.stack([r0, r1], 1).reshape(-1)
+        vals = torch.stack([1 - lam, lam], 1).reshape(-1).to(x.dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            a = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, m)).coalesce()
+            out = a.to_sparse_csr().to(x.device) @ flat
+    except (RuntimeError, NotImplementedError):  # no sparse kernels here: gather the rows
+        r0, r1, lam = r0.to(x.device), r1.to(x.device), lam.to(x.device, x.dtype)[:, None]
+        out = flat[r0] * (1 - lam) + flat[r1] * lam
+    return out.reshape(n, *x.shape[1:])
 
 
 def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -435,9 +456,15 @@ class KeyNet(nn.Module):
             out[:, :, a0:a1] = o[:, :, a0 - f0:a1 - f0]
         return out
 
-    def _strip_features(self, normed, convs, f0: int, f1: int, h: int, w: int, pairs: bool) -> torch.Tensor:
-        """Features of one internal level for output rows [f0, f1) at input resolution,
-        channels-last (B, C, f1 - f0, W or W + 1 with pairs and odd W)."""
+    def _strip_features(self, normed, convs, f0: int, f1: int, h: int, w: int, pairs: bool
+                        ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, ...]]]:
+        """Features of one internal level for output rows [f0, f1), channels-last, at the
+        input width (W, or W + 1 with pairs and odd W). Returns ``(features, rows)``: for
+        the full-resolution level the features of rows [f0, f1) and ``None``; for a smaller
+        level the features of its own source rows, up-sampled along x only, and the
+        ``(r0, r1, lam)`` that interpolate them along y (:func:`_lerp_rows`). The head
+        applies that last step after its 1xK convolution, which acts along x only and so
+        commutes with it: 5 channels to interpolate instead of 8, on fewer rows."""
         cfg = self.config
         hl, wl = normed.shape[-2:]
         align = cfg.variant != "pt"
@@ -463,22 +490,14 @@ class KeyNet(nn.Module):
                 f = conv2d_act(f, wt, bb, (pad, pad), relu=True)
         f = f[:, :, s0 - c0:s1 - c0]
         if interp is None:
-            return f
-        # Bilinear up-sampling of the strip: along y by the source rows and weights that
-        # F.interpolate computes for the whole image (at the level's width, the smaller
-        # array), then along x by F.interpolate with the rows unchanged. Equal to
-        # up-sampling the whole level up to float rounding (the two 1-D passes are summed
-        # in the other order).
-        r0, r1, lam = (t.to(f.device) for t in interp)
-        g = f[..., :wl].permute(0, 2, 3, 1)  # (B, rows, wl, C)
-        lam = lam[None, :, None, None]
-        v = (g[:, r0] * (1 - lam)).add_(g[:, r1] * lam).permute(0, 3, 1, 2)
-        up = F.interpolate(v, size=(f1 - f0, w), mode="bilinear", align_corners=align)
+            return f, None
+        # Along x by F.interpolate with the rows unchanged (exact along y).
+        up = F.interpolate(f[..., :wl], size=(s1 - s0, w), mode="bilinear", align_corners=align)
         if pairs and w % 2:
             up = F.pad(up.permute(0, 2, 3, 1), (0, 0, 0, 1)).permute(0, 3, 1, 2)
-        return up
+        return up, interp
 
-    def _head_fast(self, feats: List[torch.Tensor], width: int, row0: int = 0,
+    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], width: int, row0: int = 0,
                    height: Optional[int] = None) -> torch.Tensor:
         """Head BN + KxK convolution to one channel without concatenating the levels: per
         level one C->K convolution with a 1xK kernel gives, for each kernel row dy, the row
@@ -486,8 +505,9 @@ class KeyNet(nn.Module):
         KxK convolution at a few GFLOP/s and the concatenation is a full extra pass; this is
         ~3x faster. The BN scale folds into the weights; its shift, which the convolution's
         zero padding does not see at the border, is added as the exact rank-K map
-        ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``width``: the
-        true width (the features may carry one extra zero column, see :class:`PairConv`);
+        ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``feats``: the
+        ``(features, rows)`` of :meth:`_strip_features` per level. ``width``: the true
+        width (the features may carry one extra zero column, see :class:`PairConv`);
         ``row0``, ``height``: where the rows of ``feats`` lie in an image of ``height`` rows
         (a strip; rows within K//2 of a strip edge inside the image are not exact)."""
         conv = self.head_conv
@@ -501,18 +521,21 @@ class KeyNet(nn.Module):
         else:
             scale, shift = None, None
         ws = wk * scale[:, None, None] if scale is not None else wk
-        b, _, h, wp = feats[0].shape
+        full = next(f for f, interp in feats if interp is None)
+        b, _, h, wp = full.shape
         height = h if height is None else height
-        pairs = self._pairs(feats[0])
+        pairs = self._pairs(full)
         g = None
         c0 = 0
-        for f in feats:
+        for f, interp in feats:
             c = f.shape[1]
             wl = ws[c0:c0 + c].permute(1, 0, 2)[:, :, None, :]  # (k, C, 1, k): one output per kernel row
             if pairs:
                 gl = PairConv(wl, None, relu=False)(f, width)
             else:
                 gl = conv2d_act(f, wl.contiguous(memory_format=torch.channels_last), None, (0, r), relu=False)
+            if interp is not None:  # bilinear along y, after the x-only convolution
+                gl = torch.stack([_lerp_rows(gb.permute(1, 2, 0), *interp) for gb in gl]).permute(0, 3, 1, 2)
             g = gl if g is None else g.add_(gl)
             c0 += c
         dev, dt = g.device, g.dtype
