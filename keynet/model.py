@@ -342,6 +342,7 @@ class KeyNet(nn.Module):
         self.pair_convs = True
         # Fast path: output pixels per strip (bounded memory; see _forward_fast).
         self.strip_pixels = 1 << 19
+        self._fast_cache: Optional[Tuple[Any, Dict[str, Any]]] = None
 
     # -- internal pyramid -------------------------------------------------------------
     def level_inputs(self, x: torch.Tensor, use_cv2: bool = False) -> List[torch.Tensor]:
@@ -403,6 +404,37 @@ class KeyNet(nn.Module):
             fused.append((w, b, blk.conv.padding[0]))
         return fused
 
+    def _fast_weights(self, pairs: bool) -> Dict[str, Any]:
+        """Inference weights of the fast path (batch norms folded, pair layout), cached
+        until a parameter or buffer changes (their version counters and storage)."""
+        tensors = list(self.parameters()) + list(self.buffers())
+        key = (pairs, tuple((t.data_ptr(), t._version) for t in tensors))
+        if self._fast_cache is not None and self._fast_cache[0] == key:
+            return self._fast_cache[1]
+        layers = self._fused_learner()
+        convs = [PairConv(wt, bb, relu=True) for wt, bb, _ in layers] if pairs else layers
+        conv = self.head_conv
+        wk = conv.weight[0]  # (C, k, k)
+        shift = None
+        if isinstance(self.head_bn, nn.BatchNorm2d):
+            bn = self.head_bn
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            wk_s = wk * scale[:, None, None]
+        else:
+            wk_s = wk
+        nf = self.config.num_filters
+        heads = []
+        for lvl in range(self.config.num_levels):
+            # (k, C, 1, k): a 1xk convolution with one output channel per kernel row
+            wl = wk_s[lvl * nf:(lvl + 1) * nf].permute(1, 0, 2)[:, :, None, :]
+            heads.append(PairConv(wl, None, relu=False) if pairs
+                         else wl.contiguous(memory_format=torch.channels_last))
+        kk = (wk * shift[:, None, None]).sum(0) if shift is not None else None  # shift response per tap
+        out = {"convs": convs, "heads": heads, "kk": kk, "bias": conv.bias, "k": conv.kernel_size[0]}
+        self._fast_cache = (key, out)
+        return out
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenated learnable features of all internal levels at input resolution (the
         plain computation; the fast path never materialises them for the whole image)."""
@@ -437,8 +469,7 @@ class KeyNet(nn.Module):
         cfg = self.config
         cpu = x.device.type == "cpu"
         pairs = self._pairs(x)
-        layers = self._fused_learner()
-        convs = [PairConv(wt, bb, relu=True) for wt, bb, _ in layers] if pairs else layers
+        fw = self._fast_weights(pairs)
         normed = []
         for xi in self.level_inputs(x, use_cv2=cpu):
             if cpu:
@@ -451,8 +482,8 @@ class KeyNet(nn.Module):
         for a0 in range(0, h, rows):
             a1 = min(h, a0 + rows)
             f0, f1 = max(0, a0 - rh), min(h, a1 + rh)  # feature rows the head reads
-            feats = [self._strip_features(n, convs, f0, f1, h, w, pairs) for n in normed]
-            o = self._head_fast(feats, w, row0=f0, height=h)
+            feats = [self._strip_features(n, fw["convs"], f0, f1, h, w, pairs) for n in normed]
+            o = self._head_fast(feats, fw, w, row0=f0, height=h)
             out[:, :, a0:a1] = o[:, :, a0 - f0:a1 - f0]
         return out
 
@@ -497,8 +528,8 @@ class KeyNet(nn.Module):
             up = F.pad(up.permute(0, 2, 3, 1), (0, 0, 0, 1)).permute(0, 3, 1, 2)
         return up, interp
 
-    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], width: int, row0: int = 0,
-                   height: Optional[int] = None) -> torch.Tensor:
+    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], fw: Dict[str, Any], width: int,
+                   row0: int = 0, height: Optional[int] = None) -> torch.Tensor:
         """Head BN + KxK convolution to one channel without concatenating the levels: per
         level one C->K convolution with a 1xK kernel gives, for each kernel row dy, the row
         response; the K rows are then summed at their vertical offsets. oneDNN runs a C->1
@@ -506,49 +537,37 @@ class KeyNet(nn.Module):
         ~3x faster. The BN scale folds into the weights; its shift, which the convolution's
         zero padding does not see at the border, is added as the exact rank-K map
         ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``feats``: the
-        ``(features, rows)`` of :meth:`_strip_features` per level. ``width``: the true
-        width (the features may carry one extra zero column, see :class:`PairConv`);
-        ``row0``, ``height``: where the rows of ``feats`` lie in an image of ``height`` rows
-        (a strip; rows within K//2 of a strip edge inside the image are not exact)."""
-        conv = self.head_conv
-        k = conv.kernel_size[0]
+        ``(features, rows)`` of :meth:`_strip_features` per level; ``fw``: the weights of
+        :meth:`_fast_weights`. ``width``: the true width (the features may carry one extra
+        zero column, see :class:`PairConv`); ``row0``, ``height``: where the rows of
+        ``feats`` lie in an image of ``height`` rows (a strip; rows within K//2 of a strip
+        edge inside the image are not exact)."""
+        k = fw["k"]
         r = k // 2
-        wk = conv.weight[0]  # (C, k, k)
-        if isinstance(self.head_bn, nn.BatchNorm2d):
-            bn = self.head_bn
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias - bn.running_mean * scale
-        else:
-            scale, shift = None, None
-        ws = wk * scale[:, None, None] if scale is not None else wk
         full = next(f for f, interp in feats if interp is None)
         b, _, h, wp = full.shape
         height = h if height is None else height
         pairs = self._pairs(full)
         g = None
-        c0 = 0
-        for f, interp in feats:
-            c = f.shape[1]
-            wl = ws[c0:c0 + c].permute(1, 0, 2)[:, :, None, :]  # (k, C, 1, k): one output per kernel row
+        for (f, interp), hw in zip(feats, fw["heads"]):
             if pairs:
-                gl = PairConv(wl, None, relu=False)(f, width)
+                gl = hw(f, width)
             else:
-                gl = conv2d_act(f, wl.contiguous(memory_format=torch.channels_last), None, (0, r), relu=False)
+                gl = conv2d_act(f, hw, None, (0, r), relu=False)
             if interp is not None:  # bilinear along y, after the x-only convolution
                 gl = torch.stack([_lerp_rows(gb.permute(1, 2, 0), *interp) for gb in gl]).permute(0, 3, 1, 2)
             g = gl if g is None else g.add_(gl)
-            c0 += c
         dev, dt = g.device, g.dtype
-        if shift is not None:
-            kk = (wk * shift[:, None, None]).sum(0)  # (k, k): response of the shift per tap
+        bias, kk = fw["bias"], fw["kk"]
+        if kk is not None:
             ys = row0 + torch.arange(h, device=dev)[:, None] + torch.arange(k, device=dev) - r
             xs = torch.arange(wp, device=dev)[:, None] + torch.arange(k, device=dev) - r
             rows = ((ys >= 0) & (ys < height)).to(dt)
             cols = ((xs >= 0) & (xs < width)).to(dt)
-            out = torch.addmm(conv.bias.to(dt), rows @ kk, cols.t())  # (H, Wp)
+            out = torch.addmm(bias.to(dt), rows @ kk, cols.t())  # (H, Wp)
             out = out.expand(b, h, wp) + g[:, r]
         else:
-            out = g[:, r] + conv.bias
+            out = g[:, r] + bias
         for dy in range(k):
             s = dy - r
             if s > 0:

@@ -164,3 +164,26 @@ def test_strips_equal_whole_image(variant, size):
         m.strip_pixels = 7 * size[1]
         strips = m(x)
     torch.testing.assert_close(strips, whole, rtol=1e-6, atol=1e-6 * whole.abs().max().item())
+
+
+def test_fast_weights_cache_follows_weight_changes():
+    """The folded inference weights are cached; changing any weight or BN statistic
+    (in place, or by load_state_dict) must be seen by the next forward."""
+    torch.manual_seed(0)
+    m = KeyNet().eval()
+    x = torch.rand(1, 1, 70, 80)
+    with torch.no_grad():
+        a = m(x)
+        m.learner[0].conv.weight.mul_(1.5)
+        m.head_bn.running_mean.add_(0.3)
+        b = m(x)
+        m.fast = False
+        plain = m(x)
+        m.fast = True
+        m.load_state_dict(KeyNet().state_dict())
+        c = m(x)
+        m.fast = False
+        plain_c = m(x)
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(b, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+    torch.testing.assert_close(c, plain_c, rtol=1e-4, atol=1e-4 * plain_c.abs().max().item())
