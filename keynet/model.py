@@ -445,7 +445,10 @@ class KeyNet(nn.Module):
         align = self.config.variant != "pt"
         feats = []
         for xi in self.level_inputs(x):
-            f = self.learner(self.handcrafted(xi, fast=self.fast))
+            f = self.handcrafted(xi, fast=self.fast)
+            if self.fast:  # training: channels-last convolutions (and their backward) are ~2x faster
+                f = f.contiguous(memory_format=torch.channels_last)
+            f = self.learner(f)
             if f.shape[-2:] != (h, w):
                 f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=align)
             feats.append(f)
