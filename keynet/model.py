@@ -340,6 +340,9 @@ class KeyNet(nn.Module):
         # CPU fast path: convolutions on horizontal pixel pairs (PairConv), ~1.5-2x faster
         # in oneDNN, same values. False: plain channels-last convolutions.
         self.pair_convs = True
+        # CPU fast path: the hand-crafted block, internal-pyramid blur and local
+        # normalisation by OpenCV. False: the torch ops the GPU path uses.
+        self.use_opencv = True
         # Fast path: output pixels per strip (bounded memory; see _forward_fast).
         self.strip_pixels = 1 << 19
         self._fast_cache: Optional[Tuple[Any, Dict[str, Any]]] = None
@@ -470,7 +473,7 @@ class KeyNet(nn.Module):
         storm from allocating them) and stays in cache."""
         b, _, h, w = x.shape
         cfg = self.config
-        cpu = x.device.type == "cpu"
+        cpu = x.device.type == "cpu" and self.use_opencv
         pairs = self._pairs(x)
         fw = self._fast_weights(pairs)
         normed = []

@@ -98,10 +98,12 @@ def test_tf_level_sizes():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("size,pairs", [((90, 110), True), ((77, 101), True), ((77, 101), False)])
-def test_fast_and_plain_modes_agree(variant, size, pairs):
+@pytest.mark.parametrize("size,pairs,opencv", [((90, 110), True, True), ((77, 101), True, True),
+                                               ((77, 101), False, True), ((77, 101), False, False)])
+def test_fast_and_plain_modes_agree(variant, size, pairs, opencv):
     """The fast path (OpenCV hand-crafted block, folded BN, pixel-pair convolutions, row-sum
-    head) computes the plain network, odd widths included (extra zero column)."""
+    head) computes the plain network, odd widths included (extra zero column); so does its
+    torch-only form (``use_opencv=False``, no pairs: what runs on a GPU)."""
     torch.manual_seed(0)
     m = KeyNet(KeyNetConfig(variant=variant))
     for mod in m.modules():  # non-trivial batch-norm statistics, so the folding is exercised
@@ -113,6 +115,7 @@ def test_fast_and_plain_modes_agree(variant, size, pairs):
                 mod.bias.data.uniform_(-1, 1)
     m.eval()
     m.pair_convs = pairs
+    m.use_opencv = opencv
     x = torch.rand(2, 1, *size)
     with torch.no_grad():
         fast = m(x)
