@@ -1,10 +1,13 @@
-"""Fast CPU convolution primitives shared by Key.Net and HardNet inference: a convolution
-with the ReLU fused (one oneDNN call) and :class:`PairConv` (convolution on horizontal
-pixel pairs, for layers with few output channels)."""
+"""Fast inference primitives shared by Key.Net and HardNet: a convolution with the ReLU
+fused (one oneDNN call), :class:`PairConv` (convolution on horizontal pixel pairs, for
+layers with few output channels), and the exact row interpolation of a bilinear resize
+(for resizing in strips)."""
 from __future__ import annotations
 
+import warnings
 from typing import List, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -69,3 +72,40 @@ class PairConv:
         if wp > width:
             y[..., width:] = 0
         return y
+
+
+def bilinear_rows(n_in: int, n_out: int, r0: int, r1: int, align_corners: bool
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows and weights of output rows [r0, r1) of a bilinear resize from ``n_in``
+    to ``n_out`` rows, in float32 exactly as ``F.interpolate`` (CPU) computes them."""
+    y = np.arange(r0, r1, dtype=np.float32)
+    if align_corners:
+        scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+        src = scale * y
+    else:
+        scale = np.float32(n_in) / np.float32(n_out)
+        src = np.maximum(scale * (y + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    lam = np.clip(src - i0.astype(np.float32), 0, 1).astype(np.float32)
+    i1 = i0 + (i0 < n_in - 1)
+    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy(lam)
+
+
+def lerp_rows(x: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Rows ``(1 - lam) x[r0] + lam x[r1]`` of ``x`` (rows first, any trailing shape), as
+    one sparse (two entries per row) times dense product: ~3x faster than gathering the
+    rows, same values."""
+    n, m = len(r0), x.shape[0]
+    flat = x.reshape(m, -1)
+    try:
+        rows = torch.arange(n).repeat_interleave(2)
+        cols = torch.stack([r0, r1], 1).reshape(-1)
+        vals = torch.stack([1 - lam, lam], 1).reshape(-1).to(x.dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            a = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, m)).coalesce()
+            out = a.to_sparse_csr().to(x.device) @ flat
+    except (RuntimeError, NotImplementedError):  # no sparse kernels here: gather the rows
+        r0, r1, lam = r0.to(x.device), r1.to(x.device), lam.to(x.device, x.dtype)[:, None]
+        out = flat[r0] * (1 - lam) + flat[r1] * lam
+    return out.reshape(n, *x.shape[1:])

@@ -7,6 +7,7 @@ from scipy.ndimage import uniform_filter
 
 from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, PairConv,
                           local_norm, local_norm_cv2, local_norm_reference, tf_level_size)
+from keynet.ops import bilinear_rows, lerp_rows
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -190,3 +191,16 @@ def test_fast_weights_cache_follows_weight_changes():
     assert not torch.allclose(a, b)
     torch.testing.assert_close(b, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
     torch.testing.assert_close(c, plain_c, rtol=1e-4, atol=1e-4 * plain_c.abs().max().item())
+
+
+@pytest.mark.parametrize("align", [True, False])
+@pytest.mark.parametrize("n_in,n_out", [(75, 90), (33, 48), (100, 101)])
+def test_row_interpolation_equals_f_interpolate(align, n_in, n_out):
+    """Rows [r0, r1) of a bilinear resize, computed alone, equal those of F.interpolate on
+    the whole array (the strips rely on it)."""
+    torch.manual_seed(0)
+    x = torch.rand(n_in, 7)
+    whole = F.interpolate(x.t()[None], size=n_out, mode="linear", align_corners=align)[0].t()
+    r0, r1 = n_out // 3, n_out - 5
+    i0, i1, lam = bilinear_rows(n_in, n_out, r0, r1, align)
+    torch.testing.assert_close(lerp_rows(x, i0, i1, lam), whole[r0:r1], rtol=1e-6, atol=1e-6)
