@@ -170,8 +170,7 @@ def test_large_image_memory_is_bounded(tmp_path):
     """A 4000x3000 photo through the default extraction (shipped Key.Net + HardNet, 6
     pyramid levels, the largest 4800x3600) stays far below a 24 GiB machine: the network
     runs in strips and the descriptors in chunks. Peak RSS of the whole process < 3 GiB
-    (measured ~1.6 GiB; the whole-image computation needed ~4.5 GiB, the plain reference
-    mode several times more)."""
+    (benchmarks/large_image.py: 1.4 GiB; the whole-image computation needed 4.5 GiB)."""
     import resource
 
     rng = np.random.default_rng(0)
