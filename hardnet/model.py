@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keynet.ops import conv2d_act
+from keynet.ops import bn_scale_shift, conv2d_act
 
 
 class FusedConv(NamedTuple):
@@ -64,9 +64,8 @@ class HardNet(nn.Module):
             if not isinstance(mod, nn.Conv2d):
                 continue
             bn = mods[i + 1]
-            scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+            scale, b = bn_scale_shift(bn)
             w = mod.weight * scale[:, None, None, None]
-            b = -bn.running_mean * scale
             relu = i + 2 < len(mods) and isinstance(mods[i + 2], nn.ReLU)
             layers.append(FusedConv(w.contiguous(memory_format=torch.channels_last), b,
                                     tuple(mod.stride), tuple(mod.padding), relu))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import PairConv, bilinear_rows, conv2d_act, lerp_rows
+from .ops import PairConv, bilinear_rows, bn_scale_shift, conv2d_act, lerp_rows
 
 VARIANTS = ("tf", "repro", "pt")
 
@@ -363,9 +363,9 @@ class KeyNet(nn.Module):
         fused = []
         for blk in self.learner:
             bn = blk.bn
-            k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            k, t = bn_scale_shift(bn)
             w = (blk.conv.weight * k[:, None, None, None]).contiguous(memory_format=torch.channels_last)
-            b = (blk.conv.bias - bn.running_mean) * k + bn.bias
+            b = blk.conv.bias * k + t
             fused.append((w, b, blk.conv.padding[0]))
         return fused
 
@@ -382,9 +382,7 @@ class KeyNet(nn.Module):
         wk = conv.weight[0]  # (C, k, k)
         shift = None
         if isinstance(self.head_bn, nn.BatchNorm2d):
-            bn = self.head_bn
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias - bn.running_mean * scale
+            scale, shift = bn_scale_shift(self.head_bn)
             wk_s = wk * scale[:, None, None]
         else:
             wk_s = wk
@@ -411,7 +409,7 @@ class KeyNet(nn.Module):
         feats = []
         for xi in self.level_inputs(x):
             f = self.handcrafted(xi, fast=self.fast)
-            if self.fast:  # training: channels-last convolutions (and their backward) are ~2x faster
+            if self.fast:  # training: channels-last convolutions (and their backward) are faster
                 f = f.contiguous(memory_format=torch.channels_last)
             f = self.learner(f)
             if f.shape[-2:] != (h, w):
@@ -502,7 +500,7 @@ class KeyNet(nn.Module):
         level one C->K convolution with a 1xK kernel gives, for each kernel row dy, the row
         response; the K rows are then summed at their vertical offsets. oneDNN runs a C->1
         KxK convolution at a few GFLOP/s and the concatenation is a full extra pass; this is
-        ~3x faster. The BN scale folds into the weights; its shift, which the convolution's
+        faster. The BN scale folds into the weights; its shift, which the convolution's
         zero padding does not see at the border, is added as the exact rank-K map
         ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``feats``: the
         ``(features, rows)`` of :meth:`_strip_features` per level; ``fw``: the weights of

@@ -12,6 +12,16 @@ import torch
 import torch.nn.functional as F
 
 
+def bn_scale_shift(bn: torch.nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode batch norm as ``x * scale + shift`` per channel (for folding it into the
+    neighbouring convolution; ``affine=False`` norms included)."""
+    scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+    return scale, shift
+
+
 _POINTWISE_OK: List[bool] = []
 
 
