@@ -7,10 +7,12 @@ Defaults follow the official TensorFlow ``train_network.py``. Multi-GPU:
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
 from keynet.cli import str2bool as _bool
+from keynet.model import PRESETS
 from keynet.training import TrainConfig, TrainingDiverged, train
 
 
@@ -26,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", default=d.data_dir, help="folder of photos the synthetic pairs are made from")
+    g.add_argument("--data-dir", nargs="+", default=[d.data_dir],
+                   help="folder(s) of photos the synthetic pairs are made from (several: their union)")
     g.add_argument("--dataset-dir", default=d.dataset_dir, help="cache of the generated pairs (.npy + manifest)")
     g.add_argument("--out-dir", default=d.out_dir, help="run folder: checkpoints, history.csv, curves.png")
     g.add_argument("--max-angle", type=float, default=d.max_angle, help="max rotation (degrees)")
@@ -39,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-images", type=int, default=d.val_images, help="photos reserved for validation")
     g.add_argument("--pairs-per-image", type=int, default=d.pairs_per_image, help="passes over the photos")
     g.add_argument("--photometric", type=_bool, default=d.photometric, help="colour jitter on the destination")
+    g.add_argument("--data-seed", type=int, default=d.data_seed,
+                   help="seed of the pair generation and the train/val photo split (apart from --seed, so that "
+                        "training seeds share one dataset)")
     g.add_argument("--gen-workers", type=int, default=d.gen_workers, help="processes generating pairs")
     g = p.add_argument_group("model")
     g.add_argument("--variant", default=d.variant, choices=("tf", "repro", "pt"))
@@ -47,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-levels-within-net", dest="num_levels", type=int, default=d.num_levels)
     g.add_argument("--factor-scaling-pyramid", dest="factor", type=float, default=d.factor)
     g.add_argument("--conv-kernel-size", dest="kernel_size", type=int, default=d.kernel_size)
+    g.add_argument("--model-preset", default=None, choices=tuple(PRESETS),
+                   help="named architecture (default filters/blocks/levels; explicit flags win): keynet, or tiny = Tiny-Key.Net")
+    g.add_argument("--handcrafted", type=_bool, default=d.handcrafted,
+                   help="false: the learnable blocks see the image itself, not the derivative channels (ablation)")
     g.add_argument("--init", default=d.init, choices=("tf", "torch"), help="weight initialisation")
     g = p.add_argument_group("optimisation")
     g.add_argument("--num-epochs", dest="epochs", type=int, default=d.epochs)
@@ -87,7 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].model_preset
+    if preset is not None:  # the preset's architecture, unless a flag says otherwise
+        parser.set_defaults(**PRESETS[preset])
+    args = parser.parse_args(argv)
+    del args.model_preset
+    args.data_dir = os.pathsep.join(args.data_dir)
     cfg = TrainConfig(**vars(args), command="python train.py " + " ".join(shlex.quote(a) for a in argv))
     try:
         summary = train(cfg)

@@ -185,13 +185,31 @@ def make_pair(bgr: np.ndarray, rng: np.random.Generator, cfg: PairConfig, patch_
 
 # --------------------------------------------------------------------------- image lists
 
+def image_folders(spec) -> List[Path]:
+    """The photo folders named by ``spec``: one path, several joined by ``os.pathsep``
+    (``a:b`` on POSIX), or a sequence of paths."""
+    parts = str(spec).split(os.pathsep) if isinstance(spec, (str, Path)) else [str(x) for x in spec]
+    folders = [Path(x) for x in parts if x.strip()]
+    if not folders:
+        raise ValueError("no image folder given")
+    return folders
+
+
+def images_root(spec) -> Path:
+    """The deepest folder holding every folder of ``spec`` (the folder itself when only one)."""
+    return Path(os.path.commonpath([str(f.resolve()) for f in image_folders(spec)]))
+
+
 def list_images(folder) -> List[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    """Every image below the folder(s) of ``folder`` (see :func:`image_folders`), sorted per folder."""
+    files: List[Path] = []
+    for f in image_folders(folder):
+        if not f.is_dir():
+            raise FileNotFoundError(f"image folder not found: {f}")
+        found = sorted(p for p in f.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not found:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {f}")
+        files += [p.resolve() for p in found] if len(image_folders(folder)) > 1 else found
     return files
 
 
@@ -294,9 +312,9 @@ def prepare_dataset(image_dir, out_dir, cfg: PairConfig, workers: int = 0, progr
     otherwise the pairs are regenerated (with a warning when a different manifest existed).
     """
     out_dir = Path(out_dir)
-    image_dir = Path(image_dir)
     files = list_images(image_dir)
-    want = _manifest_for(cfg, files, image_dir)
+    want = _manifest_for(cfg, files, images_root(image_dir) if len(image_folders(image_dir)) > 1
+                         else Path(image_dir))
     arrays = [f"{s}_{k}" for s in ("train", "val") for k in _SPLIT_KEYS]
     if not force and cache.reusable(out_dir, want, arrays, "synthetic pairs"):
         return out_dir

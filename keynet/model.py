@@ -45,18 +45,46 @@ class KeyNetConfig:
     kernel_size: int = 5
     variant: str = "tf"
     bn_momentum: float = 0.01  # torch convention; TF's decay 0.99
+    # Ablations of the paper (Sec. 5): ``handcrafted=False`` feeds the learnable blocks the
+    # (locally normalised) image itself instead of the ten derivative channels ("learned
+    # filters only"); ``num_blocks=0`` puts the head straight on the hand-crafted channels
+    # ("hand-crafted filters only"). Both run the plain computation at inference.
+    handcrafted: bool = True
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown Key.Net variant {self.variant!r}; expected one of {VARIANTS}")
-        for name in ("num_filters", "num_blocks", "num_levels", "kernel_size"):
+        for name in ("num_filters", "num_levels", "kernel_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"KeyNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.num_blocks) < 0:
+            raise ValueError(f"KeyNetConfig.num_blocks must be >= 0, got {self.num_blocks}")
+        if self.num_blocks == 0 and not self.handcrafted:
+            raise ValueError("KeyNetConfig: a network without hand-crafted block needs at least one learnable block")
         if self.kernel_size % 2 != 1:
             raise ValueError(f"KeyNetConfig.kernel_size must be odd, got {self.kernel_size}")
         if self.factor <= 1.0:
             raise ValueError(f"KeyNetConfig.factor must be > 1, got {self.factor}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "KeyNetConfig":
+        """A named architecture: ``keynet`` (the paper's Key.Net: 3 blocks of 8 filters, 3
+        internal levels) or ``tiny`` (the paper's Tiny-Key.Net: the hand-crafted block and
+        one learnable block of a single filter, a few hundred parameters)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown Key.Net preset {name!r}; expected one of {tuple(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def in_channels(self) -> int:
+        """Channels entering the first learnable block (or the head when there is none)."""
+        return 10 if self.handcrafted else 1
+
+    @property
+    def level_channels(self) -> int:
+        """Channels per internal level entering the head."""
+        return self.num_filters if self.num_blocks > 0 else self.in_channels
 
     @property
     def bn_eps(self) -> float:
@@ -81,6 +109,12 @@ class KeyNetConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "KeyNetConfig":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "keynet": dict(num_filters=8, num_blocks=3, num_levels=3),
+    "tiny": dict(num_filters=1, num_blocks=1, num_levels=3),
+}
 
 
 def gaussian_kernel_tf(sigma: float = 1.5) -> torch.Tensor:
@@ -284,12 +318,12 @@ class KeyNet(nn.Module):
         self.config = cfg = config or KeyNetConfig()
         self.handcrafted = HandcraftedBlock(cfg.variant)
         blocks: List[nn.Module] = []
-        cin = 10
+        cin = cfg.in_channels
         for _ in range(cfg.num_blocks):
             blocks.append(ConvBlock(cin, cfg.num_filters, cfg.kernel_size, cfg.bn_eps, cfg.bn_momentum))
             cin = cfg.num_filters
         self.learner = nn.Sequential(*blocks)
-        cat = cfg.num_filters * cfg.num_levels
+        cat = cfg.level_channels * cfg.num_levels
         self.head_bn = nn.BatchNorm2d(cat, eps=cfg.bn_eps, momentum=cfg.bn_momentum) if cfg.head_bn else nn.Identity()
         self.head_conv = nn.Conv2d(cat, 1, cfg.head_kernel, padding=cfg.head_kernel // 2, bias=True)
         self.register_buffer("gauss", gaussian_kernel_tf(1.5), persistent=False)
@@ -356,7 +390,8 @@ class KeyNet(nn.Module):
 
     # -- plain and fast computations -------------------------------------------------
     def _use_fast(self) -> bool:
-        return self.fast and not self.training and not torch.is_grad_enabled()
+        standard = self.config.handcrafted and self.config.num_blocks > 0  # ablations: plain path
+        return self.fast and standard and not self.training and not torch.is_grad_enabled()
 
     def _fused_learner(self) -> List[Tuple[torch.Tensor, torch.Tensor, int]]:
         """The learnable blocks with each batch norm folded into its convolution (eval only)."""
@@ -408,7 +443,12 @@ class KeyNet(nn.Module):
         align = self.config.variant != "pt"
         feats = []
         for xi in self.level_inputs(x):
-            f = self.handcrafted(xi, fast=self.fast)
+            if self.config.handcrafted:
+                f = self.handcrafted(xi, fast=self.fast)
+            elif self.config.variant == "pt":
+                f = xi
+            else:
+                f = local_norm(xi) if self.fast else local_norm_reference(xi)
             if self.fast:  # training: channels-last convolutions (and their backward) are faster
                 f = f.contiguous(memory_format=torch.channels_last)
             f = self.learner(f)

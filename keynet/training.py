@@ -70,6 +70,7 @@ class TrainConfig:
     pairs_per_image: int = 5
     photometric: bool = True
     gen_workers: int = 2
+    data_seed: int = 12345           # seeds the pair generation and the train/val photo split
     # model
     variant: str = "tf"
     num_filters: int = 8
@@ -78,6 +79,7 @@ class TrainConfig:
     factor: float = 1.2
     kernel_size: int = 5
     init: str = "tf"                 # 'tf' (variance scaling, truncated normal) or 'torch'
+    handcrafted: bool = True         # False: learnable blocks on the image itself (ablation)
     # optimisation
     epochs: int = 25
     batch_size: int = 32
@@ -112,13 +114,14 @@ class TrainConfig:
 
     def model_config(self) -> KeyNetConfig:
         return KeyNetConfig(num_filters=self.num_filters, num_blocks=self.num_blocks, num_levels=self.num_levels,
-                            factor=self.factor, kernel_size=self.kernel_size, variant=self.variant)
+                            factor=self.factor, kernel_size=self.kernel_size, variant=self.variant,
+                            handcrafted=self.handcrafted)
 
     def pair_config(self) -> kdata.PairConfig:
         return kdata.PairConfig(max_angle=self.max_angle, max_scale=self.max_scale, max_shearing=self.max_shearing,
                                 patch_size=self.patch_size, val_patch_size=self.val_patch_size,
                                 num_train=self.num_train, num_val=self.num_val, val_images=self.val_images,
-                                pairs_per_image=self.pairs_per_image, photometric=self.photometric, seed=self.seed)
+                                pairs_per_image=self.pairs_per_image, photometric=self.photometric, seed=self.data_seed)
 
     def msip_config(self) -> MSIPConfig:
         return MSIPConfig(sizes=tuple(self.msip_sizes), factors=tuple(self.msip_factors),

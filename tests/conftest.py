@@ -10,9 +10,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KEYNET_SHARED", ROOT.parent / "shared"))
 
 
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
 def _need(path: Path) -> Path:
+    """``path`` if it exists; otherwise skip (a user without ../shared) or, under CI
+    (``CI=true``), fail: CI must never pass by skipping what it is meant to check."""
     if not path.exists():
-        pytest.skip(f"needs {path} (the ../shared folder beside the project)")
+        msg = f"needs {path} (the ../shared folder beside the project)"
+        if _under_ci():
+            pytest.fail(f"CI=true but {msg} is missing", pytrace=False)
+        pytest.skip(msg)
     return path
 
 

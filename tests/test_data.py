@@ -116,3 +116,19 @@ def test_train_and_val_images_are_disjoint(imagenet_sample):
     train, val = kd.split_images(files, kd.PairConfig())
     assert len(val) == 150 and len(train) + len(val) == len(files)
     assert not set(train) & set(val)
+
+
+def test_several_image_folders(tmp_path):
+    """A source of several folders (os.pathsep-joined or a list): their union, and one
+    manifest root (the deepest common folder)."""
+    for name, n in (("a", 2), ("b", 3)):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / name / "sub" / f"{i}.png"), _texture(40, 40, i))
+    spec = os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")])
+    files = kd.list_images(spec)
+    assert len(files) == 5 and files == kd.list_images([tmp_path / "a", tmp_path / "b"])
+    assert kd.images_root(spec) == tmp_path.resolve()
+    assert len(kd.list_images(tmp_path / "b")) == 3
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        kd.list_images(os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "nowhere")]))

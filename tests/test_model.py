@@ -204,3 +204,43 @@ def test_row_interpolation_equals_f_interpolate(align, n_in, n_out):
     r0, r1 = n_out // 3, n_out - 5
     i0, i1, lam = bilinear_rows(n_in, n_out, r0, r1, align)
     torch.testing.assert_close(lerp_rows(x, i0, i1, lam), whole[r0:r1], rtol=1e-6, atol=1e-6)
+
+
+def test_presets_and_parameter_counts():
+    """Key.Net has the paper's ~5.9k parameters; Tiny-Key.Net (one learnable block of one
+    filter) a few hundred."""
+    def count(cfg):
+        return sum(p.numel() for p in KeyNet(cfg).parameters())
+
+    assert count(KeyNetConfig.preset("keynet")) == count(KeyNetConfig()) == 5921
+    tiny = KeyNetConfig.preset("tiny")
+    assert (tiny.num_blocks, tiny.num_filters, tiny.num_levels) == (1, 1, 3)
+    assert count(tiny) == 335  # conv 250+1, BN 2, head BN 6, head 75+1
+    assert KeyNetConfig.preset("tiny", num_levels=2).num_levels == 2
+    with pytest.raises(ValueError, match="preset"):
+        KeyNetConfig.preset("huge")
+
+
+@pytest.mark.parametrize("cfg", [dict(num_blocks=0), dict(handcrafted=False), dict(num_filters=1, num_blocks=1)],
+                         ids=["handcrafted-only", "learned-only", "tiny"])
+def test_ablation_architectures(cfg):
+    """The paper's ablations: head on the hand-crafted channels only, learnable blocks on
+    the image only; both train (gradients everywhere) and infer (fast = plain)."""
+    torch.manual_seed(0)
+    c = KeyNetConfig(**cfg)
+    m = KeyNet(c)
+    assert m.head_conv.in_channels == c.level_channels * c.num_levels
+    if not c.handcrafted:
+        assert m.learner[0].conv.in_channels == 1
+    x = torch.rand(2, 1, 96, 97)
+    m(x).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    m.eval()
+    with torch.no_grad():
+        fast = m(x)
+        m.fast = False
+        plain = m(x)
+    assert fast.shape == (2, 1, 96, 97)
+    torch.testing.assert_close(fast, plain, rtol=1e-3, atol=1e-3 * float(plain.abs().max()))
+    with pytest.raises(ValueError, match="learnable block"):
+        KeyNetConfig(num_blocks=0, handcrafted=False)

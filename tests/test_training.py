@@ -32,7 +32,8 @@ def _cfg(tiny, out, **kw):
     photos, ds, pc = tiny
     base = dict(data_dir=str(photos), dataset_dir=str(ds), out_dir=str(out), patch_size=pc.patch_size,
                 val_patch_size=pc.val_patch_size, num_train=pc.num_train, num_val=pc.num_val,
-                val_images=pc.val_images, pairs_per_image=pc.pairs_per_image, seed=pc.seed, gen_workers=0,
+                val_images=pc.val_images, pairs_per_image=pc.pairs_per_image, seed=pc.seed, data_seed=pc.seed,
+                gen_workers=0,
                 batch_size=4, pairs_per_epoch=4, epochs=2, val_every=1, workers=0, progress=False,
                 num_filters=4, device="cpu")
     base.update(kw)
@@ -120,3 +121,30 @@ def test_ddp_two_cpu_processes_one_step(tiny_dataset, tmp_path):
         changed |= not torch.equal(p0[k], dict(init.named_parameters())[k].detach())
     assert changed
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_training_seed_does_not_change_the_dataset(tiny_dataset, tmp_path):
+    """--seed varies the training only; the pairs and the photo split follow --data-seed."""
+    a = _cfg(tiny_dataset, tmp_path / "a", seed=1).pair_config()
+    b = _cfg(tiny_dataset, tmp_path / "b", seed=2).pair_config()
+    assert a == b
+    assert _cfg(tiny_dataset, tmp_path / "c", data_seed=5).pair_config().seed == 5
+
+
+def test_train_cli_preset_and_folders(tmp_path):
+    """train.py: --model-preset sets the architecture unless a flag says otherwise; several
+    --data-dir folders are joined into one source."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", os.path.join(os.path.dirname(__file__), "..", "train.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    seen = {}
+    cli.train = lambda cfg: seen.setdefault("cfg", cfg) and {"best_rep": 0, "best_epoch": 0, "epochs_done": 0,
+                                                              "global_step": 0, "wall_time_s": 0, "out_dir": ""}
+    cli.main(["--model-preset", "tiny", "--data-dir", "a", "b"])
+    cfg = seen.pop("cfg")
+    assert (cfg.num_blocks, cfg.num_filters, cfg.num_levels) == (1, 1, 3)
+    assert cfg.data_dir == os.pathsep.join(["a", "b"])
+    cli.main(["--model-preset", "tiny", "--num-filters", "2"])
+    assert seen["cfg"].num_filters == 2 and seen["cfg"].num_blocks == 1

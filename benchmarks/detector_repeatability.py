@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""HSequences repeatability of several Key.Net weights files on one or more HPatches-layout
+folders, with the same extraction (the official multi-scale defaults) and the same
+benchmark (official settings: top 1000 points, overlap 0.6) for every file. Keypoints only.
+Used to compare trained models with the published ones on test sequences::
+
+    python benchmarks/detector_repeatability.py \\
+        --data-dirs ../shared/data/hsequences-mini ../shared/data/hsequences-extra \\
+        --weights tf=../shared/reference/keynet_tf_official.npz ours=pretrained_nets/keynet.pt
+
+Prints, per weights file, the mean single/multi-scale repeatability over the pairs of each
+folder and over all pairs, and the mean detection time per image; ``--json`` keeps every
+per-pair number. Keypoints are cached in ``--cache-dir`` (per weights file digest), so a
+re-run only scores.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import keynet  # noqa: E402
+from keynet.benchmark.evaluate import BenchConfig, evaluate_pair  # noqa: E402
+from keynet.benchmark.hsequences import sequence_pairs  # noqa: E402
+from keynet.io import atomic_save_npy  # noqa: E402
+
+
+def _sequences(folder: Path):
+    return sorted(p.name for p in folder.iterdir() if (p / "1.ppm").is_file() and (p / "H_1_6").is_file())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", nargs="+", required=True, help="NAME=PATH (or PATH) of Key.Net weights")
+    p.add_argument("--data-dirs", nargs="+", required=True, help="HPatches-layout folders")
+    p.add_argument("--cache-dir", default="runs/repeatability_cache", help="keypoint cache")
+    p.add_argument("--num-points", type=int, default=1500)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--json", default=None, help="write all per-pair results here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = BenchConfig()
+    results = {}
+    for spec in args.weights:
+        name, _, path = spec.rpartition("=")
+        name = name or Path(path).stem
+        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+        det = keynet.load_detector(path, num_points=args.num_points)
+        per_dir, times, recs_all = {}, [], []
+        for d in args.data_dirs:
+            d = Path(d)
+            recs = []
+            for seq in _sequences(d):
+                kp = {}
+                for k in range(1, 7):
+                    cache = Path(args.cache_dir) / digest / d.name / seq / f"{k}.kpt.npy"
+                    if cache.is_file():
+                        kp[k] = np.load(cache)
+                    else:
+                        t = time.perf_counter()
+                        kp[k] = det.detect(str(d / seq / f"{k}.ppm"))
+                        times.append(time.perf_counter() - t)
+                        cache.parent.mkdir(parents=True, exist_ok=True)
+                        atomic_save_npy(cache, kp[k])
+                for pair in sequence_pairs(d, seq):
+                    r = evaluate_pair(kp[1], kp[pair.k], pair, cfg)
+                    recs.append({"dir": d.name, "sequence": seq, "pair": pair.k,
+                                 "rep_single": 100 * r["rep_single_scale"], "rep_multi": 100 * r["rep_multi_scale"]})
+            per_dir[d.name] = recs
+            recs_all += recs
+        row = {"weights": path, "digest": digest,
+               "sec_per_image": float(np.mean(times)) if times else float("nan"), "pairs": recs_all}
+        for key, recs in list(per_dir.items()) + [("all", recs_all)]:
+            row[key] = {"single": float(np.mean([r["rep_single"] for r in recs])),
+                        "multi": float(np.mean([r["rep_multi"] for r in recs])), "num_pairs": len(recs)}
+        results[name] = row
+        cols = "  ".join(f"{k}: {row[k]['single']:.2f}/{row[k]['multi']:.2f} ({row[k]['num_pairs']})"
+                         for k in list(per_dir) + ["all"])
+        print(f"{name:>16}  single/multi  {cols}  [{row['sec_per_image']:.2f} s/img]", flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
