@@ -8,7 +8,7 @@ import sys
 
 from keynet.benchmark.baselines import METHODS, extract_list
 from keynet.benchmark.hsequences import DEFAULT_IMAGE_LIST, DEFAULT_PREFIX, resolve_image_path
-from keynet.io import read_image_list
+from kpcore.files import read_image_list
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from keynet.cli import add_bool_flag  # noqa: E402
+from kpcore.cli import add_bool_flag  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,8 +13,8 @@ from keynet.benchmark.evaluate import BenchConfig, evaluate_detector, official_r
 from keynet.benchmark.features import FeatureFileError
 from keynet.benchmark.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, get_split
 from keynet.benchmark.report import console_summary, plot_curves, save_pickle, write_tables
-from keynet.cli import str2bool
-from keynet.geometry import HomographyError
+from kpcore.cli import str2bool
+from kpcore.geometry import HomographyError
 
 
 def top_k(v: str) -> Optional[int]:

@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 
-from keynet.cli import str2bool as _bool
+from kpcore.cli import str2bool as _bool
 from keynet.model import PRESETS
 from keynet.training import TrainConfig, TrainingDiverged, train
 

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import keynet  # noqa: E402
 from keynet.benchmark.evaluate import BenchConfig, evaluate_pair  # noqa: E402
 from keynet.benchmark.hsequences import sequence_pairs  # noqa: E402
-from keynet.io import atomic_save_npy  # noqa: E402
+from kpcore.files import atomic_save_npy  # noqa: E402
 
 
 def _sequences(folder: Path):

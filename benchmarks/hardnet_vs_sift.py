@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from hardnet import HardNetDescriptor, load_hardnet  # noqa: E402
 from keynet.benchmark.hsequences import (DEFAULT_SPLITS, check_sequences, get_split, image_list_lines,  # noqa: E402
                                          resolve_image_path)
-from keynet.io import atomic_save_npy, feature_paths, read_image_grey  # noqa: E402
+from kpcore.files import atomic_save_npy, feature_paths
+from kpcore.images import read_image_grey  # noqa: E402
 
 HARDNET_SUPPORT = 64.0  # px per unit of keypoint scale covered by the HardNet patch
 SIFT_WIDTH_PER_SIZE = 6.0  # OpenCV SIFT: 4 cells of 3 * (size / 2) px

@@ -192,7 +192,7 @@ def time_training(args) -> Dict:
     if not args.train_images:
         return out
     from keynet.data import PairConfig, PairDataset, generate_pairs, list_images
-    from keynet.io import atomic_save_npy
+    from kpcore.files import atomic_save_npy
     from keynet.training import _collate
 
     files = list_images(args.train_images)[: args.train_pairs]

@@ -2,14 +2,14 @@
 
 For each photo and each of ``views_per_image`` draws:
 
-1. view A = the photo with a random photometric change (``keynet.data.photometric_jitter``,
+1. view A = the photo with a random photometric change (``kpcore.augment.photometric_jitter``,
    optional blur and noise); view B = the photo with another photometric change, warped
    by a random homography ``H`` (A -> B): the affine part comes from
-   ``keynet.data.random_homography`` (rotation, zoom, shear), centred on the image
+   ``kpcore.augment.random_homography`` (rotation, zoom, shear), centred on the image
    centre, plus a random perspective part and a small translation.
 2. keypoints are detected in view A (OpenCV DoG by default, or Key.Net with given
    weights), de-duplicated, and ``points_per_view`` of them are drawn at random;
-3. each keypoint ``(x, y, scale)`` is mapped to view B with ``keynet.geometry.warp_points``
+3. each keypoint ``(x, y, scale)`` is mapped to view B with ``kpcore.geometry.warp_points``
    (scale transferred by ``sqrt|det J|``), optionally perturbed to imitate detector noise
    (position and scale, as a second detection would be), and kept only when both patch
    squares lie inside the valid part of both views;
@@ -40,10 +40,11 @@ import cv2
 import numpy as np
 import torch
 
-from keynet.data import list_images, photometric_jitter, random_homography
-from keynet.geometry import invert_homography, warp_points
-from keynet import cache
-from keynet.io import atomic_save_npy
+from kpcore.augment import photometric_jitter, random_homography
+from kpcore.files import list_images
+from kpcore.geometry import invert_homography, warp_points
+from kpcore import cache
+from kpcore.files import atomic_save_npy
 
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
 
@@ -74,7 +75,7 @@ class PatchPairConfig:
     max_perspective: float = 0.0006  # |H[2,0]|, |H[2,1]| (per pixel, image centred)
     max_shift: float = 0.1           # translation, fraction of the image size
     # photometric
-    photometric: bool = True         # keynet.data.photometric_jitter on both views
+    photometric: bool = True         # kpcore.augment.photometric_jitter on both views
     max_blur_sigma: float = 1.0      # Gaussian blur sigma ~ U(0, this) with p = 0.5
     max_noise_std: float = 3.0       # Gaussian noise std ~ U(0, this) grey levels
     # detector noise in view B

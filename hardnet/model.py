@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keynet.ops import bn_scale_shift, conv2d_act
+from kpcore.ops import bn_scale_shift, conv2d_act
 
 
 class FusedConv(NamedTuple):

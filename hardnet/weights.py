@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from keynet.io import atomic_write_bytes
+from kpcore.files import atomic_write_bytes
 
 from .model import HardNet
 

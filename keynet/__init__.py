@@ -9,7 +9,7 @@ Python API::
 """
 from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
 from .extract import Extractor, extract, load_descriptor, load_detector, run_extraction
-from .io import ImageReadError
+from kpcore.images import ImageReadError
 from .model import KeyNet, KeyNetConfig
 from .weights import WeightsError, load_keynet, save_checkpoint
 

@@ -36,14 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import cache
-from .io import atomic_save_npy
+from kpcore import cache
+from kpcore.augment import photometric_jitter, random_homography
+from kpcore.files import atomic_save_npy, image_folders, images_root, list_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp")
 MANIFEST_VERSION = 1
-_PERMS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
 @dataclass
@@ -75,50 +74,6 @@ class PairConfig:
             raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
         if self.patch_size < 8 or self.val_patch_size < 8:
             raise ValueError("patch sizes must be at least 8")
-
-
-# --------------------------------------------------------------------------- homography
-
-def random_homography(rng: np.random.Generator, max_angle: float = 45.0, max_scale: float = 2.0,
-                      max_shearing: float = 0.8, min_scale: float = 0.5) -> np.ndarray:
-    """``shear @ scale @ rotation`` (about the image origin), as the official generator."""
-    scale = rng.uniform(min_scale, max_scale)
-    angle = np.deg2rad(rng.uniform(-max_angle, max_angle))
-    shear = rng.uniform(-max_shearing, max_shearing)
-    c, s = np.cos(angle), np.sin(angle)
-    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    sc = np.diag([scale, scale, 1.0])
-    sh = np.array([[1.0, shear, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    return sh @ sc @ rot
-
-
-# --------------------------------------------------------------------------- photometric
-
-def photometric_jitter(bgr: np.ndarray, rng: np.random.Generator, lower: float = 0.5,
-                       upper: float = 1.5, hue_delta: float = 18.0,
-                       brightness_delta: float = 36.0) -> np.ndarray:
-    """Colour distortion of the official generator (SSD style), returns uint8 BGR.
-
-    Brightness shift, contrast (applied before and again after the HSV step, as the
-    official code does), saturation, hue and a channel permutation, each with p = 0.5.
-    """
-    img = bgr.astype(np.float64)
-    if rng.integers(2):
-        img = np.clip(img + rng.uniform(-brightness_delta, brightness_delta), 0.0, 255.0)
-    contrast = bool(rng.integers(2))
-    if contrast:
-        img = np.clip(img * rng.uniform(lower, upper), 0.0, 255.0)
-    hsv = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_BGR2HSV).astype(np.float64)
-    if rng.integers(2):
-        hsv[:, :, 1] = np.clip(hsv[:, :, 1] * rng.uniform(lower, upper), 0.0, 255.0)
-    if rng.integers(2):
-        hsv[:, :, 0] = np.mod(hsv[:, :, 0] + rng.uniform(-hue_delta, hue_delta), 180.0)
-    img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float64)
-    if contrast:
-        img = np.clip(img * rng.uniform(lower, upper), 0.0, 255.0)
-    if rng.integers(2):
-        img = img[:, :, list(_PERMS[rng.integers(len(_PERMS))])]
-    return img.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- one pair
@@ -184,34 +139,6 @@ def make_pair(bgr: np.ndarray, rng: np.random.Generator, cfg: PairConfig, patch_
 
 
 # --------------------------------------------------------------------------- image lists
-
-def image_folders(spec) -> List[Path]:
-    """The photo folders named by ``spec``: one path, several joined by ``os.pathsep``
-    (``a:b`` on POSIX), or a sequence of paths."""
-    parts = str(spec).split(os.pathsep) if isinstance(spec, (str, Path)) else [str(x) for x in spec]
-    folders = [Path(x) for x in parts if x.strip()]
-    if not folders:
-        raise ValueError("no image folder given")
-    return folders
-
-
-def images_root(spec) -> Path:
-    """The deepest folder holding every folder of ``spec`` (the folder itself when only one)."""
-    return Path(os.path.commonpath([str(f.resolve()) for f in image_folders(spec)]))
-
-
-def list_images(folder) -> List[Path]:
-    """Every image below the folder(s) of ``folder`` (see :func:`image_folders`), sorted per folder."""
-    files: List[Path] = []
-    for f in image_folders(folder):
-        if not f.is_dir():
-            raise FileNotFoundError(f"image folder not found: {f}")
-        found = sorted(p for p in f.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if not found:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {f}")
-        files += [p.resolve() for p in found] if len(image_folders(folder)) > 1 else found
-    return files
-
 
 def _image_size(path: Path) -> Tuple[int, int]:
     try:

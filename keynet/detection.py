@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import pyramid_gaussian
 
-from .io import normalise_image, read_image_grey
+from kpcore.images import normalise_image, read_image_grey
 from .model import KeyNet
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]

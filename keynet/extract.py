@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
-from .io import ImageReadError, atomic_save_npy, feature_paths, read_image_list
+from kpcore.files import atomic_save_npy, feature_paths, read_image_list
+from kpcore.images import ImageReadError
 from .weights import WeightsError, load_keynet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import PairConv, bilinear_rows, bn_scale_shift, conv2d_act, lerp_rows
+from kpcore.ops import PairConv, bilinear_rows, bn_scale_shift, conv2d_act, lerp_rows
 
 VARIANTS = ("tf", "repro", "pt")
 
@@ -499,7 +499,7 @@ class KeyNet(nn.Module):
         input width (W, or W + 1 with pairs and odd W). Returns ``(features, rows)``: for
         the full-resolution level the features of rows [f0, f1) and ``None``; for a smaller
         level the features of its own source rows, up-sampled along x only, and the
-        ``(r0, r1, lam)`` that interpolate them along y (:func:`~keynet.ops.lerp_rows`). The head
+        ``(r0, r1, lam)`` that interpolate them along y (:func:`~kpcore.ops.lerp_rows`). The head
         applies that last step after its 1xK convolution, which acts along x only and so
         commutes with it: 5 channels to interpolate instead of 8, on fewer rows."""
         cfg = self.config

@@ -238,7 +238,7 @@ def validate(model: nn.Module, dataset, device: torch.device, nms_size: int = 15
     """
     from .benchmark.repeatability import compute_repeatability
     from .detection import nms, select_points
-    from .geometry import common_region_masks, warp_points
+    from kpcore.geometry import common_region_masks, warp_points
 
     was_training = model.training
     model.eval()
@@ -284,7 +284,7 @@ HISTORY_FIELDS = ["epoch", "global_step", "pairs_seen", "lr", "loss", "rep_singl
 
 
 def write_history(out_dir: Path, history: List[Dict[str, Any]]) -> None:
-    from .io import atomic_write_bytes
+    from kpcore.files import atomic_write_bytes
     import io as _io
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
@@ -315,7 +315,7 @@ def plot_curves(history: List[Dict[str, Any]], path: Path) -> None:
     buf = _io.BytesIO()
     fig.savefig(buf, dpi=90)
     plt.close(fig)
-    from .io import atomic_write_bytes
+    from kpcore.files import atomic_write_bytes
     atomic_write_bytes(path, buf.getvalue())
 
 

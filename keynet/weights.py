@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from .io import atomic_write_bytes
+from kpcore.files import atomic_write_bytes
 from .model import KeyNet, KeyNetConfig
 
 FORMAT_NAME = "keynet-pytorch"

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from keynet import data as kd
+from kpcore import augment
+from kpcore import files as kfiles
 
 
 def _texture(h: int, w: int, seed: int) -> np.ndarray:
@@ -36,9 +38,9 @@ def small_cfg(**kw):
 
 def test_homography_composition():
     rng = np.random.default_rng(0)
-    h = kd.random_homography(rng, max_angle=0.0, max_scale=1.5, max_shearing=0.0, min_scale=1.5)
+    h = augment.random_homography(rng, max_angle=0.0, max_scale=1.5, max_shearing=0.0, min_scale=1.5)
     assert np.allclose(h, np.diag([1.5, 1.5, 1.0]))
-    hs = [kd.random_homography(rng) for _ in range(200)]
+    hs = [augment.random_homography(rng) for _ in range(200)]
     scales = [np.sqrt(abs(np.linalg.det(x[:2, :2]))) for x in hs]  # shear has det 1
     assert 0.5 <= min(scales) and max(scales) <= 2.0
 
@@ -76,7 +78,7 @@ def test_rejections():
 
 def test_photometric_jitter_keeps_shape_and_type():
     img = _texture(50, 40, 2)
-    out = kd.photometric_jitter(img, np.random.default_rng(1))
+    out = augment.photometric_jitter(img, np.random.default_rng(1))
     assert out.shape == img.shape and out.dtype == np.uint8
 
 
@@ -102,7 +104,7 @@ def test_cache_manifest_and_regeneration(photo_dir, tmp_path):
 
 
 def test_generation_is_reproducible_and_worker_independent(photo_dir):
-    files = kd.list_images(photo_dir)
+    files = kfiles.list_images(photo_dir)
     cfg = small_cfg()
     a = kd.generate_pairs(files, cfg, 4, 64, 0, workers=0, progress=False)
     b = kd.generate_pairs(files, cfg, 4, 64, 0, workers=2, progress=False)
@@ -112,7 +114,7 @@ def test_generation_is_reproducible_and_worker_independent(photo_dir):
 
 
 def test_train_and_val_images_are_disjoint(imagenet_sample):
-    files = kd.list_images(imagenet_sample)
+    files = kfiles.list_images(imagenet_sample)
     train, val = kd.split_images(files, kd.PairConfig())
     assert len(val) == 150 and len(train) + len(val) == len(files)
     assert not set(train) & set(val)
@@ -126,9 +128,9 @@ def test_several_image_folders(tmp_path):
         for i in range(n):
             cv2.imwrite(str(tmp_path / name / "sub" / f"{i}.png"), _texture(40, 40, i))
     spec = os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")])
-    files = kd.list_images(spec)
-    assert len(files) == 5 and files == kd.list_images([tmp_path / "a", tmp_path / "b"])
-    assert kd.images_root(spec) == tmp_path.resolve()
-    assert len(kd.list_images(tmp_path / "b")) == 3
+    files = kfiles.list_images(spec)
+    assert len(files) == 5 and files == kfiles.list_images([tmp_path / "a", tmp_path / "b"])
+    assert kfiles.images_root(spec) == tmp_path.resolve()
+    assert len(kfiles.list_images(tmp_path / "b")) == 3
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        kd.list_images(os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "nowhere")]))
+        kfiles.list_images(os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "nowhere")]))

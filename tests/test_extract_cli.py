@@ -10,7 +10,7 @@ import torch
 
 import keynet
 from hardnet import HardNet, save_hardnet
-from keynet.io import atomic_save_npy, feature_paths
+from kpcore.files import atomic_save_npy, feature_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "extract_multiscale_features.py"

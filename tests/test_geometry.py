@@ -1,10 +1,10 @@
-"""keynet.geometry: homography I/O, point warping, scale transfer, common-region masks."""
+"""kpcore.geometry: homography I/O, point warping, scale transfer, common-region masks."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from keynet import geometry as geo
+from kpcore import geometry as geo
 
 
 def _random_homography(rng: np.random.Generator) -> np.ndarray:

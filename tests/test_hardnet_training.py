@@ -14,7 +14,7 @@ from hardnet.loss import distance_matrix, hardnet_loss, same_point_mask
 from hardnet.patches import extract_patches
 from hardnet.training import (TrainConfig, epoch_indices, fpr_at_95, init_weights, make_optimizer, train,
                               train_step)
-from keynet.geometry import warp_points
+from kpcore.geometry import warp_points
 
 
 @pytest.fixture(autouse=True, scope="module")

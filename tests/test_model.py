@@ -7,7 +7,7 @@ from scipy.ndimage import uniform_filter
 
 from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, PairConv,
                           local_norm, local_norm_cv2, local_norm_reference, tf_level_size)
-from keynet.ops import bilinear_rows, lerp_rows
+from kpcore.ops import bilinear_rows, lerp_rows
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

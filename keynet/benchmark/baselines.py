@@ -18,7 +18,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from keynet.io import atomic_save_npy, feature_paths, read_image_grey
+from kpcore.files import atomic_save_npy, feature_paths
+from kpcore.images import read_image_grey
 
 PathLike = Union[str, os.PathLike]
 

@@ -20,7 +20,7 @@ from keynet.benchmark.hsequences import DEFAULT_PREFIX, ImagePair, check_sequenc
 from keynet.benchmark.matching import (THRESHOLDS, match_distances, matching_scores, mma_precision,
                                        mutual_nearest_neighbours)
 from keynet.benchmark.repeatability import compute_repeatability
-from keynet.geometry import common_region_masks, points_in_mask, warp_points
+from kpcore.geometry import common_region_masks, points_in_mask, warp_points
 
 PathLike = Union[str, os.PathLike]
 

@@ -14,7 +14,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from keynet.benchmark.hsequences import DEFAULT_PREFIX
-from keynet.io import feature_paths
+from kpcore.files import feature_paths
 
 PathLike = Union[str, os.PathLike]
 

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from keynet.geometry import invert_homography, read_homography
+from kpcore.geometry import invert_homography, read_homography
 
 PathLike = Union[str, os.PathLike]
 

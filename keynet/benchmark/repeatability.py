@@ -114,7 +114,7 @@ def compute_repeatability(src_pts: np.ndarray, dst_pts: np.ndarray, overlap: flo
 
     ``src_pts``, ``dst_pts``: ``(N, >=3)`` arrays of ``x, y, scale`` (e.g. source points
     and destination points warped into the source frame with
-    :func:`keynet.geometry.warp_points`). ``overlap``: minimum IoU (0.6).
+    :func:`kpcore.geometry.warp_points`). ``overlap``: minimum IoU (0.6).
     ``dist_match_thresh``: radius for ``possible_matches`` (source points with at least
     one destination point within that distance; the benchmark passes its
     ``--pixel-threshold``). Pairs more than ``max_distance`` apart are never matched.

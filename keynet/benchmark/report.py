@@ -23,7 +23,7 @@ import pandas as pd
 
 from keynet.benchmark.evaluate import BenchConfig, DetectorRun
 from keynet.benchmark.homography import ACCURACY_THRESHOLDS, AUC_THRESHOLDS, error_auc, homography_accuracy
-from keynet.io import atomic_write_bytes
+from kpcore.files import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 SUBSETS = ("all", "illum", "view")

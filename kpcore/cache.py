@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Iterable, Sequence
 
-from .io import atomic_write_bytes
+from .files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 MATCH_KEYS = ("version", "params", "num_images", "images_digest")

@@ -1,0 +1,103 @@
+"""Files: image lists, image folders, the feature-file layout, and atomic writes so an
+interrupted run never leaves a truncated file."""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp")
+
+
+def read_image_list(path: PathLike) -> List[str]:
+    """Read an image-list file: one path per line, blank lines and '#' comments skipped.
+
+    Relative paths are kept as written (the official layout mirrors them under the
+    results directory). Raises ``FileNotFoundError``/``ValueError`` naming the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image list not found: {p}")
+    items = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            items.append(line)
+    if not items:
+        raise ValueError(f"image list is empty: {p}")
+    return items
+
+
+def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:
+    """Save ``array`` to ``path`` (``.npy``) atomically: write a temp file, then rename."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def feature_paths(results_dir: PathLike, network_version: str, image_path: str) -> Tuple[Path, Path]:
+    """``(<results>/<version>/<image path>.kpt.npy, ... .dsc.npy)``, the official output layout.
+
+    Absolute image paths are placed under the results folder without their leading '/'.
+    """
+    rel = image_path.lstrip("/\\")
+    base = Path(results_dir) / network_version / rel
+    return Path(str(base) + ".kpt.npy"), Path(str(base) + ".dsc.npy")
+
+
+def image_folders(spec) -> List[Path]:
+    """The photo folders named by ``spec``: one path, several joined by ``os.pathsep``
+    (``a:b`` on POSIX), or a sequence of paths."""
+    parts = str(spec).split(os.pathsep) if isinstance(spec, (str, Path)) else [str(x) for x in spec]
+    folders = [Path(x) for x in parts if x.strip()]
+    if not folders:
+        raise ValueError("no image folder given")
+    return folders
+
+
+def images_root(spec) -> Path:
+    """The deepest folder holding every folder of ``spec`` (the folder itself when only one)."""
+    return Path(os.path.commonpath([str(f.resolve()) for f in image_folders(spec)]))
+
+
+def list_images(folder) -> List[Path]:
+    """Every image below the folder(s) of ``folder`` (see :func:`image_folders`), sorted per folder."""
+    files: List[Path] = []
+    for f in image_folders(folder):
+        if not f.is_dir():
+            raise FileNotFoundError(f"image folder not found: {f}")
+        found = sorted(p for p in f.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not found:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {f}")
+        files += [p.resolve() for p in found] if len(image_folders(folder)) > 1 else found
+    return files
