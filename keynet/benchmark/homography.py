@@ -1,6 +1,6 @@
 """Homography estimation accuracy (SuperPoint protocol) and corner-error AUC.
 
-From the mutual matches, H is estimated with OpenCV RANSAC; the four corners of the
+From the mutual matches, H is estimated with OpenCV RANSAC (``kpcore.twoview``); the four corners of the
 source image are warped with the estimate and with the ground truth, and the mean
 distance between the two is the pair's corner error (inf when estimation fails).
 A pair is correct at ``e`` px when its error is ``<= e``. The AUC of the cumulative
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Tuple
 
-import cv2
 import numpy as np
+
+from kpcore import twoview
 
 ACCURACY_THRESHOLDS = (1, 3, 5)
 AUC_THRESHOLDS = (1, 3, 5, 10)
@@ -23,16 +24,18 @@ def image_corners(shape: Tuple[int, int]) -> np.ndarray:
     return np.array([[0, 0], [0, rows - 1], [cols - 1, 0], [cols - 1, rows - 1]], dtype=np.float64)
 
 
-def estimate_homography(xy_src: np.ndarray, xy_dst: np.ndarray, ransac_threshold: float = 3.0) -> np.ndarray:
-    """RANSAC homography (src -> dst) from matched points, or ``None`` (fewer than 4
-    matches or OpenCV failure). OpenCV's RANSAC is deterministic for given input."""
-    if len(xy_src) < 4:
-        return None
-    h, _ = cv2.findHomography(np.asarray(xy_src, np.float64).reshape(-1, 1, 2),
-                              np.asarray(xy_dst, np.float64).reshape(-1, 1, 2), cv2.RANSAC, ransac_threshold)
-    if h is None or h.shape != (3, 3) or not np.isfinite(h).all():
-        return None
-    return h
+def estimate_homography(xy_src: np.ndarray, xy_dst: np.ndarray, ransac_threshold: float = 3.0,
+                        method: str = "ransac") -> np.ndarray:
+    """Robust homography (src -> dst) from matched points, or ``None`` (fewer than 4
+    matches or OpenCV failure), by :func:`kpcore.twoview.estimate_homography`.
+
+    The default, ``method='ransac'`` with OpenCV's own confidence (0.995) and iteration cap
+    (2000), is the benchmark's historical estimator (``cv2.findHomography(.., cv2.RANSAC,
+    ransac_threshold)``, deterministic for given input); ``method='magsac'`` etc. select the
+    other :data:`kpcore.twoview.METHODS`."""
+    res = twoview.estimate_homography(xy_src, xy_dst, method=method, threshold=ransac_threshold,
+                                      confidence=0.995, max_iters=2000)
+    return res.matrix
 
 
 def corner_error(h_est: np.ndarray, h_gt: np.ndarray, shape_src: Tuple[int, int]) -> float:
