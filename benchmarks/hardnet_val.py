@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hardnet import HardNet, load_hardnet  # noqa: E402
 from hardnet.data import load_split  # noqa: E402
-from hardnet.training import (TrainConfig, init_weights, same_photo_partners, validate,  # noqa: E402
+from hardnet.training import (HardNetConfig, init_weights, same_photo_partners, validate,  # noqa: E402
                               validation_indices)
 
 
@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+", help="HardNet weights; 'init' = the untrained initialisation")
     ap.add_argument("--dataset-dir", default="datasets/hardnet_imagenet")
-    ap.add_argument("--val-pairs", type=int, default=TrainConfig.val_pairs)
-    ap.add_argument("--val-block", type=int, default=TrainConfig.val_block)
+    ap.add_argument("--val-pairs", type=int, default=HardNetConfig.val_pairs)
+    ap.add_argument("--val-block", type=int, default=HardNetConfig.val_block)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         if c == "init":
             torch.manual_seed(args.seed)
             model = HardNet()
-            init_weights(model, TrainConfig.init_gain)
+            init_weights(model, HardNetConfig.init_gain)
         else:
             model, _ = load_hardnet(c)
         v = validate(model, val, idx, partner, "cpu", args.val_block, same)

@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 
 from kpcore.augment import photometric_jitter, random_homography
-from kpcore.files import list_images
+from kpcore.files import image_source
 from kpcore.geometry import invert_homography, warp_points
 from kpcore import cache
 from kpcore.files import atomic_save_npy
@@ -58,31 +58,31 @@ ARRAY_KEYS = ("a", "b", "image", "kpt_a", "kpt_b")
 class PatchPairConfig:
     """Parameters of the patch-pair generator (all recorded in the manifest)."""
 
-    detector: str = "dog"            # 'dog' (OpenCV SIFT detector) or 'keynet'
-    keynet_weights: str = ""         # weights for detector='keynet'
-    dog_size_per_scale: float = 4.0  # Key.Net scale = DoG size / this
-    min_kp_scale: float = 0.7
-    max_kp_scale: float = 6.0
-    points_per_view: int = 96
-    views_per_image: int = 3
-    val_images: int = 50             # photos held out for validation (disjoint)
-    max_side: int = 640              # photos are shrunk so that their longer side <= this
+    detector: str = field(default="dog", metadata={"choices": ("dog", "keynet"), "help": "keypoints of the pairs: OpenCV DoG, or Key.Net"})
+    keynet_weights: str = field(default="", metadata={"help": "weights for detector='keynet'"})
+    dog_size_per_scale: float = field(default=4.0, metadata={"help": 'Key.Net scale = DoG size / this'})
+    min_kp_scale: float = field(default=0.7, metadata={"help": 'smallest keypoint scale kept (Key.Net units)'})
+    max_kp_scale: float = field(default=6.0, metadata={"help": 'largest keypoint scale kept'})
+    points_per_view: int = field(default=96, metadata={"help": 'keypoints per view'})
+    views_per_image: int = field(default=3, metadata={"help": 'random views (pairs of views) per photo'})
+    val_images: int = field(default=50, metadata={"help": 'photos held out for validation (disjoint)'})
+    max_side: int = field(default=640, metadata={"help": 'photos are shrunk so that their longer side <= this'})
     # geometry (A -> B)
-    max_angle: float = 25.0          # degrees
-    min_zoom: float = 0.7
-    max_zoom: float = 1.5
-    max_shearing: float = 0.15
-    max_perspective: float = 0.0006  # |H[2,0]|, |H[2,1]| (per pixel, image centred)
-    max_shift: float = 0.1           # translation, fraction of the image size
+    max_angle: float = field(default=25.0, metadata={"help": 'max rotation between the views, degrees'})
+    min_zoom: float = field(default=0.7, metadata={"help": 'min zoom between the views'})
+    max_zoom: float = field(default=1.5, metadata={"help": 'max zoom between the views'})
+    max_shearing: float = field(default=0.15, metadata={"help": 'max shear between the views'})
+    max_perspective: float = field(default=0.0006, metadata={"help": '|H[2,0]|, |H[2,1]| (per pixel, image centred)'})
+    max_shift: float = field(default=0.1, metadata={"help": 'translation, fraction of the image size'})
     # photometric
-    photometric: bool = True         # kpcore.augment.photometric_jitter on both views
-    max_blur_sigma: float = 1.0      # Gaussian blur sigma ~ U(0, this) with p = 0.5
-    max_noise_std: float = 3.0       # Gaussian noise std ~ U(0, this) grey levels
+    photometric: bool = field(default=True, metadata={"help": 'kpcore.augment.photometric_jitter on both views'})
+    max_blur_sigma: float = field(default=1.0, metadata={"help": 'Gaussian blur sigma ~ U(0, this) with p = 0.5'})
+    max_noise_std: float = field(default=3.0, metadata={"help": 'Gaussian noise std ~ U(0, this) grey levels'})
     # detector noise in view B
-    position_noise: float = 0.3      # std in pixels, times the keypoint scale
-    scale_noise: float = 0.17        # std of log2(scale) (half a sqrt(2) level ~ 0.25)
-    magnification: float = DEFAULT_MAGNIFICATION
-    seed: int = 0
+    position_noise: float = field(default=0.3, metadata={"help": 'std in pixels, times the keypoint scale'})
+    scale_noise: float = field(default=0.17, metadata={"help": 'std of log2(scale) (half a sqrt(2) level ~ 0.25)'})
+    magnification: float = field(default=DEFAULT_MAGNIFICATION, metadata={"help": 'patch side = magnification x scale (as the HardNet patch extractor)'})
+    seed: int = field(default=0, metadata={"flags": ("--data-seed",), "help": "seed of the patch-pair generation and the photo split"})
 
     def __post_init__(self):
         if self.detector not in ("dog", "keynet"):
@@ -157,14 +157,20 @@ def dedupe(kpts: np.ndarray, min_dist: float = 2.0, max_scale_ratio: float = 1.3
 
 # --------------------------------------------------------------------------- detection
 
+#: A keypoint detector handed in by the caller: grey uint8 (H, W) image -> (N, >=3) array of
+#: x, y, scale (Key.Net units), best first. ``train_hardnet.py`` builds one from Key.Net for
+#: ``detector='keynet'`` (this package does not import the detector).
+KeypointFn = Callable[[np.ndarray], np.ndarray]
+
+
 class _Detector:
-    def __init__(self, cfg: PatchPairConfig):
+    def __init__(self, cfg: PatchPairConfig, keypoint_fn: Optional[KeypointFn] = None):
         self.cfg = cfg
         self.sift = cv2.SIFT_create() if cfg.detector == "dog" else None
-        self.keynet = None
-        if cfg.detector == "keynet":
-            from keynet.extract import load_detector
-            self.keynet = load_detector(cfg.keynet_weights, num_points=max(4 * cfg.points_per_view, 200))
+        self.keynet = keypoint_fn
+        if cfg.detector == "keynet" and keypoint_fn is None:
+            raise ValueError("detector='keynet' needs a keypoint function (train_hardnet.py makes one from "
+                             "--keynet-weights)")
 
     def __call__(self, grey: np.ndarray) -> np.ndarray:
         """(N, 3) x, y, scale (Key.Net units), best first."""
@@ -177,7 +183,7 @@ class _Detector:
             k = k[np.argsort(-k[:, 3], kind="stable")]
             k[:, 2] = k[:, 2] / cfg.dog_size_per_scale
         else:
-            k = self.keynet.detect(self.keynet.prepare(grey.astype(np.float32)))
+            k = np.asarray(self.keynet(grey))
         k = k[:, :3].astype(np.float64)
         k[:, 2] = np.clip(k[:, 2], cfg.min_kp_scale, cfg.max_kp_scale)
         return k[dedupe(k)]
@@ -252,9 +258,10 @@ def split_photos(files: Sequence[Path], cfg: PatchPairConfig) -> Tuple[List[Path
     return train, val
 
 
-def generate(files: Sequence[Path], cfg: PatchPairConfig, split_id: int, progress: bool = True) -> Dict[str, np.ndarray]:
+def generate(files: Sequence[Path], cfg: PatchPairConfig, split_id: int, progress: bool = True,
+             keypoint_fn: Optional[KeypointFn] = None) -> Dict[str, np.ndarray]:
     """Pairs of every (photo, view) draw; each draw has its own seeded generator."""
-    detector = _Detector(cfg)
+    detector = _Detector(cfg, keypoint_fn)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small grid_sample calls: threads only add overhead
     out: Dict[str, list] = {k: [] for k in ARRAY_KEYS}
@@ -282,16 +289,17 @@ def generate(files: Sequence[Path], cfg: PatchPairConfig, split_id: int, progres
 
 
 def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool = True,
-                        force: bool = False, max_images: int = 0) -> Path:
+                        force: bool = False, max_images: int = 0, keypoint_fn: Optional[KeypointFn] = None) -> Path:
     """Generate (or reuse) the cached pairs in ``out_dir``; returns ``out_dir``.
 
     ``max_images`` > 0 uses only the first photos (sorted) of the folder (quick runs, tests).
+    ``keypoint_fn``: the detector for ``cfg.detector == 'keynet'`` (see :data:`KeypointFn`).
     """
-    out_dir, image_dir = Path(out_dir), Path(image_dir)
-    files = list_images(image_dir)
+    out_dir = Path(out_dir)
+    files, root = image_source(image_dir)
     if max_images > 0:
         files = files[:max_images]
-    want = cache.manifest_for(MANIFEST_VERSION, dataclasses.asdict(cfg), files, image_dir)
+    want = cache.manifest_for(MANIFEST_VERSION, dataclasses.asdict(cfg), files, root)
     arrays = [f"{s}_{k}" for s in ("train", "val") for k in ARRAY_KEYS]
     if not force and cache.reusable(out_dir, want, arrays, "patch pairs"):
         return out_dir
@@ -299,12 +307,12 @@ def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool
     train_files, val_files = split_photos(files, cfg)
     counts = {}
     for split, split_files, sid in (("train", train_files, 0), ("val", val_files, 1)):
-        arrays = generate(split_files, cfg, sid, progress=progress)
+        arrays = generate(split_files, cfg, sid, progress=progress, keypoint_fn=keypoint_fn)
         for k in ARRAY_KEYS:
             atomic_save_npy(out_dir / f"{split}_{k}.npy", arrays[k])
         counts[split] = int(len(arrays["a"]))
     want.update(counts=counts, train_images=len(train_files), val_images=len(val_files),
-                val_files=[str(f.relative_to(image_dir)) for f in val_files])
+                val_files=[str(f.relative_to(root)) for f in val_files])
     cache.commit(out_dir, want)
     return out_dir
 

@@ -1,81 +1,80 @@
-"""Training HardNet on cached patch pairs (``hardnet.data``): loop, schedule, validation,
-checkpoints and resume.
+"""Training HardNet on cached patch pairs (:mod:`hardnet.data`) with the project's one
+training skeleton (:func:`kpcore.training.fit`): :class:`HardNetTask` brings the network,
+the pairs, the HardNet loss and the validation; the loop, schedule, checkpoints, resume,
+history and early stopping are the skeleton's (shared with Key.Net).
 
-* Every epoch draws ``pairs_per_epoch`` training pairs from seeded passes over the
-  training set (pass k is permutation k of all pairs), so a run resumed from the
-  checkpoint of epoch e continues exactly as if it had not stopped (the dropout / augment
-  generator is reseeded at each epoch start as well).
-* Learning rate: linear decay to 0 over all steps (HardNet paper) or constant.
-* Validation on the held-out pairs (photos disjoint from training) after every epoch
-  (and before the first): FPR95 (false positive rate at 95% recall, negatives = each
-  anchor with the positive of another photo; and, harder, with the positive of another
-  point of the same photo) and NN accuracy (share of anchors whose
-  nearest positive among ``val_block`` candidates is their own).
-* ``<out>/last.pt`` (with optimizer state, for resume) and ``<out>/best.pt`` (lowest
-  FPR95) are written atomically after every epoch in the project HardNet format;
-  ``history.csv`` and ``curves.png`` are updated alongside.
+* Every epoch takes ``pairs_per_epoch`` training pairs from seeded passes over the training
+  set (pass k is permutation k of all pairs); full batches only (in-batch negatives).
+* Learning rate: linear decay to 0 over all steps (HardNet paper) by default.
+* Validation on the held-out pairs (photos disjoint from training) before training and after
+  every epoch: FPR95 (false positive rate at 95% recall, negatives = each anchor with the
+  positive of another photo; and, harder, with the positive of another point of the same
+  photo) and NN accuracy (share of anchors whose nearest positive among ``val_block``
+  candidates is their own). ``best.pt`` has the lowest FPR95.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import logging
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import load_split, read_manifest
+from kpcore.training import LoopConfig, Task, fit
+
+from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
 from .loss import hardnet_loss, same_point_mask
 from .model import HardNet
 from .weights import load_hardnet_checkpoint, save_hardnet
 
-log = logging.getLogger(__name__)
+
+def _hardnet_loop() -> LoopConfig:
+    return LoopConfig(epochs=6, batch_size=256, pairs_per_epoch=40960, optimizer="adam", lr=1e-3, momentum=0.9,
+                      dampening=0.9, weight_decay=1e-4, schedule="linear", drop_last=True, val_every=1,
+                      val_initial=True, val_last=True, patience=-1, seed=0, workers=0)
+
+
+@dataclass
+class HardNetConfig:
+    """The HardNet network, loss and validation."""
+
+    margin: float = field(default=1.0, metadata={"help": "triplet margin"})
+    anchor_swap: bool = field(default=True, metadata={"help": "anchor swap (HardNet paper)"})
+    dropout: float = field(default=0.3, metadata={"help": "dropout before the last convolution"})
+    init_gain: float = field(default=0.6, metadata={"help": "orthogonal init gain of the convolutions (official)"})
+    ignore_radius: float = field(default=4.0, metadata={
+        "help": "same-photo negatives closer than this x scale are ignored (0: off)"})
+    fliprot: bool = field(default=False, metadata={"help": "random flip / 90-degree rotation of both patches"})
+    val_pairs: int = field(default=3000, metadata={"help": "validation pairs"})
+    val_block: int = field(default=1000, metadata={"help": "candidates per NN-accuracy block"})
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
-    pairs_per_epoch: int = 40960
-    batch_size: int = 256
-    optimizer: str = "adam"          # 'adam' or 'sgd' (paper: sgd)
-    lr: float = 1e-3                 # paper: 10 with sgd (dampening 0.9 -> effective 1)
-    momentum: float = 0.9
-    dampening: float = 0.9           # sgd only; official code's value
-    weight_decay: float = 1e-4
-    schedule: str = "linear"         # 'linear' (to 0 over all steps, paper) or 'constant'
-    margin: float = 1.0
-    anchor_swap: bool = True
-    dropout: float = 0.3
-    init_gain: float = 0.6           # orthogonal init of the conv weights (official code)
-    ignore_radius: float = 4.0       # same-photo negatives closer than this * scale are ignored
-    fliprot: bool = False            # random flip / 90-degree rotation of both patches of a pair
-    val_pairs: int = 3000
-    val_block: int = 1000
-    seed: int = 0
+    """Everything a HardNet training run needs."""
 
-    def __post_init__(self):
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("linear", "constant"):
-            raise ValueError(f"schedule must be 'linear' or 'constant', got {self.schedule!r}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (in-batch negatives)")
-        if self.epochs < 1 or self.pairs_per_epoch < self.batch_size:
-            raise ValueError("need epochs >= 1 and pairs_per_epoch >= batch_size")
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.pairs_per_epoch // self.batch_size
+    image_dir: str = field(default="", metadata={
+        "nargs": "+", "required": True, "help": "folder(s) of training photos (several: their union)"})
+    max_images: int = field(default=0, metadata={"help": "use only the first N photos (0: all)"})
+    dataset_dir: str = field(default="datasets/hardnet_pairs", metadata={"help": "patch-pair cache"})
+    out_dir: str = field(default="runs/hardnet", metadata={"help": "run folder: last.pt, best.pt, history"})
+    regenerate: bool = field(default=False, metadata={"help": "regenerate the patch pairs even if cached"})
+    resume: Optional[str] = field(default=None, metadata={
+        "nargs": "?", "const": "auto", "help": "continue a run: a last.pt, or no value for <out-dir>/last.pt"})
+    data: PatchPairConfig = field(default_factory=PatchPairConfig, metadata={"group": "patch pairs"})
+    net: HardNetConfig = field(default_factory=HardNetConfig, metadata={"group": "network, loss, validation"})
+    loop: LoopConfig = field(default_factory=_hardnet_loop, metadata={"group": "optimisation and run"})
+    command: str = field(default="", metadata={"cli": False})
 
 
-PAPER_DEFAULTS = dict(optimizer="sgd", lr=10.0, momentum=0.9, dampening=0.9, weight_decay=1e-4,
-                      batch_size=1024, schedule="linear", margin=1.0, anchor_swap=True, dropout=0.3)
+#: The HardNet paper's optimisation (``--paper-defaults``).
+PAPER_DEFAULTS = {"loop": dict(optimizer="sgd", lr=10.0, momentum=0.9, dampening=0.9, weight_decay=1e-4,
+                               batch_size=1024, schedule="linear"),
+                  "net": dict(margin=1.0, anchor_swap=True, dropout=0.3)}
 
 
 # --------------------------------------------------------------------------- pieces
@@ -86,31 +85,6 @@ def init_weights(model: nn.Module, gain: float) -> None:
             nn.init.orthogonal_(m.weight, gain=gain)
             if m.bias is not None:
                 nn.init.constant_(m.bias, 0.01)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               dampening=cfg.dampening, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    if cfg.schedule == "constant":
-        return cfg.lr
-    return cfg.lr * max(0.0, 1.0 - step / max(total, 1))
-
-
-def epoch_indices(n: int, per_epoch: int, epoch: int, seed: int) -> np.ndarray:
-    """Indices of epoch ``epoch``: slice ``[epoch * per_epoch, (epoch + 1) * per_epoch)`` of the
-    concatenation of seeded permutations of ``range(n)``."""
-    start, stop = epoch * per_epoch, (epoch + 1) * per_epoch
-    out = []
-    for k in range(start // n, (stop - 1) // n + 1):
-        perm = np.random.default_rng([seed, 101, k]).permutation(n)
-        lo, hi = max(start - k * n, 0), min(stop - k * n, n)
-        out.append(perm[lo:hi])
-    return np.concatenate(out)
 
 
 def to_tensor(patches: np.ndarray, device) -> torch.Tensor:
@@ -203,170 +177,90 @@ def validate(model: HardNet, val: Dict[str, np.ndarray], idx: np.ndarray, partne
             "pos_dist": float(pos.mean()), "neg_dist": float(neg.mean()) if len(neg) else float("nan"), **extra}
 
 
-def train_step(model: HardNet, optimizer: torch.optim.Optimizer, a: torch.Tensor, b: torch.Tensor,
-               cfg: TrainConfig, ignore: Optional[torch.Tensor] = None) -> float:
-    model.train()
-    loss = hardnet_loss(model(a), model(b), margin=cfg.margin, anchor_swap=cfg.anchor_swap, ignore=ignore)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
 
 
-# --------------------------------------------------------------------------- logs
+# --------------------------------------------------------------------------- the task
+class HardNetTask(Task):
+    """HardNet on patch pairs, for :func:`kpcore.training.fit`."""
 
-def write_history(out_dir: Path, history: List[dict]) -> None:
-    if not history:
-        return
-    keys = list(history[0].keys())
-    for h in history:
-        keys += [k for k in h if k not in keys]
-    tmp = out_dir / "history.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    tmp.replace(out_dir / "history.csv")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        ep = [h["epoch"] for h in history]
-        fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-        tr = [(h["epoch"], h["train_loss"]) for h in history if h.get("train_loss") == h.get("train_loss")
-              and h.get("train_loss") is not None]
-        if tr:
-            ax[0].plot(*zip(*tr), "o-")
-        ax[0].set_title("train loss (epoch mean)")
-        ax[1].plot(ep, [h["val_fpr95"] for h in history], "o-", label="negatives: other photos")
-        same = [(h["epoch"], h["val_fpr95_same_photo"]) for h in history if "val_fpr95_same_photo" in h]
-        if same:
-            ax[1].plot(*zip(*same), "s-", label="negatives: same photo")
-        ax[1].legend()
-        ax[1].set_title("val FPR95 (lower is better)")
-        ax[2].plot(ep, [h["val_nn_acc"] for h in history], "o-")
-        ax[2].set_title("val NN accuracy")
-        for x in ax:
-            x.set_xlabel("epoch")
-            x.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "curves.png.tmp.png", dpi=90)
-        plt.close(fig)
-        (out_dir / "curves.png.tmp.png").replace(out_dir / "curves.png")
-    except Exception as e:  # noqa: BLE001 - a plot must never stop training
-        log.warning("could not draw curves: %s", e)
+    metric = "fpr95"
+    maximise = False
 
+    def __init__(self, cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> None:
+        self.cfg = cfg
+        self.keypoint_fn = keypoint_fn
+        self.train_set: Dict[str, np.ndarray] = {}
+        self.val_set: Dict[str, np.ndarray] = {}
 
-# --------------------------------------------------------------------------- loop
+    def build_model(self) -> nn.Module:
+        model = HardNet(dropout=self.cfg.net.dropout)
+        init_weights(model, self.cfg.net.init_gain)
+        return model
 
-def train(dataset_dir, out_dir, cfg: TrainConfig, resume: bool = False, device: Optional[str] = None,
-          progress: bool = True, max_steps: int = 0) -> List[dict]:
-    """Train (or resume) HardNet on the pairs in ``dataset_dir``; returns the history.
+    def prepare_data(self, main: bool) -> Dict[str, Any]:
+        cfg = self.cfg
+        if main:
+            if not cfg.image_dir:
+                raise ValueError("no photo folder given (--image-dir)")
+            prepare_patch_pairs(cfg.image_dir, cfg.dataset_dir, cfg.data, progress=cfg.loop.progress,
+                                force=cfg.regenerate, max_images=cfg.max_images, keypoint_fn=self.keypoint_fn)
+        self.train_set = load_split(cfg.dataset_dir, "train")
+        self.val_set = load_split(cfg.dataset_dir, "val")
+        seed = cfg.loop.seed
+        self.val_idx, self.val_partner = validation_indices(self.val_set, cfg.net.val_pairs, seed)
+        radius = cfg.net.ignore_radius if cfg.net.ignore_radius > 0 else 4.0
+        self.val_same = same_photo_partners(self.val_set, self.val_idx, seed, radius)
+        man = read_manifest(cfg.dataset_dir)
+        return {"dataset": str(cfg.dataset_dir), "params": man.get("params"), "source": man.get("source"),
+                "counts": man.get("counts")}
 
-    ``max_steps`` > 0 stops after that many optimisation steps in total (tests, smoke runs).
-    """
-    from tqdm import tqdm
+    def train_size(self) -> int:
+        return len(self.train_set["a"])
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train_set = load_split(dataset_dir, "train")
-    val_set = load_split(dataset_dir, "val")
-    manifest = read_manifest(dataset_dir)
-    n_train = len(train_set["a"])
-    if n_train < cfg.batch_size:
-        raise ValueError(f"{dataset_dir}: {n_train} training pairs, fewer than one batch ({cfg.batch_size})")
-    val_idx, val_partner = validation_indices(val_set, cfg.val_pairs, cfg.seed)
-    val_same = same_photo_partners(val_set, val_idx, cfg.seed, cfg.ignore_radius if cfg.ignore_radius > 0 else 4.0)
-
-    torch.manual_seed(cfg.seed)
-    model = HardNet(dropout=cfg.dropout)
-    init_weights(model, cfg.init_gain)
-    model.to(dev)
-    optimizer = make_optimizer(model, cfg)
-    history: List[dict] = []
-    start_epoch = 0
-    last = out_dir / "last.pt"
-    if resume and last.is_file():
-        loaded, meta, extra = load_hardnet_checkpoint(last, dev)
-        saved = extra.get("train_config", {})
-        if saved and saved != dataclasses.asdict(cfg):
-            diff = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items() if saved.get(k) != v}
-            log.warning("resuming with a different configuration (saved, now): %s", diff)
-        model.load_state_dict(loaded.state_dict())
-        optimizer.load_state_dict(extra["optimizer"])
-        start_epoch = int(extra["epoch"])
-        history = list(extra.get("history", []))
-        log.info("resumed from %s at epoch %d", last, start_epoch)
-    elif resume:
-        log.info("no checkpoint at %s: starting from scratch", last)
-
-    total_steps = cfg.epochs * cfg.steps_per_epoch
-    meta_base = {"train_config": dataclasses.asdict(cfg), "dataset": str(dataset_dir),
-                 "dataset_params": manifest.get("params"), "dataset_source": manifest.get("source"),
-                 "dataset_counts": manifest.get("counts"), "device": str(dev)}
-    if not history:
-        t0 = time.time()
-        v = validate(model, val_set, val_idx, val_partner, dev, cfg.val_block, val_same)
-        history.append({"epoch": 0, "step": 0, "train_loss": float("nan"), "val_fpr95": v["fpr95"],
-                        "val_fpr95_same_photo": v["fpr95_same_photo"],
-                        "val_nn_acc": v["nn_acc"], "val_pos_dist": v["pos_dist"], "val_neg_dist": v["neg_dist"],
-                        "lr": cfg.lr, "epoch_seconds": 0.0, "val_seconds": time.time() - t0})
-        log.info("epoch 0 (untrained): val FPR95 %.4f, NN acc %.4f", v["fpr95"], v["nn_acc"])
-        write_history(out_dir, history)
-    best = min((h["val_fpr95"] for h in history if h["epoch"] > 0), default=float("inf"))
-    step = start_epoch * cfg.steps_per_epoch
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        torch.manual_seed(cfg.seed * 100003 + epoch)
-        idx = epoch_indices(n_train, cfg.pairs_per_epoch, epoch, cfg.seed)
-        losses = []
-        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not progress, mininterval=5.0)
-        for s in bar:
-            bi = idx[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            a, b = to_tensor(train_set["a"][bi], dev), to_tensor(train_set["b"][bi], dev)
-            if cfg.fliprot:
-                a, b = fliprot(a, b, gen)
+    def batches(self, indices: np.ndarray, batch_size: int, device: torch.device, workers: int) -> Iterable[Any]:
+        tr = self.train_set
+        for i in range(0, len(indices), batch_size):
+            bi = indices[i:i + batch_size]
             ignore = None
-            if cfg.ignore_radius > 0:
-                ka = torch.from_numpy(train_set["kpt_a"][bi])
-                ignore = same_point_mask(torch.from_numpy(train_set["image"][bi]), ka[:, :2], ka[:, 2],
-                                         cfg.ignore_radius)
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, total_steps, cfg)
-            loss = train_step(model, optimizer, a, b, cfg, ignore)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at epoch {epoch + 1}, step {s}: stopping")
-            losses.append(loss)
-            step += 1
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            if max_steps and step >= max_steps:
-                break
-        bar.close()
-        train_seconds = time.time() - t0
-        t1 = time.time()
-        v = validate(model, val_set, val_idx, val_partner, dev, cfg.val_block, val_same)
-        history.append({"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)),
-                        "val_fpr95": v["fpr95"], "val_fpr95_same_photo": v["fpr95_same_photo"],
-                        "val_nn_acc": v["nn_acc"], "val_pos_dist": v["pos_dist"],
-                        "val_neg_dist": v["neg_dist"], "lr": optimizer.param_groups[0]["lr"],
-                        "epoch_seconds": train_seconds, "val_seconds": time.time() - t1})
-        log.info("epoch %d/%d: loss %.4f, val FPR95 %.4f, NN acc %.4f (%.0f s + %.0f s val)", epoch + 1,
-                 cfg.epochs, history[-1]["train_loss"], v["fpr95"], v["nn_acc"], train_seconds, time.time() - t1)
-        meta = dict(meta_base, epoch=epoch + 1, step=step, val_fpr95=v["fpr95"], val_nn_acc=v["nn_acc"],
-                    train_seconds_total=float(sum(h["epoch_seconds"] for h in history)))
-        extra = {"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": history,
-                 "train_config": dataclasses.asdict(cfg)}
-        save_hardnet(last, model, meta, extra)
-        if v["fpr95"] <= best or not (out_dir / "best.pt").is_file():
-            best = v["fpr95"] if math.isfinite(v["fpr95"]) else best
-            save_hardnet(out_dir / "best.pt", model, meta)
-        write_history(out_dir, history)
-        if max_steps and step >= max_steps:
-            break
-    return history
+            if self.cfg.net.ignore_radius > 0:
+                ka = torch.from_numpy(tr["kpt_a"][bi])
+                ignore = same_point_mask(torch.from_numpy(tr["image"][bi]), ka[:, :2], ka[:, 2],
+                                         self.cfg.net.ignore_radius).to(device)
+            yield to_tensor(tr["a"][bi], device), to_tensor(tr["b"][bi], device), ignore
+
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        a, b, ignore = batch
+        if self.cfg.net.fliprot:
+            a, b = fliprot(a, b, generator)
+        n = self.cfg.net
+        return hardnet_loss(model(a), model(b), margin=n.margin, anchor_swap=n.anchor_swap, ignore=ignore)
+
+    def validate(self, model: nn.Module, device: torch.device, progress: bool) -> Dict[str, float]:
+        was = model.training
+        v = validate(model, self.val_set, self.val_idx, self.val_partner, device, self.cfg.net.val_block,
+                     self.val_same)
+        model.train(was)
+        return v
+
+    def save(self, path: Path, model: nn.Module, metadata: Dict[str, Any], extra: Optional[Dict[str, Any]] = None
+             ) -> None:
+        save_hardnet(path, model, metadata, extra)
+
+    def load(self, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+        model, _, extra = load_hardnet_checkpoint(path, "cpu")
+        return model.state_dict(), extra
+
+    def order_key(self, seed: int):
+        return (seed, 101, 0)
+
+    def config_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self.cfg)
+
+
+def train(cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> Dict[str, Any]:
+    """Train (or resume) HardNet; returns the summary of :func:`kpcore.training.fit`.
+    ``keypoint_fn``: the detector when ``cfg.data.detector == 'keynet'``."""
+    return fit(HardNetTask(cfg, keypoint_fn), cfg.loop, cfg.out_dir, resume=cfg.resume, command=cfg.command)
 
 
 def export_weights(src, dst, **metadata) -> dict:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from kpcore import cache
 from kpcore.augment import photometric_jitter, random_homography
-from kpcore.files import atomic_save_npy, image_folders, images_root, list_images
+from kpcore.files import atomic_save_npy, image_source
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,23 @@ MANIFEST_VERSION = 1
 class PairConfig:
     """Parameters of the synthetic pair generator (all recorded in the manifest)."""
 
-    max_angle: float = 45.0        # degrees; the paper text says 60
-    max_scale: float = 2.0         # the paper text says 3.5
-    min_scale: float = 0.5
-    max_shearing: float = 0.8
-    patch_size: int = 192          # training patches
-    val_patch_size: int = 384      # validation patches (2x, as the official code)
-    num_train: int = 4001          # official caps: 4001 train / 1501 validation
-    num_val: int = 1501
-    val_images: int = 150          # photos reserved for validation (disjoint from training)
-    pairs_per_image: int = 5       # passes over the photos (1 = official)
-    tries: int = 11                # official loop: counter from -1 while < 10 -> 11 draws
-    texture_threshold: float = 0.25
-    photometric: bool = True
-    seed: int = 12345
+    max_angle: float = field(default=45.0, metadata={"help": "max rotation, degrees (the paper text says 60)"})
+    max_scale: float = field(default=2.0, metadata={"help": "max scale of the synthetic view (paper text: 3.5)"})
+    min_scale: float = field(default=0.5, metadata={"help": "min scale of the synthetic view"})
+    max_shearing: float = field(default=0.8, metadata={"help": "max x-shear"})
+    patch_size: int = field(default=192, metadata={"help": "training patch size"})
+    val_patch_size: int = field(default=384, metadata={"help": "validation patch size (2x, as the official code)"})
+    num_train: int = field(default=4001, metadata={"help": "max training pairs (official cap 4001)"})
+    num_val: int = field(default=1501, metadata={"help": "max validation pairs (official cap 1501)"})
+    val_images: int = field(default=150, metadata={"help": "photos reserved for validation (disjoint from training)"})
+    pairs_per_image: int = field(default=5, metadata={"help": "passes over the photos (official: 1)"})
+    tries: int = field(default=11, metadata={"help": "draws per photo and pass (official loop: 11)"})
+    texture_threshold: float = field(default=0.25, metadata={"help": "texture test threshold"})
+    photometric: bool = field(default=True, metadata={"help": "colour jitter on the destination view"})
+    seed: int = field(default=12345, metadata={
+        "flags": ("--data-seed",),
+        "help": "seed of the pair generation and the train/val photo split (apart from --seed, so that "
+                "training seeds share one dataset)"})
 
     def __post_init__(self):
         for name in ("max_angle", "max_scale", "min_scale", "max_shearing", "texture_threshold"):
@@ -239,9 +242,8 @@ def prepare_dataset(image_dir, out_dir, cfg: PairConfig, workers: int = 0, progr
     otherwise the pairs are regenerated (with a warning when a different manifest existed).
     """
     out_dir = Path(out_dir)
-    files = list_images(image_dir)
-    want = _manifest_for(cfg, files, images_root(image_dir) if len(image_folders(image_dir)) > 1
-                         else Path(image_dir))
+    files, root = image_source(image_dir)
+    want = _manifest_for(cfg, files, root)
     arrays = [f"{s}_{k}" for s in ("train", "val") for k in _SPLIT_KEYS]
     if not force and cache.reusable(out_dir, want, arrays, "synthetic pairs"):
         return out_dir

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import pyramid_gaussian
 
+from kpcore.geometry import remove_border
 from kpcore.images import normalise_image, read_image_grey
 from .model import KeyNet
 
@@ -28,18 +29,6 @@ class ImageTooSmallError(ValueError):
 
 
 # ----------------------------------------------------------------------------- score-map ops
-def remove_borders(score: ArrayOrTensor, border: int) -> ArrayOrTensor:
-    """Zero a ``border``-pixel frame of the last two dimensions (returns a copy)."""
-    out = score.clone() if isinstance(score, torch.Tensor) else np.array(score, copy=True)
-    if border <= 0:
-        return out
-    out[..., :border, :] = 0
-    out[..., -border:, :] = 0
-    out[..., :, :border] = 0
-    out[..., :, -border:] = 0
-    return out
-
-
 def nms(score: ArrayOrTensor, size: int) -> ArrayOrTensor:
     """Keep values equal to the maximum of their ``size x size`` neighbourhood, zero the rest.
 
@@ -92,6 +81,18 @@ def select_points(score: np.ndarray, num_points: int) -> np.ndarray:
             thr = pos.min() if pos.size else 0.0
     idx = np.flatnonzero(flat >= thr)[:num_points]
     return np.stack(np.unravel_index(idx, score.shape), 1)
+
+
+def nms_top_points(score: np.ndarray, nms_size: int, num_points: int, mask: Optional[np.ndarray] = None
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """NMS, optional multiplication by ``mask``, then the official top-N selection of one
+    score map: returns ``(rc, values)``, the (N, 2) row/col indices and their scores. The
+    detector (per pyramid level) and the training validation both select points so."""
+    s = nms(score, nms_size)
+    if mask is not None:
+        s = s * mask
+    rc = select_points(s, num_points)
+    return rc, s[rc[:, 0], rc[:, 1]]
 
 
 def level_quotas(num_points: int, levels: int, up_levels: int, factor: float) -> List[int]:
@@ -201,11 +202,10 @@ class KeyNetDetector:
             if min(lvl.image.shape) < min_side:
                 skipped.append(lvl.image.shape)
                 continue
-            score = remove_borders(self.score_map(lvl.image), s.border_size)
-            score = nms(score, s.nms_size)
-            rc = select_points(score, want)
+            score = remove_border(self.score_map(lvl.image), s.border_size)
+            rc, vals = nms_top_points(score, s.nms_size, want)
             if len(rc):
-                vals = score[rc[:, 0], rc[:, 1]].astype(np.float64)
+                vals = vals.astype(np.float64)
                 sc = lvl.scale
                 p = np.stack([rc[:, 1] * sc, rc[:, 0] * sc, np.full(len(rc), sc * _SCALE_EPS), vals], 1)
                 pts.append(p)

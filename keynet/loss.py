@@ -25,7 +25,7 @@ weights only), ``random_fill=False`` (empty windows keep target 0 instead of ran
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -40,13 +40,22 @@ _EPS_NMS = 2.220446049250313e-16  # np.finfo(float).eps, as the official weights
 
 @dataclass
 class MSIPConfig:
-    sizes: Tuple[int, ...] = MSIP_SIZES
-    factors: Tuple[float, ...] = MSIP_FACTORS
-    border: int = BORDER
-    apply_relu: bool = True
-    coordinate_weighting: bool = True
-    softmax_scope: str = "image"   # 'image' (official) or 'batch' (reproduction)
-    random_fill: bool = True
+    """The M-SIP loss."""
+
+    sizes: Tuple[int, ...] = field(default=MSIP_SIZES, metadata={"flags": ("--msip-sizes",),
+                                                               "help": "window sizes"})
+    factors: Tuple[float, ...] = field(default=MSIP_FACTORS, metadata={"flags": ("--msip-factors",),
+                                                                     "help": "weight of each window size"})
+    border: int = field(default=BORDER, metadata={"flags": ("--msip-border",), "help": "border mask (px)"})
+    apply_relu: bool = field(default=True, metadata={"flags": ("--msip-relu",),
+                                                     "help": "ReLU on the maps before the loss"})
+    coordinate_weighting: bool = field(default=True, metadata={"flags": ("--weight-coordinates",),
+                                                               "help": "weight windows by their soft score"})
+    softmax_scope: str = field(default="image", metadata={
+        "choices": ("image", "batch"),
+        "help": "window-weight softmax per image (official) or over the batch (the reproduction)"})
+    random_fill: bool = field(default=True, metadata={
+        "help": "empty windows get random targets (official); false: target 0"})
 
     def __post_init__(self):
         self.sizes = tuple(int(s) for s in self.sizes)

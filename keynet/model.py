@@ -38,19 +38,23 @@ class KeyNetConfig:
     ``--num-levels-within-net``, ``--factor-scaling-pyramid``, ``--conv-kernel-size``) plus the
     parameterisation ``variant`` (``tf``, ``repro`` or ``pt``)."""
 
-    num_filters: int = 8
-    num_blocks: int = 3
-    num_levels: int = 3
-    factor: float = 1.2
-    kernel_size: int = 5
-    variant: str = "tf"
-    bn_momentum: float = 0.01  # torch convention; TF's decay 0.99
+    num_filters: int = field(default=8, metadata={"help": "filters per learnable block"})
+    num_blocks: int = field(default=3, metadata={"flags": ("--num-learnable-blocks",),
+                                                 "help": "learnable blocks (0: the head on the hand-crafted channels)"})
+    num_levels: int = field(default=3, metadata={"flags": ("--num-levels-within-net",),
+                                                 "help": "internal pyramid levels"})
+    factor: float = field(default=1.2, metadata={"flags": ("--factor-scaling-pyramid",),
+                                                 "help": "scale factor between internal levels"})
+    kernel_size: int = field(default=5, metadata={"flags": ("--conv-kernel-size",), "help": "convolution size"})
+    variant: str = field(default="tf", metadata={"choices": VARIANTS, "help": "parameterisation"})
+    bn_momentum: float = field(default=0.01, metadata={"help": "batch-norm momentum (torch convention; TF decay 0.99)"})
     # Ablations of the paper (Sec. 5): ``handcrafted=False`` feeds the learnable blocks the
     # (locally normalised) image itself instead of the ten derivative channels ("learned
     # filters only"); ``num_blocks=0`` puts the head straight on the hand-crafted channels
     # ("hand-crafted filters only"). Both run the plain computation at inference.
-    handcrafted: bool = True
-    extra: Dict[str, Any] = field(default_factory=dict)
+    handcrafted: bool = field(default=True, metadata={
+        "help": "false: the learnable blocks see the image itself, not the derivative channels (ablation)"})
+    extra: Dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:

@@ -101,3 +101,11 @@ def list_images(folder) -> List[Path]:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {f}")
         files += [p.resolve() for p in found] if len(image_folders(folder)) > 1 else found
     return files
+
+
+def image_source(spec) -> Tuple[List[Path], Path]:
+    """``(files, root)`` of a photo source (one folder or several, see :func:`image_folders`):
+    every image, and the folder their relative paths are taken from in a dataset manifest
+    (the folder itself, or the deepest folder holding all of them)."""
+    folders = image_folders(spec)
+    return list_images(spec), (folders[0] if len(folders) == 1 else images_root(spec))

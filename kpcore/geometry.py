@@ -124,14 +124,16 @@ def warp_points(points: np.ndarray, h: np.ndarray, eps: float = SCALE_EPS) -> np
     return out
 
 
-def remove_border(image: np.ndarray, border: int) -> np.ndarray:
-    """Copy of a 2-D array with a frame of ``border`` pixels set to zero (False)."""
-    out = np.zeros_like(image)
+def remove_border(image, border: int):
+    """Copy of an array or tensor with a frame of ``border`` pixels of its last two
+    dimensions set to zero (False)."""
+    out = image.clone() if hasattr(image, "clone") else np.array(image, copy=True)
     if border <= 0:
-        out[...] = image
         return out
-    rows, cols = image.shape[:2]
-    out[border:rows - border, border:cols - border] = image[border:rows - border, border:cols - border]
+    out[..., :border, :] = 0
+    out[..., -border:, :] = 0
+    out[..., :, :border] = 0
+    out[..., :, -border:] = 0
     return out
 
 

@@ -48,9 +48,9 @@ def test_homography_composition():
 def test_float_parameters_stay_float():
     cfg = kd.PairConfig(max_scale=3, max_shearing=1)
     assert isinstance(cfg.max_scale, float) and isinstance(cfg.max_shearing, float)
-    from train import build_parser
-    args = build_parser().parse_args(["--max-scale", "3.5", "--max-shearing", "0.5", "--max-angle", "60"])
-    assert args.max_scale == 3.5 and args.max_shearing == 0.5 and args.max_angle == 60.0
+    from train import parse_config
+    cfg = parse_config(["--data-dir", "x", "--max-scale", "3.5", "--max-shearing", "0.5", "--max-angle", "60"]).data
+    assert cfg.max_scale == 3.5 and cfg.max_shearing == 0.5 and cfg.max_angle == 60.0
 
 
 def test_pair_geometry_matches_homography():

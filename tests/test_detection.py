@@ -8,7 +8,8 @@ from scipy.ndimage import maximum_filter
 from torch import nn
 
 from keynet.detection import (DetectorSettings, ImageTooSmallError, KeyNetDetector, build_pyramid, level_quotas,
-                              nms, remove_borders, select_points)
+                              nms, nms_top_points, select_points)
+from kpcore.geometry import remove_border
 
 
 @pytest.mark.parametrize("size", [3, 4, 15])
@@ -23,10 +24,25 @@ def test_nms_equals_scipy_maximum_filter(size):
     np.testing.assert_array_equal(nms(t, size)[0, 0].numpy(), ref)
 
 
-def test_remove_borders():
+def test_remove_border_arrays_and_tensors():
     s = np.ones((20, 30))
-    r = remove_borders(s, 4)
+    r = remove_border(s, 4)
     assert r[4:-4, 4:-4].all() and r.sum() == (12 * 22) and s.all()
+    t = remove_border(torch.ones(2, 1, 20, 30), 4)
+    assert t.sum() == 2 * 12 * 22 and t[0, 0, 4:-4, 4:-4].all()
+    assert remove_border(np.ones((5, 5), bool), 3).sum() == 0
+
+
+def test_nms_top_points_is_nms_mask_then_selection():
+    rng = np.random.default_rng(0)
+    s = rng.random((40, 50)).astype(np.float32)
+    mask = np.zeros_like(s)
+    mask[5:30, 10:45] = 1
+    rc, vals = nms_top_points(s, 5, 12, mask)
+    ref = select_points(nms(s, 5) * mask, 12)
+    np.testing.assert_array_equal(rc, ref)
+    np.testing.assert_array_equal(vals, s[ref[:, 0], ref[:, 1]])
+    assert mask[rc[:, 0], rc[:, 1]].all()
 
 
 def _select_reference(score, n):

@@ -1,5 +1,6 @@
 """HardNet training pieces: the loss on hand-made batches, patch-pair generation (geometry
 through a homography, caching), validation metric, one training step, train/resume, CLI."""
+import dataclasses
 import math
 
 import cv2
@@ -12,8 +13,8 @@ from hardnet.data import (PatchPairConfig, dedupe, load_split, pairs_from_photo,
                           read_manifest, sample_homography)
 from hardnet.loss import distance_matrix, hardnet_loss, same_point_mask
 from hardnet.patches import extract_patches
-from hardnet.training import (TrainConfig, epoch_indices, fpr_at_95, init_weights, make_optimizer, train,
-                              train_step)
+from hardnet.training import HardNetConfig, TrainConfig, fpr_at_95, init_weights, train
+from kpcore.training import LoopConfig, make_optimizer
 from kpcore.geometry import warp_points
 
 
@@ -170,54 +171,68 @@ def test_one_training_step_lowers_the_loss(tiny_dataset):
     torch.manual_seed(0)
     model = HardNet(dropout=0.0)
     init_weights(model, 0.6)
-    cfg = TrainConfig(lr=1e-3, batch_size=32, pairs_per_epoch=64)
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model.parameters(), LoopConfig(lr=1e-3, optimizer="adam"))
     a = torch.from_numpy(tr["a"][:64]).float()[:, None] / 255
     b = torch.from_numpy(tr["b"][:64]).float()[:, None] / 255
-    before = train_step(model, opt, a, b, cfg)
+    model.train()
+    loss = hardnet_loss(model(a), model(b))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    before = loss.item()
     with torch.no_grad():
         model.train()
         after = hardnet_loss(model(a), model(b)).item()
     assert after < before, (before, after)
 
 
+def _run_cfg(tiny, out, **loop):
+    photos, pairs, data = tiny
+    base = dict(epochs=2, pairs_per_epoch=32, batch_size=16, progress=False, device="cpu")
+    base.update(loop)
+    return TrainConfig(image_dir=str(photos), dataset_dir=str(pairs), out_dir=str(out), data=data,
+                       net=HardNetConfig(val_pairs=40, val_block=20),
+                       loop=dataclasses.replace(TrainConfig().loop, **base))
+
+
 def test_train_resume_and_checkpoint(tiny_dataset, tmp_path):
-    _, out, _ = tiny_dataset
-    cfg = TrainConfig(epochs=2, pairs_per_epoch=32, batch_size=16, val_pairs=40, val_block=20)
-    hist = train(out, tmp_path / "run", cfg, progress=False, max_steps=2)  # stops after epoch 1
-    assert [h["epoch"] for h in hist] == [0, 1]
-    model, meta = load_hardnet(tmp_path / "run" / "last.pt")
-    assert meta["epoch"] == 1 and meta["train_config"]["batch_size"] == 16
-    assert (tmp_path / "run" / "history.csv").is_file() and (tmp_path / "run" / "best.pt").is_file()
-    hist2 = train(out, tmp_path / "run", cfg, resume=True, progress=False)
-    assert [h["epoch"] for h in hist2] == [0, 1, 2]
-    assert all(math.isfinite(h["val_fpr95"]) and math.isfinite(h["val_fpr95_same_photo"]) for h in hist2)
+    run = tmp_path / "run"
+    s1 = train(_run_cfg(tiny_dataset, run, max_steps=2))  # stops after epoch 0 (2 steps of 16)
+    hist = s1["history"]
+    assert [h["epoch"] for h in hist] == [-1, 0]  # -1: the untrained model
+    model, meta = load_hardnet(run / "last.pt")
+    assert meta["epoch"] == 1 and meta["train_config"]["loop"]["batch_size"] == 16
+    assert (run / "history.csv").is_file() and (run / "best.pt").is_file()
+    s2 = train(dataclasses.replace(_run_cfg(tiny_dataset, run), resume="auto"))
+    assert [h["epoch"] for h in s2["history"]] == [-1, 0, 1]
+    assert all(math.isfinite(h["val_fpr95"]) and math.isfinite(h["val_fpr95_same_photo"]) for h in s2["history"])
+    # resumed = uninterrupted, bit for bit
+    full = train(_run_cfg(tiny_dataset, tmp_path / "full"))
+    for k, v in full["parameters"].items():
+        assert torch.equal(v, s2["parameters"][k]), k
     # exported weights: no optimiser state, metadata kept, loads strictly
     from hardnet.training import export_weights
     from hardnet.weights import load_hardnet_checkpoint
 
-    export_weights(tmp_path / "run" / "last.pt", tmp_path / "ship.pt", command="test")
+    export_weights(run / "last.pt", tmp_path / "ship.pt", command="test")
     m, meta, extra = load_hardnet_checkpoint(tmp_path / "ship.pt")
     assert extra == {} and meta["epoch"] == 2 and meta["command"] == "test"
-    assert (tmp_path / "ship.pt").stat().st_size < (tmp_path / "run" / "last.pt").stat().st_size / 2
-
-
-def test_epoch_indices_cover_all_pairs():
-    idx = np.concatenate([epoch_indices(10, 4, e, 0) for e in range(5)])
-    assert len(idx) == 20 and sorted(idx[:10]) == list(range(10)) and sorted(idx[10:]) == list(range(10))
-    assert np.array_equal(epoch_indices(10, 4, 2, 0), idx[8:12])
+    assert (tmp_path / "ship.pt").stat().st_size < (run / "last.pt").stat().st_size / 2
 
 
 def test_cli_paper_defaults():
     import train_hardnet
 
-    args = train_hardnet.parse_args(["--batch-size", "64"])
-    assert args.optimizer == "adam" and args.batch_size == 64 and args.data_seed == 0 and args.photometric is True
+    cfg, _ = train_hardnet.parse_config(["--image-dir", "x", "--batch-size", "64"])
+    assert cfg.loop.optimizer == "adam" and cfg.loop.batch_size == 64 and cfg.data.seed == 0
+    assert cfg.data.photometric is True
     # --paper-defaults fills in everything not given explicitly
-    args = train_hardnet.parse_args(["--paper-defaults", "--batch-size", "64", "--no-photometric"])
-    assert args.photometric is False and args.batch_size == 64
-    assert (args.optimizer, args.lr, args.momentum, args.weight_decay, args.schedule) == ("sgd", 10.0, 0.9, 1e-4, "linear")
-    assert train_hardnet.parse_args(["--paper-defaults"]).batch_size == 1024
+    cfg, _ = train_hardnet.parse_config(["--image-dir", "x", "--paper-defaults", "--batch-size", "64",
+                                         "--photometric", "false"])
+    assert cfg.data.photometric is False and cfg.loop.batch_size == 64
+    assert (cfg.loop.optimizer, cfg.loop.lr, cfg.loop.momentum, cfg.loop.weight_decay, cfg.loop.schedule) == (
+        "sgd", 10.0, 0.9, 1e-4, "linear")
+    assert train_hardnet.parse_config(["--image-dir", "x", "--paper-defaults"])[0].loop.batch_size == 1024
 
 
 def test_benchmark_sift_at_same_keypoints():

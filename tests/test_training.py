@@ -1,6 +1,7 @@
 """Training loop: schedule, data order, exact resume, NaN stop, validation, DDP (2 gloo processes)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
@@ -11,6 +12,8 @@ import torch
 
 from keynet import data as kd
 from keynet import training as kt
+from keynet.model import KeyNet, KeyNetConfig
+from kpcore.training import LoopConfig, TrainingDiverged, epoch_indices, lr_at
 
 
 @pytest.fixture(scope="module")
@@ -28,33 +31,114 @@ def tiny_dataset(tmp_path_factory):
     return photos, root / "ds", cfg
 
 
-def _cfg(tiny, out, **kw):
+def _cfg(tiny, out, resume=None, **loop):
     photos, ds, pc = tiny
-    base = dict(data_dir=str(photos), dataset_dir=str(ds), out_dir=str(out), patch_size=pc.patch_size,
-                val_patch_size=pc.val_patch_size, num_train=pc.num_train, num_val=pc.num_val,
-                val_images=pc.val_images, pairs_per_image=pc.pairs_per_image, seed=pc.seed, data_seed=pc.seed,
-                gen_workers=0,
-                batch_size=4, pairs_per_epoch=4, epochs=2, val_every=1, workers=0, progress=False,
-                num_filters=4, device="cpu")
-    base.update(kw)
-    return kt.TrainConfig(**base)
+    base = dict(batch_size=4, pairs_per_epoch=4, epochs=2, val_every=1, workers=0, progress=False, device="cpu",
+                seed=pc.seed)
+    base.update(loop)
+    return kt.TrainConfig(data_dir=str(photos), dataset_dir=str(ds), out_dir=str(out), gen_workers=0, data=pc,
+                          model=KeyNetConfig(num_filters=4), resume=resume,
+                          loop=dataclasses.replace(kt.TrainConfig().loop, **base))
+
+
+def test_official_defaults_are_pinned():
+    """The official train_network.py / check_val_rep values (no ../shared needed)."""
+    c = kt.TrainConfig()
+    assert (c.loop.epochs, c.loop.batch_size, c.loop.lr, c.loop.lr_decay, c.loop.decay_epochs) == (25, 32, 1e-3, 0.7, 10)
+    assert (c.loop.schedule, c.loop.val_every, c.loop.patience, c.loop.weight_decay) == ("staircase", 3, 3, 0.0)
+    assert (c.val.nms_size, c.val.num_points, c.val.overlap, c.val.relu) == (15, 25, 0.6, False)
+    assert (kt.VAL_BORDER, kt.VAL_MASK_THRESHOLD) == (15, 0.75)
+    assert (c.data.max_angle, c.data.max_scale, c.data.max_shearing, c.data.patch_size) == (45.0, 2.0, 0.8, 192)
+    assert (c.data.num_train, c.data.num_val, c.data.tries) == (4001, 1501, 11)
+    assert (c.loss.sizes, c.loss.factors, c.loss.border) == ((8, 16, 24, 32, 40), (256.0, 64.0, 16.0, 4.0, 1.0), 16)
 
 
 def test_staircase_schedule():
-    cfg = kt.TrainConfig(lr=1e-3, lr_decay=0.7, decay_epochs=10)
+    loop = LoopConfig(lr=1e-3, lr_decay=0.7, decay_epochs=10, schedule="staircase")
     spe = 4001 / 32
     decay_steps = int(10 * spe)
-    assert kt.lr_at(0, cfg, spe) == pytest.approx(1e-3)
-    assert kt.lr_at(decay_steps - 1, cfg, spe) == pytest.approx(1e-3)
-    assert kt.lr_at(decay_steps, cfg, spe) == pytest.approx(7e-4)
-    assert kt.lr_at(2 * decay_steps, cfg, spe) == pytest.approx(4.9e-4)
+    assert lr_at(0, loop, spe, 0) == pytest.approx(1e-3)
+    assert lr_at(decay_steps - 1, loop, spe, 0) == pytest.approx(1e-3)
+    assert lr_at(decay_steps, loop, spe, 0) == pytest.approx(7e-4)
+    assert lr_at(2 * decay_steps, loop, spe, 0) == pytest.approx(4.9e-4)
+    lin = LoopConfig(lr=1.0, schedule="linear")
+    assert lr_at(0, lin, 1, 10) == 1.0 and lr_at(5, lin, 1, 10) == pytest.approx(0.5)
 
 
 def test_epoch_indices_walk_all_pairs():
-    a = np.concatenate([kt.epoch_indices(10, e, 4, seed=0) for e in range(5)])
+    a = np.concatenate([epoch_indices(10, e, 4, (0, 1000)) for e in range(5)])
     assert len(a) == 20
     assert sorted(a[:10]) == list(range(10)) and sorted(a[10:20]) == list(range(10))
-    assert np.array_equal(kt.epoch_indices(10, 3, 4, 0), kt.epoch_indices(10, 3, 4, 0))
+    assert np.array_equal(epoch_indices(10, 3, 4, (0, 1000)), epoch_indices(10, 3, 4, (0, 1000)))
+    # permutation c comes from default_rng([seed, 1000 + c])
+    assert np.array_equal(epoch_indices(10, 0, 10, (7, 1000)), np.random.default_rng([7, 1000]).permutation(10))
+
+
+class _Pairs:
+    """A validation set of given (src, dst, H_src2dst, H_dst2src), for :func:`validate`."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def _peaks(size, pts):
+    m = torch.zeros(1, size, size)
+    for k, (x, y) in enumerate(pts):
+        m[0, y, x] = 1.0 - 0.01 * k
+    return m
+
+
+_PTS = [(x, y) for y in (20, 75, 130) for x in (20, 75, 130)]  # 55 px apart
+
+
+def test_validation_metric_known_answers():
+    """The 'network' is the identity, so the score maps are the inputs. Identical maps:
+    100%; a 27 px shift with the matching homography: 100%, without it: 0% (single scale,
+    radius 30: circles 27 px apart have IoU 0.29 < 0.6); 4 of the 9 points moved, one of
+    them into the border: 5 of min(9, 8)."""
+    size, eye, cpu = 160, torch.eye(3), torch.device("cpu")
+    same = _Pairs([(_peaks(size, _PTS), _peaks(size, _PTS), eye, eye)])
+    r = kt.validate(_Identity(), same, cpu, nms_size=1, num_points=9)
+    assert r["rep_single_scale"] == pytest.approx(100.0) and r["num_pairs"] == 1
+    # destination = source shifted by +27 px in x: H_dst2src maps x_dst -> x_dst - 27
+    d2s = torch.tensor([[1.0, 0, -27], [0, 1, 0], [0, 0, 1]])
+    dst = _peaks(size, [(x + 27, y) for x, y in _PTS])
+    assert kt.validate(_Identity(), _Pairs([(_peaks(size, _PTS), dst, torch.linalg.inv(d2s), d2s)]), cpu,
+                       nms_size=1, num_points=9)["rep_single_scale"] == pytest.approx(100.0)
+    assert kt.validate(_Identity(), _Pairs([(_peaks(size, _PTS), dst, eye, eye)]), cpu, nms_size=1,
+                       num_points=9)["rep_single_scale"] == pytest.approx(0.0)
+    part = [(x, y) if k % 2 == 0 else (x, y + 27) for k, (x, y) in enumerate(_PTS)]
+    r = kt.validate(_Identity(), _Pairs([(_peaks(size, _PTS), _peaks(size, part), eye, eye)]), cpu, nms_size=1,
+                    num_points=9)
+    # (75, 130) moved to y = 157 falls in the 15 px border: 8 destination points, 5 repeated
+    assert r["rep_single_scale"] == pytest.approx(100.0 * 5 / 8)
+
+
+def test_validation_overlap_and_border_constants_are_used():
+    """A 1 px shift at scale 1 repeats at IoU 0.1 but not at 0.99; a point inside the 15 px
+    border is never counted."""
+    size, eye, cpu = 96, torch.eye(3), torch.device("cpu")
+    pts = [(30, 30), (60, 40), (45, 70)]
+    shifted = _Pairs([(_peaks(size, pts), _peaks(size, [(x + 1, y) for x, y in pts]), eye, eye)])
+    strict = kt.validate(_Identity(), shifted, cpu, nms_size=1, num_points=3, overlap=0.99)
+    loose = kt.validate(_Identity(), shifted, cpu, nms_size=1, num_points=3, overlap=0.1)
+    assert strict["rep_single_scale"] == pytest.approx(0.0) and loose["rep_single_scale"] == pytest.approx(100.0)
+    inner = [(30, 30), (60, 40)]
+    edge = inner + [(kt.VAL_BORDER - 2, 50)]
+    r = kt.validate(_Identity(), _Pairs([(_peaks(size, edge), _peaks(size, inner), eye, eye)]), cpu, nms_size=1,
+                    num_points=3)
+    assert r["rep_single_scale"] == pytest.approx(100.0)  # the border point is masked out of both
 
 
 def test_train_resume_is_exact(tiny_dataset, tmp_path):
@@ -64,15 +148,14 @@ def test_train_resume_is_exact(tiny_dataset, tmp_path):
     assert len(lines) == 3 and lines[0].startswith("epoch,")
 
     kt.train(_cfg(tiny_dataset, tmp_path / "half", epochs=1))
-    resumed = kt.train(_cfg(tiny_dataset, tmp_path / "half", epochs=2,
-                            resume=str(tmp_path / "half" / "last.pt")))
+    resumed = kt.train(_cfg(tiny_dataset, tmp_path / "half", epochs=2, resume=str(tmp_path / "half" / "last.pt")))
     assert resumed["global_step"] == full["global_step"] == 2
     for k, v in full["parameters"].items():
         assert torch.equal(v, resumed["parameters"][k]), k
 
     from keynet.weights import load_checkpoint
     model, meta, extra = load_checkpoint(tmp_path / "full" / "best.pt")
-    assert meta["seed"] == 1 and "train_config" in meta and extra == {}
+    assert meta["seed"] == 1 and meta["train_config"]["model"]["num_filters"] == 4 and extra == {}
     assert (tmp_path / "full" / "best.pt").stat().st_size < 100_000
 
 
@@ -80,7 +163,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path, monkey
     kt.train(_cfg(tiny_dataset, tmp_path, epochs=1))
     before = (tmp_path / "last.pt").read_bytes()
     monkeypatch.setattr(kt, "msip_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(kt.TrainingDiverged, match="last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         kt.train(_cfg(tiny_dataset, tmp_path, epochs=2, resume=str(tmp_path / "last.pt")))
     assert (tmp_path / "last.pt").read_bytes() == before
 
@@ -113,8 +196,8 @@ def test_ddp_two_cpu_processes_one_step(tiny_dataset, tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
     p0 = torch.load(tmp_path / "params0.pt")
     p1 = torch.load(tmp_path / "params1.pt")
-    init = kt.KeyNet(cfg.model_config())
-    kt.init_tf_(init, cfg.seed)
+    init = KeyNet(cfg.model)
+    kt.init_tf_(init, cfg.loop.seed)
     changed = False
     for k in p0:
         assert torch.equal(p0[k], p1[k]), k  # gradients were averaged: replicas agree
@@ -123,28 +206,21 @@ def test_ddp_two_cpu_processes_one_step(tiny_dataset, tmp_path):
     assert (tmp_path / "run" / "last.pt").is_file()
 
 
-def test_training_seed_does_not_change_the_dataset(tiny_dataset, tmp_path):
-    """--seed varies the training only; the pairs and the photo split follow --data-seed."""
-    a = _cfg(tiny_dataset, tmp_path / "a", seed=1).pair_config()
-    b = _cfg(tiny_dataset, tmp_path / "b", seed=2).pair_config()
-    assert a == b
-    assert _cfg(tiny_dataset, tmp_path / "c", data_seed=5).pair_config().seed == 5
+def test_train_cli_options_generated_from_the_configs(tmp_path):
+    """train.py: the official flag names, --seed apart from --data-seed, --model-preset sets
+    the architecture unless a flag says otherwise, several --data-dir folders."""
+    import train as cli
 
-
-def test_train_cli_preset_and_folders(tmp_path):
-    """train.py: --model-preset sets the architecture unless a flag says otherwise; several
-    --data-dir folders are joined into one source."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_cli", os.path.join(os.path.dirname(__file__), "..", "train.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    seen = {}
-    cli.train = lambda cfg: seen.setdefault("cfg", cfg) and {"best_rep": 0, "best_epoch": 0, "epochs_done": 0,
-                                                              "global_step": 0, "wall_time_s": 0, "out_dir": ""}
-    cli.main(["--model-preset", "tiny", "--data-dir", "a", "b"])
-    cfg = seen.pop("cfg")
-    assert (cfg.num_blocks, cfg.num_filters, cfg.num_levels) == (1, 1, 3)
-    assert cfg.data_dir == os.pathsep.join(["a", "b"])
-    cli.main(["--model-preset", "tiny", "--num-filters", "2"])
-    assert seen["cfg"].num_filters == 2 and seen["cfg"].num_blocks == 1
+    cfg = cli.parse_config(["--data-dir", "a", "b", "--num-epochs", "7", "--epochs-val", "2", "--seed", "3",
+                            "--init-initial-learning-rate", "0.01", "--num-learnable-blocks", "2",
+                            "--msip-sizes", "8,16", "--msip-factors", "4,1", "--weight-coordinates", "false",
+                            "--max-angle", "60", "--resume"])
+    assert cfg.data_dir == os.pathsep.join(["a", "b"]) and cfg.resume == "auto"
+    assert (cfg.loop.epochs, cfg.loop.val_every, cfg.loop.seed, cfg.loop.lr) == (7, 2, 3, 0.01)
+    assert cfg.data.seed == 12345 and cfg.data.max_angle == 60.0
+    assert cfg.model.num_blocks == 2 and cfg.loss.sizes == (8, 16) and cfg.loss.factors == (4.0, 1.0)
+    assert cfg.loss.coordinate_weighting is False
+    tiny = cli.parse_config(["--data-dir", "a", "--model-preset", "tiny"])
+    assert (tiny.model.num_blocks, tiny.model.num_filters, tiny.model.num_levels) == (1, 1, 3)
+    assert cli.parse_config(["--data-dir", "a", "--model-preset", "tiny", "--num-filters", "2"]).model.num_filters == 2
+    assert cli.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "run")]) == 2
