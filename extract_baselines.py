@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pathlib import Path
+
 from keynet.benchmark.baselines import METHODS, extract_list
-from keynet.benchmark.hsequences import DEFAULT_IMAGE_LIST, DEFAULT_PREFIX, resolve_image_path
-from kpcore.files import read_image_list
+from keynet.benchmark.hsequences import DEFAULT_IMAGE_LIST
+from kpcore.cli import str2bool
+from kpcore.files import DEFAULT_PREFIX, locate_image, read_image_list
 
 
 def main(argv=None) -> int:
@@ -22,20 +25,31 @@ def main(argv=None) -> int:
                          "(default: read the lines as written)")
     ap.add_argument("--results-dir", default="extracted_features/")
     ap.add_argument("--num-points", type=int, default=1500, help="maximum keypoints per image")
-    ap.add_argument("--skip-missing", action="store_true", help="skip listed images that do not exist")
-    ap.add_argument("--overwrite", action="store_true", help="re-extract existing files")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--skip-missing", type=str2bool, nargs="?", const=True, default=False,
+                    help="skip listed images that do not exist (default: false: they fail)")
+    ap.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
+                    help="re-extract existing files (default: false)")
+    ap.add_argument("--progress", type=str2bool, nargs="?", const=True, default=True,
+                    help="progress bar (default: true)")
     args = ap.parse_args(argv)
 
     methods = list(METHODS) if "all" in args.method else args.method
-    lines = read_image_list(args.list_images)
+    try:
+        lines = read_image_list(args.list_images)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    list_dir = Path(args.list_images).resolve().parent
+    failed = 0
     for m in methods:
-        counts = extract_list(m, lines, args.results_dir, lambda l: resolve_image_path(l, args.data_dir),
-                              num_points=args.num_points, overwrite=args.overwrite, skip_missing=args.skip_missing,
-                              log=None if args.quiet else print)
-        print(f"{m}: {counts['written']} written, {counts['existing']} already there, "
-              f"{counts['missing']} images missing (skipped)")
-    return 0
+        summary = extract_list(m, lines, args.results_dir, lambda line: locate_image(line, list_dir, args.data_dir),
+                               num_points=args.num_points, overwrite=args.overwrite, skip_missing=args.skip_missing,
+                               progress=args.progress)
+        print(f"{m}: {summary.line()}")
+        for item, reason in summary.failed:
+            print(f"  failed: {item}: {reason}", file=sys.stderr)
+        failed += len(summary.failed)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

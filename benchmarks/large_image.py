@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from keynet.engine import EngineConfig  # noqa: E402
 from keynet.extract import Extractor, load_descriptor, load_detector  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="4000x3000", help="WxH")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--whole-image", action="store_true", help="no strips (model.strip_pixels = infinity)")
+    ap.add_argument("--whole-image", action="store_true", help="no strips (EngineConfig.strip_pixels = infinity)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -38,9 +39,7 @@ def main() -> int:
     cam = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
     img = cv2.resize(cam, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
     img = np.clip(img + np.random.default_rng(0).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-    det = load_detector()
-    if args.whole_image:
-        det.model.strip_pixels = 1 << 62
+    det = load_detector(engine=EngineConfig(strip_pixels=1 << 62) if args.whole_image else None)
     ex = Extractor(det, load_descriptor())
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()

@@ -37,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hardnet import HardNet, HardNetDescriptor  # noqa: E402
+from hardnet.descriptor import fused_layers  # noqa: E402
 from hardnet.patches import extract_patches  # noqa: E402
 from keynet.detection import DetectorSettings, KeyNetDetector, build_pyramid  # noqa: E402
+from keynet.engine import EngineConfig, KeyNetEngine  # noqa: E402
 from keynet.model import KeyNet, tf_level_size  # noqa: E402
 from keynet.weights import load_keynet  # noqa: E402
 
@@ -107,10 +109,12 @@ def time_extraction(args, model: KeyNet, base: np.ndarray, size: str, peak: floa
     tk = torch.from_numpy(kp[:, :3].astype(np.float32))
     patches = extract_patches(timg, tk)
 
+    engine = KeyNetEngine(model)
+
     @torch.no_grad()
     def network():
         for x in levels:
-            model(x)
+            engine(x)
 
     @torch.no_grad()
     def hardnet_only():
@@ -120,27 +124,28 @@ def time_extraction(args, model: KeyNet, base: np.ndarray, size: str, peak: floa
         return desc.describe(img, det.detect(img))
 
     res: Dict[str, float] = {}
-    model.fast = hn.fast = True
     res["ours: detector"] = median_ms(lambda: det.detect(img), args.runs)
     res["ours: detector + HardNet"] = median_ms(full, args.runs)
     res["ours: network only"] = median_ms(network, args.runs)
     res["ours: HardNet only (patches + network)"] = median_ms(hardnet_only, args.runs)
     @torch.no_grad()
     def hardnet_network():  # in the descriptor's chunks, with the folded layers
-        layers = hn.fused_layers()
+        layers = fused_layers(hn)
         for i in range(0, len(patches), desc.batch_size):
-            hn(patches[i:i + desc.batch_size], layers)
+            desc.describe_patches(patches[i:i + desc.batch_size], layers)
 
     res["ours: HardNet network only"] = median_ms(hardnet_network, args.runs)
-    hn.fast = False  # cheap: timed even with --skip-plain
+    desc.fast = False  # cheap: timed even with --skip-plain
     res["plain reference: HardNet only (patches + network)"] = median_ms(hardnet_only, args.runs)
-    hn.fast = True
+    desc.fast = True
     if not args.skip_plain:
-        model.fast = hn.fast = False  # slow: no warm-up, fewer runs
+        # the TF computation literally (65x65 average pooling, NCHW, unfused BN, whole image)
+        det.engine = KeyNetEngine(model, EngineConfig(mode="reference"))
+        desc.fast = False  # slow: no warm-up, fewer runs
         n = max(1, args.runs // 2)
         res["plain reference: detector"] = median_ms(lambda: det.detect(img), n, warmup=0)
         res["plain reference: detector + HardNet"] = median_ms(full, n, warmup=0)
-        model.fast = hn.fast = True
+        det.engine, desc.fast = engine, True
     if not args.skip_kornia:
         import kornia.feature as KF
 
@@ -191,7 +196,8 @@ def time_training(args) -> Dict:
           f"{r['pairs_per_s']:.2f} pairs/s")
     if not args.train_images:
         return out
-    from keynet.data import PairConfig, PairDataset, generate_pairs, list_images
+    from keynet.data import PairConfig, PairDataset, generate_pairs
+    from kpcore.files import list_images
     from kpcore.files import atomic_save_npy
     from keynet.training import _collate
 

@@ -16,6 +16,7 @@ from skimage.transform import pyramid_gaussian
 
 from kpcore.geometry import remove_border
 from kpcore.images import normalise_image, read_image_grey
+from .engine import EngineConfig, KeyNetEngine
 from .model import KeyNet
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
@@ -157,17 +158,18 @@ class KeyNetDetector:
     """
 
     def __init__(self, model: KeyNet, settings: Optional[DetectorSettings] = None,
-                 device: Optional[Union[str, torch.device]] = None) -> None:
+                 device: Optional[Union[str, torch.device]] = None, engine: Optional[EngineConfig] = None) -> None:
         self.device = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         self.model = model.to(self.device).eval()
         self.settings = settings or DetectorSettings()
+        self.engine = KeyNetEngine(self.model, engine)
 
     @torch.no_grad()
     def score_map(self, image: np.ndarray) -> np.ndarray:
         """ReLU'd Key.Net response of one grey float image (HxW) as float32 numpy."""
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
-        return F.relu(self.model(x))[0, 0].cpu().numpy()
+        return F.relu(self.engine(x))[0, 0].cpu().numpy()
 
     def prepare(self, image: Union[np.ndarray, str]) -> np.ndarray:
         """Path or array -> float64 grey image divided by its max (the official input)."""

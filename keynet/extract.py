@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
-from kpcore.files import atomic_save_npy, feature_paths, read_image_list
+from hardnet import HardNetDescriptor, load_hardnet
+from kpcore.files import locate_image, read_image_list
 from kpcore.images import ImageReadError
+from kpcore.runner import RunSummary, run_list
+
+from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
+from .engine import EngineConfig
 from .weights import WeightsError, load_keynet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,19 +38,19 @@ def resolve_detector_weights(path_or_name: Optional[Union[str, os.PathLike]]) ->
 
 
 def load_detector(path_or_name: Optional[Union[str, os.PathLike]] = None,
-                  device: Optional[Union[str, torch.device]] = None, **settings) -> KeyNetDetector:
+                  device: Optional[Union[str, torch.device]] = None, engine: Optional[EngineConfig] = None,
+                  **settings) -> KeyNetDetector:
     """Load Key.Net weights (any supported format, or ``'default'`` for the shipped ones) into
-    a multi-scale :class:`KeyNetDetector`. Keyword arguments are :class:`DetectorSettings`."""
+    a multi-scale :class:`KeyNetDetector`. Keyword arguments are :class:`DetectorSettings`;
+    ``engine``: the inference engine's switches (:class:`~keynet.engine.EngineConfig`)."""
     model, _ = load_keynet(resolve_detector_weights(path_or_name))
-    return KeyNetDetector(model, DetectorSettings(**settings), device=device)
+    return KeyNetDetector(model, DetectorSettings(**settings), device=device, engine=engine)
 
 
 def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
                     device: Optional[Union[str, torch.device]] = None):
     """HardNet descriptor from a weights file; ``'default'`` -> ``pretrained_nets/hardnet.pt``
     if present, else ``None``; ``None``/``'none'`` -> ``None`` (no descriptors)."""
-    from hardnet import HardNetDescriptor, load_hardnet
-
     if path_or_name is None or str(path_or_name).lower() == "none":
         return None
     if str(path_or_name) == "default":
@@ -96,32 +98,6 @@ def extract(image, detector: Optional[KeyNetDetector] = None, descriptor="defaul
     return Extractor(det, desc).extract(image)
 
 
-@dataclass
-class RunSummary:
-    """What a batch extraction did."""
-
-    written: List[str] = field(default_factory=list)
-    skipped: List[str] = field(default_factory=list)
-    failed: List[Tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def _locate(item: str, list_dir: Path, data_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
-    if data_dir is not None:
-        from .benchmark.hsequences import resolve_image_path
-
-        return resolve_image_path(item, data_dir)
-    p = Path(item)
-    if p.is_absolute() or p.exists():
-        return p
-    alt = list_dir / p
-    return alt if alt.exists() else p
-
-
 def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str, os.PathLike],
                    network_version: str, extractor: Extractor, overwrite: bool = False,
                    order_coord: str = "xysr", progress: bool = True,
@@ -134,34 +110,9 @@ def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str,
     when the list uses the official ``hpatches-sequences-release/<seq>/<k>.ppm`` lines (the
     leading folder is replaced by ``data_dir``; the output layout keeps the line as written).
     """
-    from tqdm import tqdm
-
-    if order_coord not in ("xysr", "yxsr"):
-        raise ValueError(f"order_coord must be 'xysr' or 'yxsr', got {order_coord!r}")
     items = read_image_list(list_images)
     list_dir = Path(list_images).resolve().parent
-    summary = RunSummary()
-    t0 = time.time()
-    want_desc = extractor.descriptor is not None
-    bar = tqdm(items, desc=f"extract {network_version}", unit="img", disable=not progress)
-    for item in bar:
-        kpt_path, dsc_path = feature_paths(results_dir, network_version, item)
-        if not overwrite and kpt_path.exists() and (dsc_path.exists() or not want_desc):
-            summary.skipped.append(item)
-            continue
-        try:
-            kpts, desc = extractor.extract(_locate(item, list_dir, data_dir))
-        except (ImageReadError, ImageTooSmallError) as e:
-            summary.failed.append((item, str(e)))
-            bar.write(f"[ERROR] {e}")
-            continue
-        out = kpts if order_coord == "xysr" else kpts[:, [1, 0, 2, 3]]
-        if desc is not None:
-            atomic_save_npy(dsc_path, desc)
-        elif dsc_path.exists():
-            dsc_path.unlink()  # a stale descriptor file would no longer match the keypoints
-        atomic_save_npy(kpt_path, out)
-        summary.written.append(item)
-        bar.set_postfix(points=len(kpts))
-    summary.seconds = time.time() - t0
-    return summary
+    return run_list(items, results_dir, network_version, extractor.extract,
+                    lambda item: locate_image(item, list_dir, data_dir), overwrite=overwrite,
+                    order_coord=order_coord, descriptors=extractor.descriptor is not None, progress=progress,
+                    bad_input=(ImageReadError, ImageTooSmallError))

@@ -34,6 +34,7 @@ from kpcore.training import LoopConfig, Task, TrainingDiverged, fit
 from . import data as kdata
 from .benchmark.repeatability import compute_repeatability
 from .detection import nms_top_points
+from .engine import KeyNetEngine
 from .loss import MSIPConfig, msip_loss
 from .model import KeyNet, KeyNetConfig
 from .weights import load_checkpoint, save_checkpoint
@@ -129,13 +130,14 @@ def validate(model: nn.Module, dataset, device: torch.device, nms_size: int = 15
     """
     was_training = model.training
     model.eval()
+    net = KeyNetEngine(model) if isinstance(model, KeyNet) else model  # the inference engine
     n = len(dataset) if not max_pairs else min(max_pairs, len(dataset))
     reps_s, reps_m = [], []
     for b0 in tqdm(range(0, n, batch), desc="validation", leave=False, total=math.ceil(n / batch),
                    disable=not progress):
         items = [dataset[i] for i in range(b0, min(n, b0 + batch))]
         src, dst, _h_s2d, h_d2s = _collate(items)
-        out_s, out_d = model(src.to(device)), model(dst.to(device))
+        out_s, out_d = net(src.to(device)), net(dst.to(device))
         if relu:
             out_s, out_d = F.relu(out_s), F.relu(out_d)
         out_s = out_s[:, 0].float().cpu().numpy()

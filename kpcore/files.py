@@ -6,13 +6,16 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
 PathLike = Union[str, os.PathLike]
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp")
+#: Folder name of the HPatches release: the prefix of the official image-list lines and of
+#: the feature-file layout.
+DEFAULT_PREFIX = "hpatches-sequences-release"
 
 
 def read_image_list(path: PathLike) -> List[str]:
@@ -109,3 +112,30 @@ def image_source(spec) -> Tuple[List[Path], Path]:
     (the folder itself, or the deepest folder holding all of them)."""
     folders = image_folders(spec)
     return list_images(spec), (folders[0] if len(folders) == 1 else images_root(spec))
+
+
+def resolve_image_path(line: str, data_dir: Optional[PathLike] = None, prefix: str = DEFAULT_PREFIX) -> Path:
+    """Where the image of an image-list line is, given a dataset folder.
+
+    Without ``data_dir`` the line is used as written. With ``data_dir``, a leading
+    ``<prefix>/`` component is replaced by ``data_dir`` (so the official list works for
+    data stored anywhere); other relative lines are taken relative to ``data_dir``.
+    """
+    if data_dir is None:
+        return Path(line)
+    pre = prefix.strip("/") + "/"
+    rel = line[len(pre):] if prefix and line.startswith(pre) else line
+    return Path(data_dir) / rel
+
+
+def locate_image(line: str, list_dir: Optional[PathLike] = None, data_dir: Optional[PathLike] = None) -> Path:
+    """The image of an image-list line, the same way for every script: with ``data_dir``,
+    :func:`resolve_image_path`; otherwise an absolute or existing relative path as written,
+    else the path relative to the list's folder ``list_dir``."""
+    if data_dir is not None:
+        return resolve_image_path(line, data_dir)
+    p = Path(line)
+    if p.is_absolute() or p.exists() or list_dir is None:
+        return p
+    alt = Path(list_dir) / p
+    return alt if alt.exists() else p

@@ -92,7 +92,7 @@ def sift_features(hseq_mini, tmp_path_factory):
     assert hs.main(["image-list", "--split", "full", "--data-dir", str(hseq_mini), "--out", str(lst)]) == 0
     assert len(lst.read_text().split()) == 24
     assert extract_baselines.main(["--method", "sift", "--list-images", str(lst), "--data-dir", str(hseq_mini),
-                                   "--results-dir", str(out), "--num-points", "400", "--quiet"]) == 0
+                                   "--results-dir", str(out), "--num-points", "400", "--progress", "false"]) == 0
     return out
 
 

@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import uniform_filter
 
-from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, PairConv,
-                          local_norm, local_norm_cv2, local_norm_reference, tf_level_size)
+from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, local_norm,
+                          local_norm_reference, tf_level_size)
+from kpcore.ops import PairConv
+from keynet.engine import EngineConfig, KeyNetEngine, local_norm_cv2
 from kpcore.ops import bilinear_rows, lerp_rows
 
 
@@ -61,8 +63,8 @@ def _quadratic(h=40, w=48):
 def test_handcrafted_channels_match_analytic_derivatives(variant):
     f, fx, fy, fxx, fyy, fxy = _quadratic()
     blk = HandcraftedBlock(variant).double()
-    out = blk.derivatives(torch.from_numpy(f)[None, None].double()).numpy()[0]
-    fast = blk.derivatives(torch.from_numpy(f)[None, None].double(), fast=True).numpy()[0]
+    out = blk.derivatives(torch.from_numpy(f)[None, None].double(), reference=True).numpy()[0]
+    fast = blk.derivatives(torch.from_numpy(f)[None, None].double()).numpy()[0]
     np.testing.assert_allclose(fast, out, rtol=1e-12, atol=1e-9)  # separable == convolution, borders too
     k1, k2 = (8.0, 64.0) if variant == "tf" else (1.0, 1.0)  # raw vs normalised Sobel
     exact = {"dx": k1 * fx, "dy": k1 * fy, "dxx": k2 * fxx, "dyy": k2 * fyy, "dxy": k2 * fxy}
@@ -115,15 +117,15 @@ def test_fast_and_plain_modes_agree(variant, size, pairs, opencv):
                 mod.weight.data.uniform_(0.5, 2)
                 mod.bias.data.uniform_(-1, 1)
     m.eval()
-    m.pair_convs = pairs
-    m.use_opencv = opencv
+    engine = KeyNetEngine(m, EngineConfig(pair_convs=pairs, use_opencv=opencv))
     x = torch.rand(2, 1, *size)
     with torch.no_grad():
-        fast = m(x)
+        fast = engine(x)
         assert fast.shape == (2, 1, *size)
-        m.fast = False
         plain = m(x)
+        reference = KeyNetEngine(m, EngineConfig(mode="reference"))(x)
     assert torch.allclose(fast, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+    assert torch.allclose(reference, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 7])
@@ -163,10 +165,8 @@ def test_strips_equal_whole_image(variant, size):
     m.eval()
     x = torch.rand(1, 1, *size)
     with torch.no_grad():
-        m.strip_pixels = 1 << 30
-        whole = m(x)
-        m.strip_pixels = 7 * size[1]
-        strips = m(x)
+        whole = KeyNetEngine(m, EngineConfig(strip_pixels=1 << 30))(x)
+        strips = KeyNetEngine(m, EngineConfig(strip_pixels=7 * size[1]))(x)
     torch.testing.assert_close(strips, whole, rtol=1e-6, atol=1e-6 * whole.abs().max().item())
 
 
@@ -175,18 +175,16 @@ def test_fast_weights_cache_follows_weight_changes():
     (in place, or by load_state_dict) must be seen by the next forward."""
     torch.manual_seed(0)
     m = KeyNet().eval()
+    engine = KeyNetEngine(m)
     x = torch.rand(1, 1, 70, 80)
     with torch.no_grad():
-        a = m(x)
+        a = engine(x)
         m.learner[0].conv.weight.mul_(1.5)
         m.head_bn.running_mean.add_(0.3)
-        b = m(x)
-        m.fast = False
+        b = engine(x)
         plain = m(x)
-        m.fast = True
         m.load_state_dict(KeyNet().state_dict())
-        c = m(x)
-        m.fast = False
+        c = engine(x)
         plain_c = m(x)
     assert not torch.allclose(a, b)
     torch.testing.assert_close(b, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
@@ -237,9 +235,8 @@ def test_ablation_architectures(cfg):
     assert all(p.grad is not None for p in m.parameters())
     m.eval()
     with torch.no_grad():
-        fast = m(x)
-        m.fast = False
-        plain = m(x)
+        fast = KeyNetEngine(m)(x)
+        plain = KeyNetEngine(m, EngineConfig(mode="reference"))(x)
     assert fast.shape == (2, 1, 96, 97)
     torch.testing.assert_close(fast, plain, rtol=1e-3, atol=1e-3 * float(plain.abs().max()))
     with pytest.raises(ValueError, match="learnable block"):

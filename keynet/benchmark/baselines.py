@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-from kpcore.files import atomic_save_npy, feature_paths
 from kpcore.images import read_image_grey
+from kpcore.runner import RunSummary, run_list
 
 PathLike = Union[str, os.PathLike]
 
@@ -121,29 +121,12 @@ def extract_image(method: str, image_path: PathLike, num_points: int = 1500) -> 
     return METHODS[method](img, num_points)
 
 
-def extract_list(method: str, lines: Iterable[str], results_dir: PathLike,
-                 resolve: Callable[[str], Path] = Path, num_points: int = 1500, overwrite: bool = False,
-                 skip_missing: bool = False, log: Optional[Callable[[str], None]] = None) -> Dict[str, int]:
-    """Extract ``method`` for every image-list line; files go to
-    ``<results>/<method>/<line>.{kpt,dsc}.npy``. ``resolve`` maps a line to the image
-    on disk. Returns counts: written, existing (kept), missing (skipped)."""
-    counts = {"written": 0, "existing": 0, "missing": 0}
-    for line in lines:
-        kpt_path, dsc_path = feature_paths(results_dir, method, line)
-        if not overwrite and kpt_path.is_file() and dsc_path.is_file():
-            counts["existing"] += 1
-            continue
-        img_path = resolve(line)
-        if not Path(img_path).is_file():
-            if skip_missing:
-                counts["missing"] += 1
-                continue
-            raise FileNotFoundError(f"image not found: {img_path} (image-list line '{line}'); "
-                                    f"use --data-dir to point at the dataset or --skip-missing")
-        kpts, dsc = extract_image(method, img_path, num_points)
-        atomic_save_npy(dsc_path, dsc)
-        atomic_save_npy(kpt_path, kpts)
-        counts["written"] += 1
-        if log:
-            log(f"{method}: {line}: {kpts.shape[0]} points")
-    return counts
+def extract_list(method: str, lines: Sequence[str], results_dir: PathLike,
+                 locate: Callable[[str], Path] = Path, num_points: int = 1500, overwrite: bool = False,
+                 skip_missing: bool = False, progress: bool = False) -> RunSummary:
+    """Extract ``method`` for every image-list line into ``<results>/<method>/<line>.{kpt,dsc}.npy``
+    (:func:`kpcore.runner.run_list`, the loop of the extraction script)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown baseline {method!r}; expected one of {', '.join(METHODS)}")
+    return run_list(lines, results_dir, method, lambda path: extract_image(method, path, num_points), locate,
+                    overwrite=overwrite, skip_missing=skip_missing, progress=progress)

@@ -23,13 +23,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from kpcore.files import DEFAULT_PREFIX, resolve_image_path  # noqa: F401  (part of this module's API)
 from kpcore.geometry import invert_homography, read_homography
 
 PathLike = Union[str, os.PathLike]
 
-#: Folder name of the HPatches release, used as the prefix of image-list lines and of
-#: the feature-file layout (as in the official code).
-DEFAULT_PREFIX = "hpatches-sequences-release"
 #: Default splits file and image list, relative to the project root.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPLITS = PROJECT_ROOT / "HSequences_bench" / "splits.json"
@@ -121,20 +119,6 @@ def image_list_lines(sequences: Sequence[str], prefix: str = DEFAULT_PREFIX) -> 
     """``<prefix>/<sequence>/<k>.ppm`` for k = 1..6 of every sequence."""
     pre = prefix.strip("/")
     return [f"{pre}/{s}/{k}.ppm" if pre else f"{s}/{k}.ppm" for s in sequences for k in range(1, NUM_IMAGES + 1)]
-
-
-def resolve_image_path(line: str, data_dir: Optional[PathLike] = None, prefix: str = DEFAULT_PREFIX) -> Path:
-    """Where the image of an image-list line is on disk.
-
-    Without ``data_dir`` the line is used as written. With ``data_dir``, a leading
-    ``<prefix>/`` component is replaced by ``data_dir`` (so the official list works for
-    data stored anywhere); other relative lines are taken relative to ``data_dir``.
-    """
-    if data_dir is None:
-        return Path(line)
-    pre = prefix.strip("/") + "/"
-    rel = line[len(pre):] if prefix and line.startswith(pre) else line
-    return Path(data_dir) / rel
 
 
 # ------------------------------------------------------------------------ dataset

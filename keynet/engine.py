@@ -1,0 +1,326 @@
+"""The Key.Net inference engine: computes the response of a :class:`~keynet.model.KeyNet`
+for detection, faster than the network's own ``forward`` and with bounded memory, giving
+the same values up to float rounding. The network definition (``keynet/model.py``) knows
+nothing of it; the engine reads the network's weights.
+
+:class:`EngineConfig` holds every switch (documented there); :class:`KeyNetEngine` applies
+them. The fast path (default, eval-mode inference only):
+
+* the hand-crafted block, internal-pyramid blur and local normalisation by OpenCV on the
+  CPU (``use_opencv``), straight into channels-last memory;
+* batch norm folded into the convolutions (cached until a weight or statistic changes),
+  fused conv + ReLU, and on the CPU convolutions over horizontal pixel pairs
+  (``pair_convs``, :class:`kpcore.ops.PairConv`);
+* the head as per-level 1xK convolutions summed row by row (no concatenation), the
+  smaller levels interpolated along y after that convolution;
+* horizontal strips of about ``strip_pixels`` output pixels with exact halos (bounded
+  memory whatever the image size).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kpcore.ops import PairConv, bilinear_rows, bn_scale_shift, conv2d_act, lerp_rows
+
+from .model import LOCAL_NORM_WINDOW, PT_CHANNELS, TF_CHANNELS, KeyNet, local_norm
+
+MODES = ("fast", "plain", "reference")
+
+
+@dataclass
+class EngineConfig:
+    """How the engine computes the response (every setting gives the same values up to
+    float rounding)."""
+
+    mode: str = field(default="fast", metadata={
+        "choices": MODES,
+        "help": "fast: the engine below; plain: the network's forward; reference: the TF computation "
+                "literally (65x65 average pooling, Sobel convolutions, NCHW, whole image)"})
+    pair_convs: bool = field(default=True, metadata={
+        "help": "CPU: convolutions over horizontal pixel pairs (false: plain channels-last convolutions)"})
+    use_opencv: bool = field(default=True, metadata={
+        "help": "CPU: hand-crafted block, blur and local normalisation by OpenCV (false: the torch ops a GPU runs)"})
+    strip_pixels: int = field(default=1 << 19, metadata={"help": "output pixels per strip (bounded memory)"})
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"engine mode must be one of {MODES}, got {self.mode!r}")
+        if self.strip_pixels < 1:
+            raise ValueError(f"strip_pixels must be >= 1, got {self.strip_pixels}")
+
+
+def gaussian_kernel_tf_1d(sigma: float = 1.5) -> np.ndarray:
+    """The 1-D factor of :func:`gaussian_kernel_tf` (its outer product with itself is the
+    2-D kernel): the fast path blurs separably."""
+    r = 2 * sigma
+    size = int(math.ceil(2 * r + 1))
+    x = np.arange(0, size, 1, float)
+    return np.float32(np.exp(-((x - r) ** 2) / (2 * sigma**2)) / (2 * math.pi * sigma**2) ** 0.25)
+
+def local_norm_cv2(x: np.ndarray, k: int = LOCAL_NORM_WINDOW, eps: float = 1e-10) -> np.ndarray:
+    """:func:`local_norm` of one float32 ``(H, W)`` image with OpenCV box filters (running
+    sums in float64 inside OpenCV, reflect-101 border = torch's ``reflect`` padding), the
+    rest in float32 like the TF graph. The CPU fast path."""
+    m = cv2.boxFilter(x, cv2.CV_32F, (k, k), borderType=cv2.BORDER_REFLECT_101)
+    m2 = cv2.sqrBoxFilter(x, cv2.CV_32F, (k, k), borderType=cv2.BORDER_REFLECT_101)
+    den = np.subtract(m2, np.square(m))
+    np.sqrt(np.abs(den, out=den), out=den)
+    den += np.float32(1.0 + eps)  # 1 + (std + eps)
+    x = x - m
+    return np.divide(x, den, out=x)
+
+def normalise_cv2(variant: str, x: np.ndarray) -> np.ndarray:
+    """The variant's input normalisation of one ``(H, W)`` image on the CPU: the local
+    normalisation by OpenCV (``tf``, ``repro``), none for ``pt``. Float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x if variant == "pt" else local_norm_cv2(x)
+
+def derivatives_cv2(variant: str, x: np.ndarray, even: bool = False) -> np.ndarray:
+    """The ten channels of one float32 ``(H, W)`` image by OpenCV (Sobel filters and
+    products), channels-last ``(H, W, 10)``: the layout the convolutions want.
+    ``even``: for odd W, return ``W + 1`` columns, the last one zero (the layout of
+    :class:`PairConv`)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    pt = variant == "pt"
+    w = x.shape[1]
+    pad = even and w % 2 == 1
+    if pad and not pt:
+        # Zero-border Sobel: an explicit zero column changes nothing left of it, as long
+        # as the first derivatives are zero there too before differentiating again.
+        x = cv2.copyMakeBorder(x, 0, 0, 0, 1, cv2.BORDER_CONSTANT, value=0)
+    border = cv2.BORDER_REPLICATE if pt else cv2.BORDER_CONSTANT
+    scale = 0.125 if pt else 1.0
+
+    def sobel(a: np.ndarray, ox: int, oy: int) -> np.ndarray:
+        return cv2.Sobel(a, cv2.CV_32F, ox, oy, ksize=3, scale=scale, borderType=border)
+
+    dx, dy = sobel(x, 1, 0), sobel(x, 0, 1)
+    if pad and not pt:
+        dx[:, w] = 0
+        dy[:, w] = 0
+    dxx, dxy, dyy = sobel(dx, 1, 0), sobel(dx, 0, 1), sobel(dy, 0, 1)
+    ch = {
+        "dx": dx, "dy": dy, "dxx": dxx, "dyy": dyy, "dxy": dxy,
+        "dx2": dx * dx, "dy2": dy * dy, "dxdy": dx * dy, "dxxdyy": dxx * dyy, "dxy2": dxy * dxy,
+    }
+    out = cv2.merge([ch[k] for k in (PT_CHANNELS if pt else TF_CHANNELS)])
+    if pad and pt:
+        out = cv2.copyMakeBorder(out, 0, 0, 0, 1, cv2.BORDER_CONSTANT, value=0)
+    elif pad:
+        out[:, w] = 0
+    return out
+
+def blur_cv2(x: torch.Tensor) -> torch.Tensor:
+    """The internal-pyramid blur (:func:`keynet.model.gaussian_kernel_tf`, zero border) of a
+    ``(B, 1, H, W)`` CPU tensor by OpenCV's separable filter (~25x faster than the 7x7
+    single-channel convolution; float rounding only)."""
+    g = gaussian_kernel_tf_1d(1.5)
+    planes = [cv2.sepFilter2D(np.ascontiguousarray(xb[0].numpy()), -1, g, g, borderType=cv2.BORDER_CONSTANT)
+              for xb in x]
+    return torch.from_numpy(np.stack(planes))[:, None]
+
+
+class KeyNetEngine:
+    """Response maps of ``model`` as configured by ``config`` (see the module doc)."""
+
+    def __init__(self, model: nn.Module, config: Optional[EngineConfig] = None) -> None:
+        """``model``: a :class:`KeyNet` (any other module is simply called)."""
+        self.model = model
+        self.config = config or EngineConfig()
+        self._fast_cache: Optional[Tuple[Any, Dict[str, Any]]] = None
+
+    def supports_fast(self) -> bool:
+        """The fast path covers the standard architecture (hand-crafted block and at least
+        one learnable block); the ablation variants run the network's forward."""
+        if not isinstance(self.model, KeyNet):
+            return False
+        c = self.model.config
+        return c.handcrafted and c.num_blocks > 0
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` image -> ``(B, 1, H, W)`` response (as :meth:`KeyNet.forward`)."""
+        model = self.model
+        if model.training:
+            raise RuntimeError("KeyNetEngine runs eval-mode inference; call model.eval() first")
+        mode = self.config.mode
+        if mode == "reference" and isinstance(model, KeyNet):
+            return model.forward_reference(x)
+        if mode == "plain" or not self.supports_fast():
+            return model(x)
+        model._check(x)
+        out = self._forward_fast(x.float())
+        return F.relu(out) if model.config.head_relu else out
+
+    def _fused_learner(self) -> List[Tuple[torch.Tensor, torch.Tensor, int]]:
+        """The learnable blocks with each batch norm folded into its convolution (eval only)."""
+        fused = []
+        for blk in self.model.learner:
+            bn = blk.bn
+            k, t = bn_scale_shift(bn)
+            w = (blk.conv.weight * k[:, None, None, None]).contiguous(memory_format=torch.channels_last)
+            b = blk.conv.bias * k + t
+            fused.append((w, b, blk.conv.padding[0]))
+        return fused
+
+    def _fast_weights(self, pairs: bool) -> Dict[str, Any]:
+        """Inference weights of the fast path (batch norms folded, pair layout), cached
+        until a parameter or buffer changes (their version counters and storage)."""
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        key = (pairs, tuple((t.data_ptr(), t._version) for t in tensors))
+        if self._fast_cache is not None and self._fast_cache[0] == key:
+            return self._fast_cache[1]
+        layers = self._fused_learner()
+        convs = [PairConv(wt, bb, relu=True) for wt, bb, _ in layers] if pairs else layers
+        conv = self.model.head_conv
+        wk = conv.weight[0]  # (C, k, k)
+        shift = None
+        if isinstance(self.model.head_bn, nn.BatchNorm2d):
+            scale, shift = bn_scale_shift(self.model.head_bn)
+            wk_s = wk * scale[:, None, None]
+        else:
+            wk_s = wk
+        nf = self.model.config.num_filters
+        heads = []
+        for lvl in range(self.model.config.num_levels):
+            # (k, C, 1, k): a 1xk convolution with one output channel per kernel row
+            wl = wk_s[lvl * nf:(lvl + 1) * nf].permute(1, 0, 2)[:, :, None, :]
+            heads.append(PairConv(wl, None, relu=False) if pairs
+                         else wl.contiguous(memory_format=torch.channels_last))
+        kk = (wk * shift[:, None, None]).sum(0) if shift is not None else None  # shift response per tap
+        out = {"convs": convs, "heads": heads, "kk": kk, "bias": conv.bias, "k": conv.kernel_size[0]}
+        self._fast_cache = (key, out)
+        return out
+
+    def _pairs(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cpu" and self.config.pair_convs
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference in horizontal strips of about ``strip_pixels`` output pixels.
+
+        Per internal level the (cheap, one-channel) input and its local normalisation are
+        computed for the whole image once; the ten derivative channels, the learnable
+        blocks, the up-sampling and the head then run strip by strip, each strip with the
+        few extra rows its filters read (2 for the Sobel pair, K//2 per convolution), so
+        every output row is computed exactly as on the whole image. The working set stays
+        a few tens of MB whatever the image size (no multi-GB feature maps, no page-fault
+        storm from allocating them) and stays in cache."""
+        b, _, h, w = x.shape
+        cfg = self.model.config
+        cpu = x.device.type == "cpu" and self.config.use_opencv
+        pairs = self._pairs(x)
+        fw = self._fast_weights(pairs)
+        normed = []
+        for xi in self.model.level_inputs(x, smooth=blur_cv2(x) if cpu and cfg.num_levels > 1 and cfg.variant != "pt"
+                                          else None):
+            if cpu:
+                normed.append(np.stack([normalise_cv2(cfg.variant, xb[0].numpy()) for xb in xi]))
+            else:
+                normed.append(local_norm(xi) if cfg.variant != "pt" else xi)
+        rh = self.model.head_conv.kernel_size[0] // 2
+        rows = max(8, int(self.config.strip_pixels) // max(w, 1))
+        out = x.new_empty((b, 1, h, w))
+        for a0 in range(0, h, rows):
+            a1 = min(h, a0 + rows)
+            f0, f1 = max(0, a0 - rh), min(h, a1 + rh)  # feature rows the head reads
+            feats = [self._strip_features(n, fw["convs"], f0, f1, h, w, pairs) for n in normed]
+            o = self._head_fast(feats, fw, w, row0=f0, height=h)
+            out[:, :, a0:a1] = o[:, :, a0 - f0:a1 - f0]
+        return out
+
+    def _strip_features(self, normed, convs, f0: int, f1: int, h: int, w: int, pairs: bool
+                        ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, ...]]]:
+        """Features of one internal level for output rows [f0, f1), channels-last, at the
+        input width (W, or W + 1 with pairs and odd W). Returns ``(features, rows)``: for
+        the full-resolution level the features of rows [f0, f1) and ``None``; for a smaller
+        level the features of its own source rows, up-sampled along x only, and the
+        ``(r0, r1, lam)`` that interpolate them along y (:func:`~kpcore.ops.lerp_rows`). The head
+        applies that last step after its 1xK convolution, which acts along x only and so
+        commutes with it: 5 channels to interpolate instead of 8, on fewer rows."""
+        cfg = self.model.config
+        hl, wl = normed.shape[-2:]
+        align = cfg.variant != "pt"
+        if hl == h and wl == w:
+            s0, s1, interp = f0, f1, None
+        else:
+            i0, i1, lam = bilinear_rows(hl, h, f0, f1, align)
+            s0, s1 = int(i0.min()), int(i1.max()) + 1
+            interp = (i0 - s0, i1 - s0, lam)
+        halo = 2 + cfg.num_blocks * (cfg.kernel_size // 2)  # Sobel pair + convolutions
+        c0, c1 = max(0, s0 - halo), min(hl, s1 + halo)
+        if isinstance(normed, np.ndarray):
+            hc = [derivatives_cv2(cfg.variant, nb[c0:c1], even=pairs) for nb in normed]
+            f = torch.from_numpy(hc[0][None] if len(hc) == 1 else np.stack(hc)).permute(0, 3, 1, 2)
+        else:
+            f = self.model.handcrafted.derivatives(normed[..., c0:c1, :])
+            f = f.contiguous(memory_format=torch.channels_last)
+        for layer in convs:
+            if pairs:
+                f = layer(f, wl)
+            else:
+                wt, bb, pad = layer
+                f = conv2d_act(f, wt, bb, (pad, pad), relu=True)
+        f = f[:, :, s0 - c0:s1 - c0]
+        if interp is None:
+            return f, None
+        # Along x by F.interpolate with the rows unchanged (exact along y).
+        up = F.interpolate(f[..., :wl], size=(s1 - s0, w), mode="bilinear", align_corners=align)
+        if pairs and w % 2:
+            up = F.pad(up.permute(0, 2, 3, 1), (0, 0, 0, 1)).permute(0, 3, 1, 2)
+        return up, interp
+
+    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], fw: Dict[str, Any], width: int,
+                   row0: int = 0, height: Optional[int] = None) -> torch.Tensor:
+        """Head BN + KxK convolution to one channel without concatenating the levels: per
+        level one C->K convolution with a 1xK kernel gives, for each kernel row dy, the row
+        response; the K rows are then summed at their vertical offsets. oneDNN runs a C->1
+        KxK convolution at a few GFLOP/s and the concatenation is a full extra pass; this is
+        faster. The BN scale folds into the weights; its shift, which the convolution's
+        zero padding does not see at the border, is added as the exact rank-K map
+        ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``feats``: the
+        ``(features, rows)`` of :meth:`_strip_features` per level; ``fw``: the weights of
+        :meth:`_fast_weights`. ``width``: the true width (the features may carry one extra
+        zero column, see :class:`PairConv`); ``row0``, ``height``: where the rows of
+        ``feats`` lie in an image of ``height`` rows (a strip; rows within K//2 of a strip
+        edge inside the image are not exact)."""
+        k = fw["k"]
+        r = k // 2
+        full = next(f for f, interp in feats if interp is None)
+        b, _, h, wp = full.shape
+        height = h if height is None else height
+        pairs = self._pairs(full)
+        g = None
+        for (f, interp), hw in zip(feats, fw["heads"]):
+            if pairs:
+                gl = hw(f, width)
+            else:
+                gl = conv2d_act(f, hw, None, (0, r), relu=False)
+            if interp is not None:  # bilinear along y, after the x-only convolution
+                gl = torch.stack([lerp_rows(gb.permute(1, 2, 0), *interp) for gb in gl]).permute(0, 3, 1, 2)
+            g = gl if g is None else g.add_(gl)
+        dev, dt = g.device, g.dtype
+        bias, kk = fw["bias"], fw["kk"]
+        if kk is not None:
+            ys = row0 + torch.arange(h, device=dev)[:, None] + torch.arange(k, device=dev) - r
+            xs = torch.arange(wp, device=dev)[:, None] + torch.arange(k, device=dev) - r
+            rows = ((ys >= 0) & (ys < height)).to(dt)
+            cols = ((xs >= 0) & (xs < width)).to(dt)
+            out = torch.addmm(bias.to(dt), rows @ kk, cols.t())  # (H, Wp)
+            out = out.expand(b, h, wp) + g[:, r]
+        else:
+            out = g[:, r] + bias
+        for dy in range(k):
+            s = dy - r
+            if s > 0:
+                out[:, : h - s] += g[:, dy, s:]
+            elif s < 0:
+                out[:, -s:] += g[:, dy, : h + s]
+        return out[:, None, :, :width]

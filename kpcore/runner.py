@@ -1,0 +1,86 @@
+"""Running a feature extractor over an image list into the official feature layout
+``<results>/<name>/<image-list line>.{kpt,dsc}.npy``: the one loop behind the extraction
+script and the baselines script (skip what exists, atomic writes, per-image failures
+recorded by name and the rest processed)."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from .files import atomic_save_npy, feature_paths
+from .images import ImageReadError
+
+PathLike = Union[str, os.PathLike]
+#: ``image path -> (keypoints (N, 4) x, y, scale, score; descriptors (N, D) or None)``
+ExtractFn = Callable[[Path], Tuple[np.ndarray, Optional[np.ndarray]]]
+
+
+@dataclass
+class RunSummary:
+    """What a run over an image list did."""
+    written: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)   # outputs already there
+    missing: List[str] = field(default_factory=list)   # images absent (only with skip_missing)
+    failed: List[Tuple[str, str]] = field(default_factory=list)  # (line, reason)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        """One-line report."""
+        extra = f", {len(self.missing)} images missing (skipped)" if self.missing else ""
+        return (f"{len(self.written)} written, {len(self.skipped)} skipped (already there){extra}, "
+                f"{len(self.failed)} failed, {self.seconds:.1f} s")
+
+
+def run_list(items: Sequence[str], results_dir: PathLike, name: str, extract: ExtractFn,
+             locate: Callable[[str], Path], overwrite: bool = False, order_coord: str = "xysr",
+             descriptors: bool = True, skip_missing: bool = False, progress: bool = True,
+             bad_input: Tuple[Type[BaseException], ...] = (ImageReadError,)) -> RunSummary:
+    """Extract every line of ``items`` (``locate`` maps a line to its image file).
+
+    Existing outputs are kept unless ``overwrite`` (with ``descriptors``, both files must
+    exist); a missing image is skipped with ``skip_missing``, otherwise it fails like an
+    unreadable one (``bad_input`` exceptions): the failure is recorded with its reason
+    and the next image processed. Keypoints are written last (the descriptor file of an
+    image is never newer than a complete keypoint file); a stale descriptor file is removed
+    when the extractor gives none.
+    """
+    if order_coord not in ("xysr", "yxsr"):
+        raise ValueError(f"order_coord must be 'xysr' or 'yxsr', got {order_coord!r}")
+    summary = RunSummary()
+    t0 = time.time()
+    bar = tqdm(items, desc=f"extract {name}", unit="img", disable=not progress)
+    for item in bar:
+        kpt_path, dsc_path = feature_paths(results_dir, name, item)
+        if not overwrite and kpt_path.exists() and (dsc_path.exists() or not descriptors):
+            summary.skipped.append(item)
+            continue
+        path = locate(item)
+        if skip_missing and not Path(path).is_file():
+            summary.missing.append(item)
+            continue
+        try:
+            kpts, desc = extract(path)
+        except bad_input as e:
+            summary.failed.append((item, str(e)))
+            bar.write(f"[ERROR] {e}")
+            continue
+        out = kpts if order_coord == "xysr" else kpts[:, [1, 0, 2, 3]]
+        if desc is not None:
+            atomic_save_npy(dsc_path, desc)
+        elif dsc_path.exists():
+            dsc_path.unlink()  # a stale descriptor file would no longer match the keypoints
+        atomic_save_npy(kpt_path, out)
+        summary.written.append(item)
+        bar.set_postfix(points=len(kpts), refresh=False)
+    summary.seconds = time.time() - t0
+    return summary
