@@ -13,6 +13,7 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from keynet.benchmark.baselines import METHODS
 from keynet.benchmark.hsequences import DEFAULT_PREFIX
 from kpcore.files import feature_paths
 
@@ -33,8 +34,6 @@ def pair_feature_paths(results_dir: PathLike, detector: str, sequence: str, k: i
 
 def extraction_hint(detector: str, results_dir: PathLike, data_dir: Optional[PathLike] = None) -> str:
     """The command that would create a detector's feature files."""
-    from keynet.benchmark.baselines import METHODS  # local import: cv2-heavy module
-
     dd = f" --data-dir {data_dir}" if data_dir else ""
     if detector.lower() in METHODS:
         return (f"python extract_baselines.py --method {detector.lower()} --results-dir {results_dir}{dd}")
