@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                 for pair in sequence_pairs(d, seq):
                     r = evaluate_pair(kp[1], kp[pair.k], pair, cfg)
                     recs.append({"dir": d.name, "sequence": seq, "pair": pair.k,
-                                 "rep_single": 100 * r["rep_single_scale"], "rep_multi": 100 * r["rep_multi_scale"]})
+                                 "rep_single": r["rep_single_scale"], "rep_multi": r["rep_multi_scale"]})
             per_dir[d.name] = recs
             recs_all += recs
         row = {"weights": path, "digest": digest,
