@@ -7,14 +7,16 @@ Python API::
     kpts = det.detect("image.png")                   # (N, 4): x, y, scale, score
     kpts, desc = keynet.extract("image.png")          # with the shipped weights
 """
-from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
-from .extract import Extractor, extract, load_descriptor, load_detector, run_extraction
 from kpcore.images import ImageReadError
+
+from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
+from .engine import EngineConfig, KeyNetEngine
+from .extract import Extractor, extract, load_descriptor, load_detector, run_extraction
 from .model import KeyNet, KeyNetConfig
 from .weights import WeightsError, load_keynet, save_checkpoint
 
 __all__ = [
-    "DetectorSettings", "Extractor", "ImageReadError", "ImageTooSmallError", "KeyNet", "KeyNetConfig",
+    "DetectorSettings", "EngineConfig", "Extractor", "KeyNetEngine", "ImageReadError", "ImageTooSmallError", "KeyNet", "KeyNetConfig",
     "KeyNetDetector", "WeightsError", "extract", "load_descriptor", "load_detector", "load_keynet",
     "run_extraction", "save_checkpoint",
 ]
