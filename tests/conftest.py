@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the scripts (train.py, ...) are imported by their tests
+    sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("KEYNET_SHARED", ROOT.parent / "shared"))
 
 

@@ -12,7 +12,7 @@ import keynet
 from hardnet import HardNet, save_hardnet
 from kpcore.files import atomic_save_npy, feature_paths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "extract_multiscale_features.py"
 # Small and fast settings; the defaults are covered by the parity test.
 FAST = ["--num-points", "100", "--pyramid-levels", "1", "--upsampled-levels", "0", "--no-progress"]

@@ -16,7 +16,7 @@ import hsequences_bench
 from keynet.benchmark import hsequences as hs
 from keynet.benchmark.features import FeatureFileError, load_descriptors, load_keypoints, pair_feature_paths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 MINI = ["i_leuven", "v_boat", "v_graffiti", "v_wall"]
 
 

@@ -239,7 +239,7 @@ def test_benchmark_sift_at_same_keypoints():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hardnet_vs_sift.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "hardnet_vs_sift.py"
     spec = importlib.util.spec_from_file_location("hardnet_vs_sift", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

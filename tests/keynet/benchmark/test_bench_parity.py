@@ -1,5 +1,5 @@
 """Our vectorised benchmark equals an independent slow statement of the official
-formulas (tests/official_reference.py) on real features of the mini sequences."""
+formulas (tests/keynet/benchmark/official_reference.py) on real features of the mini sequences."""
 from __future__ import annotations
 
 from pathlib import Path
