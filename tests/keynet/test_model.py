@@ -2,14 +2,11 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from scipy.ndimage import uniform_filter
 
+from keynet.engine import EngineConfig, KeyNetEngine
 from keynet.model import (PT_CHANNELS, TF_CHANNELS, VARIANTS, HandcraftedBlock, KeyNet, KeyNetConfig, local_norm,
                           local_norm_reference, tf_level_size)
-from kpcore.ops import PairConv
-from keynet.engine import EngineConfig, KeyNetEngine, local_norm_cv2
-from kpcore.ops import bilinear_rows, lerp_rows
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -98,110 +95,6 @@ def test_tf_level_sizes():
     assert tf_level_size(600, 900, 1.2, 1) == (500, 750)
     assert tf_level_size(990, 1414, 1.2, 1) == (825, 1178)
     assert tf_level_size(640, 800, 1.2, 2) == (444, 555)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("size,pairs,opencv", [((90, 110), True, True), ((77, 101), True, True),
-                                               ((77, 101), False, True), ((77, 101), False, False)])
-def test_fast_and_plain_modes_agree(variant, size, pairs, opencv):
-    """The fast path (OpenCV hand-crafted block, folded BN, pixel-pair convolutions, row-sum
-    head) computes the plain network, odd widths included (extra zero column); so does its
-    torch-only form (``use_opencv=False``, no pairs: what runs on a GPU)."""
-    torch.manual_seed(0)
-    m = KeyNet(KeyNetConfig(variant=variant))
-    for mod in m.modules():  # non-trivial batch-norm statistics, so the folding is exercised
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-1, 1)
-            mod.running_var.uniform_(0.5, 2)
-            if mod.affine:
-                mod.weight.data.uniform_(0.5, 2)
-                mod.bias.data.uniform_(-1, 1)
-    m.eval()
-    engine = KeyNetEngine(m, EngineConfig(pair_convs=pairs, use_opencv=opencv))
-    x = torch.rand(2, 1, *size)
-    with torch.no_grad():
-        fast = engine(x)
-        assert fast.shape == (2, 1, *size)
-        plain = m(x)
-        reference = KeyNetEngine(m, EngineConfig(mode="reference"))(x)
-    assert torch.allclose(fast, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
-    assert torch.allclose(reference, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
-
-
-@pytest.mark.parametrize("k", [1, 3, 5, 7])
-@pytest.mark.parametrize("width", [20, 21])
-def test_pair_conv_equals_conv(k, width):
-    torch.manual_seed(k)
-    x = torch.randn(2, 6, 13, width)
-    wt, b = torch.randn(4, 6, k, k), torch.randn(4)
-    ref = F.relu(F.conv2d(x, wt, b, padding=k // 2))
-    xp = F.pad(x, (0, width % 2)).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        out = PairConv(wt, b, relu=True)(xp, width)
-    assert out.shape[-1] == width + width % 2
-    assert (out[..., width:] == 0).all()  # the padding column stays zero for the next layer
-    torch.testing.assert_close(out[..., :width], ref, rtol=1e-5, atol=1e-5)
-
-
-def test_local_norm_cv2_equals_reference():
-    rng = np.random.default_rng(0)
-    x = rng.random((70, 91), dtype=np.float32)
-    ref = local_norm_reference(torch.from_numpy(x).double()[None, None]).numpy()[0, 0]
-    np.testing.assert_allclose(local_norm_cv2(x), ref, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("size", [(130, 171), (200, 150)])
-def test_strips_equal_whole_image(variant, size):
-    """The fast path's strips (here 7 rows each) give the rows of the whole-image run."""
-    torch.manual_seed(1)
-    m = KeyNet(KeyNetConfig(variant=variant))
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-1, 1)
-            mod.running_var.uniform_(0.5, 2)
-            if mod.affine:
-                mod.bias.data.uniform_(-1, 1)
-    m.eval()
-    x = torch.rand(1, 1, *size)
-    with torch.no_grad():
-        whole = KeyNetEngine(m, EngineConfig(strip_pixels=1 << 30))(x)
-        strips = KeyNetEngine(m, EngineConfig(strip_pixels=7 * size[1]))(x)
-    torch.testing.assert_close(strips, whole, rtol=1e-6, atol=1e-6 * whole.abs().max().item())
-
-
-def test_fast_weights_cache_follows_weight_changes():
-    """The folded inference weights are cached; changing any weight or BN statistic
-    (in place, or by load_state_dict) must be seen by the next forward."""
-    torch.manual_seed(0)
-    m = KeyNet().eval()
-    engine = KeyNetEngine(m)
-    x = torch.rand(1, 1, 70, 80)
-    with torch.no_grad():
-        a = engine(x)
-        m.learner[0].conv.weight.mul_(1.5)
-        m.head_bn.running_mean.add_(0.3)
-        b = engine(x)
-        plain = m(x)
-        m.load_state_dict(KeyNet().state_dict())
-        c = engine(x)
-        plain_c = m(x)
-    assert not torch.allclose(a, b)
-    torch.testing.assert_close(b, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
-    torch.testing.assert_close(c, plain_c, rtol=1e-4, atol=1e-4 * plain_c.abs().max().item())
-
-
-@pytest.mark.parametrize("align", [True, False])
-@pytest.mark.parametrize("n_in,n_out", [(75, 90), (33, 48), (100, 101)])
-def test_row_interpolation_equals_f_interpolate(align, n_in, n_out):
-    """Rows [r0, r1) of a bilinear resize, computed alone, equal those of F.interpolate on
-    the whole array (the strips rely on it)."""
-    torch.manual_seed(0)
-    x = torch.rand(n_in, 7)
-    whole = F.interpolate(x.t()[None], size=n_out, mode="linear", align_corners=align)[0].t()
-    r0, r1 = n_out // 3, n_out - 5
-    i0, i1, lam = bilinear_rows(n_in, n_out, r0, r1, align)
-    torch.testing.assert_close(lerp_rows(x, i0, i1, lam), whole[r0:r1], rtol=1e-6, atol=1e-6)
 
 
 def test_presets_and_parameter_counts():
