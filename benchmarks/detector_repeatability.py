@@ -37,6 +37,46 @@ def _sequences(folder: Path):
     return sorted(p.name for p in folder.iterdir() if (p / "1.ppm").is_file() and (p / "H_1_6").is_file())
 
 
+def evaluate_weights(path: str, data_dirs, cache_dir: str = "runs/repeatability_cache", num_points: int = 1500,
+                     progress: bool = False) -> dict:
+    """Repeatability of one weights file on every sequence of ``data_dirs``: per folder and
+    over all pairs (``{"single", "multi", "num_pairs"}``), the per-pair records under
+    ``pairs`` and the mean detection time per image (``sec_per_image``; NaN when every
+    keypoint file came from the cache)."""
+    digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+    det = keynet.load_detector(path, num_points=num_points)
+    cfg = BenchConfig()
+    per_dir, times, recs_all = {}, [], []
+    for d in data_dirs:
+        d = Path(d)
+        recs = []
+        for seq in _sequences(d):
+            kp = {}
+            for k in range(1, 7):
+                cache = Path(cache_dir) / digest / d.name / seq / f"{k}.kpt.npy"
+                if cache.is_file():
+                    kp[k] = np.load(cache)
+                else:
+                    t = time.perf_counter()
+                    kp[k] = det.detect(str(d / seq / f"{k}.ppm"))
+                    times.append(time.perf_counter() - t)
+                    atomic_save_npy(cache, kp[k])
+            for pair in sequence_pairs(d, seq):
+                r = evaluate_pair(kp[1], kp[pair.k], pair, cfg)
+                recs.append({"dir": d.name, "sequence": seq, "pair": pair.k,
+                             "rep_single": r["rep_single_scale"], "rep_multi": r["rep_multi_scale"]})
+            if progress:
+                print(f"  {path}: {d.name}/{seq} done", flush=True)
+        per_dir[d.name] = recs
+        recs_all += recs
+    row = {"weights": str(path), "digest": digest,
+           "sec_per_image": float(np.mean(times)) if times else float("nan"), "pairs": recs_all}
+    for key, recs in list(per_dir.items()) + [("all", recs_all)]:
+        row[key] = {"single": float(np.mean([r["rep_single"] for r in recs])),
+                    "multi": float(np.mean([r["rep_multi"] for r in recs])), "num_pairs": len(recs)}
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", nargs="+", required=True, help="NAME=PATH (or PATH) of Key.Net weights")
@@ -48,43 +88,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = BenchConfig()
     results = {}
     for spec in args.weights:
         name, _, path = spec.rpartition("=")
         name = name or Path(path).stem
-        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
-        det = keynet.load_detector(path, num_points=args.num_points)
-        per_dir, times, recs_all = {}, [], []
-        for d in args.data_dirs:
-            d = Path(d)
-            recs = []
-            for seq in _sequences(d):
-                kp = {}
-                for k in range(1, 7):
-                    cache = Path(args.cache_dir) / digest / d.name / seq / f"{k}.kpt.npy"
-                    if cache.is_file():
-                        kp[k] = np.load(cache)
-                    else:
-                        t = time.perf_counter()
-                        kp[k] = det.detect(str(d / seq / f"{k}.ppm"))
-                        times.append(time.perf_counter() - t)
-                        cache.parent.mkdir(parents=True, exist_ok=True)
-                        atomic_save_npy(cache, kp[k])
-                for pair in sequence_pairs(d, seq):
-                    r = evaluate_pair(kp[1], kp[pair.k], pair, cfg)
-                    recs.append({"dir": d.name, "sequence": seq, "pair": pair.k,
-                                 "rep_single": r["rep_single_scale"], "rep_multi": r["rep_multi_scale"]})
-            per_dir[d.name] = recs
-            recs_all += recs
-        row = {"weights": path, "digest": digest,
-               "sec_per_image": float(np.mean(times)) if times else float("nan"), "pairs": recs_all}
-        for key, recs in list(per_dir.items()) + [("all", recs_all)]:
-            row[key] = {"single": float(np.mean([r["rep_single"] for r in recs])),
-                        "multi": float(np.mean([r["rep_multi"] for r in recs])), "num_pairs": len(recs)}
+        row = evaluate_weights(path, args.data_dirs, args.cache_dir, args.num_points)
         results[name] = row
+        dirs = [Path(d).name for d in args.data_dirs]
         cols = "  ".join(f"{k}: {row[k]['single']:.2f}/{row[k]['multi']:.2f} ({row[k]['num_pairs']})"
-                         for k in list(per_dir) + ["all"])
+                         for k in dirs + ["all"])
         print(f"{name:>16}  single/multi  {cols}  [{row['sec_per_image']:.2f} s/img]", flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
