@@ -28,6 +28,11 @@ PathLike = Union[str, os.PathLike]
 OFFICIAL_KEYS = ("num_features", "rep_single_scale", "rep_multi_scale", "num_points_single_scale",
                  "num_points_multi_scale", "error_overlap_single_scale", "error_overlap_multi_scale",
                  "match_score", "match_score_corr", "num_matches", "num_mutual_corresp", "MMA")
+#: The official script's own names for three of them (``mma`` is the matching score at the
+#: pixel threshold, ``mma_corr`` the same over possible matches, ``avg_mma`` the matching
+#: score averaged over 1..10 px): the pickle carries both names, so scripts written for the
+#: original pickles keep working.
+ORIGINAL_NAMES = {"mma": "match_score", "mma_corr": "match_score_corr", "avg_mma": "MMA"}
 
 
 @dataclass
@@ -189,6 +194,8 @@ def official_results(run: DetectorRun, cfg: BenchConfig) -> Dict[str, object]:
     """The results pickle of the official script: per-pair lists under the official keys,
     plus 'detector' and 'overlap'; our extra per-pair data under extra keys."""
     res: Dict[str, object] = {k: [r[k] for r in run.records] for k in OFFICIAL_KEYS}
+    for original, ours in ORIGINAL_NAMES.items():
+        res[original] = list(res[ours])
     res["detector"] = run.detector
     res["overlap"] = cfg.overlap
     for k in ("sequence", "pair", "h_error", "possible_matches", "n_src_outside_image", "n_dst_outside_image",

@@ -120,6 +120,8 @@ def test_bench_end_to_end(sift_features, hseq_mini, tmp_path, capsys):
     for key in ("rep_single_scale", "rep_multi_scale", "match_score", "MMA", "num_features", "num_mutual_corresp"):
         assert len(r[key]) == 20
     assert r["detector"] == "sift" and r["overlap"] == 0.6
+    # the original script's key names, with their original meaning
+    assert r["mma"] == r["match_score"] and r["mma_corr"] == r["match_score_corr"] and r["avg_mma"] == r["MMA"]
     table = pd.read_csv(out / "summary_full.csv")
     assert set(table["detector"]) == {"sift", "kponly"} and set(table["subset"]) == {"all", "view", "illum"}
     row = table[(table.detector == "sift") & (table.subset == "all")].iloc[0]
