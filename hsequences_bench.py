@@ -11,7 +11,7 @@ from typing import Optional
 
 from keynet.benchmark.evaluate import BenchConfig, evaluate_detector, official_results
 from keynet.benchmark.features import FeatureFileError
-from keynet.benchmark.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, get_split
+from keynet.benchmark.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, folder_sequences, get_split
 from keynet.benchmark.report import console_summary, plot_curves, save_pickle, write_tables
 from kpcore.cli import str2bool
 from kpcore.geometry import HomographyError
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="detector folder name(s) under --results-dir; several are compared side by side")
     ap.add_argument("--results-dir", default="extracted_features/", help="extracted features root")
     ap.add_argument("--split", default="view",
-                    help="full, view, illum, view_test, illum_test, debug_view, debug_illum (or any in --split-path)")
+                    help="full, view, illum, view_test, illum_test, debug_view, debug_illum (or any in --split-path); "
+                         "all: every sequence found in --data-dir, whatever its name (default: view, the official)")
     ap.add_argument("--split-path", default=str(DEFAULT_SPLITS), help="splits json (ours or the official file)")
     ap.add_argument("--allow-missing", action="store_true",
                     help="evaluate the sequences of the split present in --data-dir and report the others")
@@ -69,7 +70,13 @@ def main(argv=None) -> int:
     out_dir = Path(args.results_bench_dir)
     runs = []
     try:
-        sequences = get_split(args.split_path, args.split)
+        sequences = get_split(args.split_path, args.split, args.data_dir)
+        if args.split != "all" and Path(args.data_dir).is_dir():
+            outside = sorted(set(folder_sequences(args.data_dir)) - set(sequences))
+            if outside:
+                print(f"note: {len(outside)} sequence(s) of {args.data_dir} are not in split '{args.split}' and are "
+                      f"not evaluated: {', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''}; "
+                      f"--split all evaluates every sequence found there", flush=True)
         for name in args.detector_name:
             print(f"{name}: {args.split}", flush=True)
             t0 = time.time()

@@ -32,7 +32,7 @@ PathLike = Union[str, os.PathLike]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPLITS = PROJECT_ROOT / "HSequences_bench" / "splits.json"
 DEFAULT_IMAGE_LIST = PROJECT_ROOT / "HSequences_bench" / "HPatches_images.txt"
-SPLIT_NAMES = ("full", "view", "illum", "view_test", "illum_test", "debug_view", "debug_illum")
+SPLIT_NAMES = ("full", "view", "illum", "view_test", "illum_test", "debug_view", "debug_illum", "all")
 #: The sequences of the official debug splits (5 of each kind).
 DEBUG_SEQUENCES = {
     "debug_view": ["v_wormhole", "v_tabletop", "v_courses", "v_birdwoman", "v_gardens"],
@@ -106,8 +106,25 @@ def load_splits(path: PathLike) -> Dict[str, List[str]]:
     return out
 
 
-def get_split(path: PathLike, split: str) -> List[str]:
-    """The sequence names of ``split`` in the splits file ``path``."""
+def folder_sequences(data_dir: PathLike) -> List[str]:
+    """Every sequence folder of ``data_dir`` (whatever its name): the sub-folders holding an
+    image ``1.ppm``, sorted. Incomplete ones are reported by :func:`check_sequences`."""
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DatasetError(f"data directory not found: {d}")
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "1.ppm").is_file())
+
+
+def get_split(path: PathLike, split: str, data_dir: Optional[PathLike] = None) -> List[str]:
+    """The sequence names of ``split`` in the splits file ``path``; ``all``: every sequence
+    found in ``data_dir`` (:func:`folder_sequences`)."""
+    if split == "all":
+        if data_dir is None:
+            raise DatasetError("split 'all' needs the data folder")
+        found = folder_sequences(data_dir)
+        if not found:
+            raise DatasetError(f"no sequence folder (a sub-folder with 1.ppm) in {data_dir}")
+        return found
     splits = load_splits(path)
     if split not in splits:
         raise DatasetError(f"split '{split}' not in {path}; available: {', '.join(sorted(splits))}")

@@ -26,7 +26,7 @@ from keynet.benchmark.homography import ACCURACY_THRESHOLDS, AUC_THRESHOLDS, err
 from kpcore.files import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
-SUBSETS = ("all", "illum", "view")
+SUBSETS = ("all", "illum", "view", "other")
 
 
 def _fmt_px(t: float) -> str:
@@ -131,7 +131,7 @@ def console_summary(run: DetectorRun, cfg: BenchConfig) -> str:
              "   MMA (D2-Net, precision) @1/3/5/10 px: " + " / ".join(f(s[f"MMA_D2@{t}"]) for t in (1, 3, 5, 10)),
              "   Homography accuracy @1/3/5 px: " + " / ".join(f(s[f"H_acc@{t}"]) for t in ACCURACY_THRESHOLDS),
              "   Homography AUC @1/3/5/10 px: " + " / ".join(f(s[f"H_AUC@{t}"]) for t in AUC_THRESHOLDS)]
-    for sub in ("illum", "view"):
+    for sub in ("illum", "view", "other"):
         t = summarise(run, cfg, sub)
         if t["pairs"]:
             lines.append(f"   [{sub}: {t['pairs']} pairs] Rep. Single {f(t['rep_single'])}, Rep. Multi "
@@ -165,7 +165,7 @@ def plot_curves(runs: Sequence[DetectorRun], cfg: BenchConfig, path: PathLike) -
     ts = list(cfg.thresholds)
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharex=True)
     titles = {"all": "Overall", "illum": "Illumination", "view": "Viewpoint"}
-    for col, sub in enumerate(SUBSETS):
+    for col, sub in enumerate(SUBSETS[:3]):
         for run in runs:
             s = summarise(run, cfg, sub)
             if not s["pairs"]:

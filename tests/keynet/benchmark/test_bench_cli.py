@@ -165,3 +165,30 @@ def test_bench_errors(sift_features, hseq_mini, tmp_path, capsys):
         hsequences_bench.build_parser().parse_args(["--dst-to-src-evaluation", "maybe"])
     a = hsequences_bench.build_parser().parse_args(["--dst-to-src-evaluation", "False", "--top-k-points", "0"])
     assert a.dst_to_src_evaluation is False and a.top_k_points is None
+
+
+def test_split_all_evaluates_any_folder_names(hseq_mini, tmp_path, capsys):
+    """A folder of one's own sequences (names outside HPatches, no v_/i_ prefix):
+    --split all evaluates every one of them (an 'other' group); a named split says which
+    sequences of the folder it leaves out."""
+    data = tmp_path / "mine"
+    data.mkdir()
+    (data / "graf_copy").symlink_to(hseq_mini / "v_graffiti", target_is_directory=True)
+    (data / "v_wall").symlink_to(hseq_mini / "v_wall", target_is_directory=True)
+    assert hs.get_split(ROOT / "HSequences_bench" / "splits.json", "all", data) == ["graf_copy", "v_wall"]
+    lines = hs.image_list_lines(["graf_copy", "v_wall"])
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    feats, bench = tmp_path / "feat", tmp_path / "bench"
+    assert extract_baselines.main(["--method", "fast", "--list-images", str(tmp_path / "list.txt"), "--data-dir",
+                                   str(data), "--results-dir", str(feats), "--num-points", "300",
+                                   "--progress", "false"]) == 0
+    common = ["--data-dir", str(data), "--results-dir", str(feats), "--detector-name", "fast",
+              "--results-bench-dir", str(bench), "--no-plot"]
+    assert hsequences_bench.main(common + ["--split", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "2 sequences, 10 pairs" in out and "[other: 5 pairs]" in out and "[view: 5 pairs]" in out
+    table = pd.read_csv(bench / "summary_all.csv")
+    assert set(table["subset"]) == {"all", "view", "other"}
+    assert hsequences_bench.main(common + ["--split", "view", "--allow-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "not in split 'view'" in out and "graf_copy" in out and "--split all" in out
