@@ -315,163 +315,175 @@ def fit(task: Task, loop: LoopConfig, out_dir: os.PathLike | str, resume: Option
         torch.cuda.set_device(device)
     dist.setup(device)
     out_dir = Path(out_dir)
-    if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(loop.seed)
     np.random.seed(loop.seed % (2**32))
 
-    data_info = task.prepare_data(dist.main)
+    data_info = task.prepare_data(dist.main)  # before the run folder exists: a bad source leaves nothing
     dist.barrier()
-    n_train = task.train_size()
-    if n_train == 0:
-        raise ValueError("no training samples")
-    per_epoch = loop.pairs_per_epoch or n_train
-    if loop.batch_size % dist.world:
-        raise ValueError(f"batch size {loop.batch_size} is not a multiple of the {dist.world} processes")
-    steps_per_epoch = (per_epoch // loop.batch_size if loop.drop_last else math.ceil(per_epoch / loop.batch_size))
-    if steps_per_epoch == 0:
-        raise ValueError(f"an epoch of {per_epoch} samples holds no full batch of {loop.batch_size}")
-    total_steps = loop.epochs * steps_per_epoch
-
-    model = task.build_model().to(device)
-    opt = make_optimizer(model.parameters(), loop)
-    loss_gen = torch.Generator().manual_seed(task.loss_seed(loop.seed, dist.rank))
-    state: Dict[str, Any] = {"epoch": 0, "global_step": 0, "samples_seen": 0, "best": None, "best_epoch": -1,
-                             "loss_best": None, "strikes": 0, "history": [], "wall_time_s": 0.0}
-    start = resolve_resume(resume, out_dir)
-    if start is not None:
-        sd, extra = task.load(start)
-        if "train_state" not in extra:
-            raise ValueError(f"{start}: not a resumable training checkpoint (use the run's last.pt)")
-        model.load_state_dict(sd)
-        opt.load_state_dict(extra["optimizer"])
-        gens = extra["loss_generator"]
-        loss_gen.set_state(gens[dist.rank if dist.rank < len(gens) else 0])
-        torch.set_rng_state(extra["torch_rng"])
-        state.update(json.loads(extra["train_state"]))
-        if dist.main:
-            log.info("resumed from %s at epoch %d (step %d)", start, state["epoch"], state["global_step"])
-    ddp_model: nn.Module = model
-    if dist.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-
-    cfg_dict = task.config_dict()
+    log_handler = None
     if dist.main:
-        log.info("training on %s (%d process%s): %d training samples, %d per epoch, %d steps per epoch, seed %d",
-                 device, dist.world, "es" if dist.world > 1 else "", n_train, per_epoch, steps_per_epoch, loop.seed)
-        atomic_write_bytes(out_dir / "config.json",
-                           json.dumps({"train_config": cfg_dict, "data": data_info}, indent=2, default=str).encode())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_handler = logging.FileHandler(out_dir / "train.log")
+        log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(log_handler)
+        if logging.getLogger().level > logging.INFO:
+            logging.getLogger().setLevel(logging.INFO)
+        log.info("command: %s", command or "(API)")
+    try:
+        n_train = task.train_size()
+        if n_train == 0:
+            raise ValueError("no training samples")
+        per_epoch = loop.pairs_per_epoch or n_train
+        if loop.batch_size % dist.world:
+            raise ValueError(f"batch size {loop.batch_size} is not a multiple of the {dist.world} processes")
+        steps_per_epoch = (per_epoch // loop.batch_size if loop.drop_last else math.ceil(per_epoch / loop.batch_size))
+        if steps_per_epoch == 0:
+            raise ValueError(f"an epoch of {per_epoch} samples holds no full batch of {loop.batch_size}")
+        total_steps = loop.epochs * steps_per_epoch
 
-    def meta(val: Optional[Dict[str, float]]) -> Dict[str, Any]:
-        return {"trained_with": type(task).__module__, "train_config": cfg_dict, "command": command,
-                "seed": loop.seed, "torch": str(torch.__version__), "python": platform.python_version(),
-                "epoch": state["epoch"], "global_step": state["global_step"], "samples_seen": state["samples_seen"],
-                "validation": val, "best": state["best"], "wall_time_s": state["wall_time_s"], "data": data_info}
-
-    def save(kind: str, val: Optional[Dict[str, float]]) -> None:
-        if kind == "best":
-            task.save(out_dir / "best.pt", model, meta(val))
-        else:
-            extra = {"optimizer": opt.state_dict(), "loss_generator": [loss_gen.get_state()],
-                     "torch_rng": torch.get_rng_state(), "train_state": json.dumps(state)}
-            task.save(out_dir / "last.pt", model, meta(val), extra)
-
-    def run_validation(epoch: int) -> Dict[str, float]:
-        val = task.validate(model, device, loop.progress)
-        if task.metric not in val:
-            raise KeyError(f"{type(task).__name__}.validate returned no {task.metric!r}")
-        return val
-
-    if loop.val_initial and dist.main and state["epoch"] == 0 and not state["history"]:
-        val = run_validation(-1)
-        state["history"].append({"epoch": -1, "global_step": 0, "samples_seen": 0, "lr": None, "loss": None,
-                                 **{f"val_{k}": v for k, v in val.items()}, "best": None,
-                                 "epoch_time_s": 0.0, "wall_time_s": 0.0})
-        write_history(out_dir, state["history"], task.metric)
-        log.info("untrained model: val %s %.4f", task.metric, val[task.metric])
-
-    stop = False
-    t_run = time.time() - state["wall_time_s"]
-    while state["epoch"] < loop.epochs and not stop:
-        epoch = state["epoch"]
-        t0 = time.time()
-        idx = epoch_indices(n_train, epoch, per_epoch, task.order_key(loop.seed))
-        global_batches = [idx[i:i + loop.batch_size] for i in range(0, len(idx), loop.batch_size)]
-        if loop.drop_last:
-            global_batches = [b for b in global_batches if len(b) == loop.batch_size]
-        mine = (np.concatenate([b[dist.rank::dist.world] for b in global_batches]) if global_batches
-                else np.zeros(0, np.int64))
-        model.train()
-        losses: List[float] = []
-        it = task.batches(mine, loop.batch_size // dist.world, device, loop.workers)
-        bar = tqdm(it, total=len(global_batches), desc=f"epoch {epoch}", dynamic_ncols=True, mininterval=5,
-                   disable=not (loop.progress and dist.main))
-        for batch in bar:
-            if loop.max_steps and state["global_step"] >= loop.max_steps:
-                stop = True
-                break
-            lr = lr_at(state["global_step"], loop, per_epoch / loop.batch_size, total_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = task.loss(ddp_model, batch, loss_gen)
-            loss_all = dist.mean(loss.detach())
-            if not torch.isfinite(loss_all):
-                msg = (f"the loss became {loss_all.item()} at epoch {epoch}, step {state['global_step']}: training "
-                       f"stopped; the last good checkpoint is {out_dir / 'last.pt'} (resume from it with a lower --lr)")
-                if dist.main:
-                    log.error(msg)
-                raise TrainingDiverged(msg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            state["global_step"] += 1
-            state["samples_seen"] += task.batch_len(batch) * dist.world
-            losses.append(loss_all.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", lr=f"{lr:.2e}", refresh=False)
-        bar.close()
-        if not losses:
-            break
-        ep_loss = float(np.mean(losses))
-        last_epoch = (epoch + 1 >= loop.epochs) or stop or (loop.max_steps and state["global_step"] >= loop.max_steps)
-        do_val = (epoch % loop.val_every == 0) or (loop.val_last and last_epoch)
-        val, improved = None, False
-        if dist.main and do_val:
-            val = run_validation(epoch)
-            r = val[task.metric]
-            if _better(task, r, state["best"]):
-                state["best"], state["best_epoch"], state["strikes"] = r, epoch, 0
-                improved = True
-            elif not (state["loss_best"] is not None and ep_loss < state["loss_best"]):
-                state["strikes"] += 1
-        if state["loss_best"] is None or (val is not None and not improved and ep_loss < state["loss_best"]):
-            state["loss_best"] = ep_loss
-        state["epoch"] = epoch + 1
-        state["wall_time_s"] = time.time() - t_run
-        row = {"epoch": epoch, "global_step": state["global_step"], "samples_seen": state["samples_seen"],
-               "lr": lr_at(state["global_step"] - 1, loop, per_epoch / loop.batch_size, total_steps),
-               "loss": ep_loss, **({f"val_{k}": v for k, v in val.items()} if val else {}),
-               "best": state["best"], "epoch_time_s": time.time() - t0, "wall_time_s": state["wall_time_s"]}
-        state["history"].append(row)
-        if dist.main:
-            if improved:
-                save("best", val)
-            save("last", val)
-            write_history(out_dir, state["history"], task.metric)
-            log.info("epoch %d: loss %.4f, lr %.2e%s, %.0f s", epoch, ep_loss, row["lr"],
-                     f", val {task.metric} {val[task.metric]:.4f} (best {state['best']:.4f} @ {state['best_epoch']})"
-                     if val else "", row["epoch_time_s"])
-        if loop.patience >= 0 and state["strikes"] > loop.patience:
+        model = task.build_model().to(device)
+        opt = make_optimizer(model.parameters(), loop)
+        loss_gen = torch.Generator().manual_seed(task.loss_seed(loop.seed, dist.rank))
+        state: Dict[str, Any] = {"epoch": 0, "global_step": 0, "samples_seen": 0, "best": None, "best_epoch": -1,
+                                 "loss_best": None, "strikes": 0, "history": [], "wall_time_s": 0.0}
+        start = resolve_resume(resume, out_dir)
+        if start is not None:
+            sd, extra = task.load(start)
+            if "train_state" not in extra:
+                raise ValueError(f"{start}: not a resumable training checkpoint (use the run's last.pt)")
+            model.load_state_dict(sd)
+            opt.load_state_dict(extra["optimizer"])
+            gens = extra["loss_generator"]
+            loss_gen.set_state(gens[dist.rank if dist.rank < len(gens) else 0])
+            torch.set_rng_state(extra["torch_rng"])
+            state.update(json.loads(extra["train_state"]))
             if dist.main:
-                log.info("early stopping: %d validations without improvement", state["strikes"])
-            stop = True
-        stop = dist.broadcast_flag(bool(stop), device)
-    dist.barrier()
-    summary = {"best": state["best"], "best_epoch": state["best_epoch"], "metric": task.metric,
-               "epochs_done": state["epoch"], "global_step": state["global_step"],
-               "samples_seen": state["samples_seen"], "wall_time_s": state["wall_time_s"], "out_dir": str(out_dir),
-               "best_path": str(out_dir / "best.pt"), "last_path": str(out_dir / "last.pt"),
-               "history": state["history"],
-               "parameters": {k: v.detach().cpu().clone() for k, v in model.named_parameters()}}
-    dist.close()
-    return summary
+                log.info("resumed from %s at epoch %d (step %d)", start, state["epoch"], state["global_step"])
+        ddp_model: nn.Module = model
+        if dist.enabled:
+            ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+
+        cfg_dict = task.config_dict()
+        if dist.main:
+            log.info("training on %s (%d process%s): %d training samples, %d per epoch, %d steps per epoch, seed %d",
+                     device, dist.world, "es" if dist.world > 1 else "", n_train, per_epoch, steps_per_epoch, loop.seed)
+            atomic_write_bytes(out_dir / "config.json",
+                               json.dumps({"train_config": cfg_dict, "data": data_info}, indent=2, default=str).encode())
+
+        def meta(val: Optional[Dict[str, float]]) -> Dict[str, Any]:
+            return {"trained_with": type(task).__module__, "train_config": cfg_dict, "command": command,
+                    "seed": loop.seed, "torch": str(torch.__version__), "python": platform.python_version(),
+                    "epoch": state["epoch"], "global_step": state["global_step"], "samples_seen": state["samples_seen"],
+                    "validation": val, "best": state["best"], "wall_time_s": state["wall_time_s"], "data": data_info}
+
+        def save(kind: str, val: Optional[Dict[str, float]]) -> None:
+            if kind == "best":
+                task.save(out_dir / "best.pt", model, meta(val))
+            else:
+                extra = {"optimizer": opt.state_dict(), "loss_generator": [loss_gen.get_state()],
+                         "torch_rng": torch.get_rng_state(), "train_state": json.dumps(state)}
+                task.save(out_dir / "last.pt", model, meta(val), extra)
+
+        def run_validation(epoch: int) -> Dict[str, float]:
+            val = task.validate(model, device, loop.progress)
+            if task.metric not in val:
+                raise KeyError(f"{type(task).__name__}.validate returned no {task.metric!r}")
+            return val
+
+        if loop.val_initial and dist.main and state["epoch"] == 0 and not state["history"]:
+            val = run_validation(-1)
+            state["history"].append({"epoch": -1, "global_step": 0, "samples_seen": 0, "lr": None, "loss": None,
+                                     **{f"val_{k}": v for k, v in val.items()}, "best": None,
+                                     "epoch_time_s": 0.0, "wall_time_s": 0.0})
+            write_history(out_dir, state["history"], task.metric)
+            log.info("untrained model: val %s %.4f", task.metric, val[task.metric])
+
+        stop = False
+        t_run = time.time() - state["wall_time_s"]
+        while state["epoch"] < loop.epochs and not stop:
+            epoch = state["epoch"]
+            t0 = time.time()
+            idx = epoch_indices(n_train, epoch, per_epoch, task.order_key(loop.seed))
+            global_batches = [idx[i:i + loop.batch_size] for i in range(0, len(idx), loop.batch_size)]
+            if loop.drop_last:
+                global_batches = [b for b in global_batches if len(b) == loop.batch_size]
+            mine = (np.concatenate([b[dist.rank::dist.world] for b in global_batches]) if global_batches
+                    else np.zeros(0, np.int64))
+            model.train()
+            losses: List[float] = []
+            it = task.batches(mine, loop.batch_size // dist.world, device, loop.workers)
+            bar = tqdm(it, total=len(global_batches), desc=f"epoch {epoch}", dynamic_ncols=True, mininterval=5,
+                       disable=not (loop.progress and dist.main))
+            for batch in bar:
+                if loop.max_steps and state["global_step"] >= loop.max_steps:
+                    stop = True
+                    break
+                lr = lr_at(state["global_step"], loop, per_epoch / loop.batch_size, total_steps)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                loss = task.loss(ddp_model, batch, loss_gen)
+                loss_all = dist.mean(loss.detach())
+                if not torch.isfinite(loss_all):
+                    msg = (f"the loss became {loss_all.item()} at epoch {epoch}, step {state['global_step']}: training "
+                           f"stopped; the last good checkpoint is {out_dir / 'last.pt'} (resume from it with a lower --lr)")
+                    if dist.main:
+                        log.error(msg)
+                    raise TrainingDiverged(msg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                state["global_step"] += 1
+                state["samples_seen"] += task.batch_len(batch) * dist.world
+                losses.append(loss_all.item())
+                bar.set_postfix(loss=f"{losses[-1]:.4g}", lr=f"{lr:.2e}", refresh=False)
+            bar.close()
+            if not losses:
+                break
+            ep_loss = float(np.mean(losses))
+            last_epoch = (epoch + 1 >= loop.epochs) or stop or (loop.max_steps and state["global_step"] >= loop.max_steps)
+            do_val = (epoch % loop.val_every == 0) or (loop.val_last and last_epoch)
+            val, improved = None, False
+            if dist.main and do_val:
+                val = run_validation(epoch)
+                r = val[task.metric]
+                if _better(task, r, state["best"]):
+                    state["best"], state["best_epoch"], state["strikes"] = r, epoch, 0
+                    improved = True
+                elif not (state["loss_best"] is not None and ep_loss < state["loss_best"]):
+                    state["strikes"] += 1
+            if state["loss_best"] is None or (val is not None and not improved and ep_loss < state["loss_best"]):
+                state["loss_best"] = ep_loss
+            state["epoch"] = epoch + 1
+            state["wall_time_s"] = time.time() - t_run
+            row = {"epoch": epoch, "global_step": state["global_step"], "samples_seen": state["samples_seen"],
+                   "lr": lr_at(state["global_step"] - 1, loop, per_epoch / loop.batch_size, total_steps),
+                   "loss": ep_loss, **({f"val_{k}": v for k, v in val.items()} if val else {}),
+                   "best": state["best"], "epoch_time_s": time.time() - t0, "wall_time_s": state["wall_time_s"]}
+            state["history"].append(row)
+            if dist.main:
+                if improved:
+                    save("best", val)
+                save("last", val)
+                write_history(out_dir, state["history"], task.metric)
+                log.info("epoch %d: loss %.4f, lr %.2e%s, %.0f s", epoch, ep_loss, row["lr"],
+                         f", val {task.metric} {val[task.metric]:.4f} (best {state['best']:.4f} @ {state['best_epoch']})"
+                         if val else "", row["epoch_time_s"])
+            if loop.patience >= 0 and state["strikes"] > loop.patience:
+                if dist.main:
+                    log.info("early stopping: %d validations without improvement", state["strikes"])
+                stop = True
+            stop = dist.broadcast_flag(bool(stop), device)
+        dist.barrier()
+        summary = {"best": state["best"], "best_epoch": state["best_epoch"], "metric": task.metric,
+                   "epochs_done": state["epoch"], "global_step": state["global_step"],
+                   "samples_seen": state["samples_seen"], "wall_time_s": state["wall_time_s"], "out_dir": str(out_dir),
+                   "best_path": str(out_dir / "best.pt"), "last_path": str(out_dir / "last.pt"),
+                   "history": state["history"],
+                   "parameters": {k: v.detach().cpu().clone() for k, v in model.named_parameters()}}
+        dist.close()
+        return summary
+    finally:
+        if log_handler is not None:
+            logging.getLogger().removeHandler(log_handler)
+            log_handler.close()

@@ -123,6 +123,7 @@ def test_validation_overlap_and_border_constants_are_used():
 def test_train_resume_is_exact(tiny_dataset, tmp_path):
     full = kt.train(_cfg(tiny_dataset, tmp_path / "full"))
     assert (tmp_path / "full" / "best.pt").is_file() and (tmp_path / "full" / "curves.png").is_file()
+    assert "epoch 1" in (tmp_path / "full" / "train.log").read_text()
     lines = (tmp_path / "full" / "history.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch,")
 
@@ -203,3 +204,4 @@ def test_train_cli_options_generated_from_the_configs(tmp_path):
     assert (tiny.model.num_blocks, tiny.model.num_filters, tiny.model.num_levels) == (1, 1, 3)
     assert cli.parse_config(["--data-dir", "a", "--model-preset", "tiny", "--num-filters", "2"]).model.num_filters == 2
     assert cli.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()  # a user error leaves no empty run folder
