@@ -1,0 +1,48 @@
+"""Regression pins of the weights shipped in pretrained_nets/: a damaged, truncated or
+swapped file fails here. Each pin is the file's SHA-256 and a cheap figure computed from
+it (descriptors of two patches of the test image; the response at three pixels), so a
+deliberate re-training must update both, with the training record."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hardnet import load_hardnet
+from keynet import load_keynet
+
+ROOT = Path(__file__).resolve().parents[1]
+IMG = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
+
+PINS = {
+    "hardnet.pt": ("a7a3d34080a8c751237ba20abfbe088e219e8846d65468ec8083ee963b746f69",
+                   [[0.0084, 0.1046, 0.1509, 0.0339], [0.0038, 0.0947, 0.0677, 0.0353]]),
+    "keynet.pt": ("a1316cafa14203ecedae68883a715a8a989222f1d2e7a923904c75f361d716a7",
+                  [-0.9876, -0.9826, -0.9733]),
+}
+
+
+def figure(name: str) -> np.ndarray:
+    path = ROOT / "pretrained_nets" / name
+    with torch.no_grad():
+        if name == "hardnet.pt":
+            model, _ = load_hardnet(path)
+            crops = [IMG[100:132, 100:132], IMG[300:332, 250:282]]
+            p = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]
+            return model.eval()(p)[:, :4].numpy()
+        model, _ = load_keynet(path)
+        x = torch.from_numpy(IMG[:128, :160].astype(np.float32) / float(IMG.max()))[None, None]
+        return model.eval()(x)[0, 0, [20, 64, 100], [30, 80, 120]].numpy()
+
+
+@pytest.mark.parametrize("name", sorted(PINS))
+def test_shipped_weights_are_the_recorded_ones(name):
+    digest, values = PINS[name]
+    path = ROOT / "pretrained_nets" / name
+    assert path.is_file(), f"missing shipped weights {path}"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} changed: update the pin with its record"
+    np.testing.assert_allclose(figure(name), np.array(values), atol=2e-4)
