@@ -171,23 +171,26 @@ class KeyNetDetector:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
         return F.relu(self.engine(x))[0, 0].cpu().numpy()
 
-    def prepare(self, image: Union[np.ndarray, str]) -> np.ndarray:
-        """Path or array -> float64 grey image divided by its max (the official input)."""
+    def prepare(self, image: Union[np.ndarray, str], channel_order: str = "rgb") -> np.ndarray:
+        """Path or array -> float64 grey image divided by its max (the official input).
+        A colour array's channels are read in ``channel_order`` (``rgb``, or ``bgr`` for an
+        array from ``cv2.imread``); files are read as the official code does."""
         if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
             name = str(image)
             image = read_image_grey(image)
         else:
             name = "image"
-        img = normalise_image(image, name)
+        img = normalise_image(image, name, channel_order)
         m = self.model.min_input_size()
         if min(img.shape) < m:
             raise ImageTooSmallError(
                 f"{name}: {img.shape[1]}x{img.shape[0]} px is smaller than Key.Net needs ({m} px per side)")
         return img
 
-    def detect(self, image: Union[np.ndarray, str]) -> np.ndarray:
-        """Detect keypoints; returns (N, 4) x, y, scale, score sorted by descending score."""
-        return self.detect_prepared(self.prepare(image))
+    def detect(self, image: Union[np.ndarray, str], channel_order: str = "rgb") -> np.ndarray:
+        """Detect keypoints; returns (N, 4) x, y, scale, score sorted by descending score.
+        ``channel_order``: of a colour array (``rgb``, or ``bgr`` for ``cv2.imread``'s)."""
+        return self.detect_prepared(self.prepare(image, channel_order))
 
     def detect_prepared(self, img: np.ndarray) -> np.ndarray:
         """:meth:`detect` on an image already returned by :meth:`prepare`."""

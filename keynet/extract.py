@@ -68,10 +68,11 @@ class Extractor:
         self.detector = detector
         self.descriptor = descriptor
 
-    def extract(self, image) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def extract(self, image, channel_order: str = "rgb") -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Image (path or array) -> ``(keypoints (N, 4) x, y, scale, score; descriptors (N, 128)
-        or None when no descriptor is loaded)``."""
-        img = self.detector.prepare(image)
+        or None when no descriptor is loaded)``. ``channel_order``: of a colour array
+        (``rgb``, or ``bgr`` for one from ``cv2.imread``)."""
+        img = self.detector.prepare(image, channel_order)
         kpts = self.detector.detect_prepared(img)
         desc = self.descriptor.describe(img, kpts) if self.descriptor is not None else None
         return kpts, desc
@@ -82,20 +83,21 @@ def _shipped_extractor(descriptor: str) -> "Extractor":
     return Extractor(load_detector(), load_descriptor(descriptor))
 
 
-def extract(image, detector: Optional[KeyNetDetector] = None, descriptor="default"
+def extract(image, detector: Optional[KeyNetDetector] = None, descriptor="default", channel_order: str = "rgb"
             ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """One-call API: ``kpts, desc = keynet.extract(image)``.
 
     ``detector``: a :class:`KeyNetDetector` (default: the shipped weights, loaded once and
     cached); ``descriptor``: a HardNet weights path, ``'default'`` (shipped), ``'none'``, or
-    a ready :class:`hardnet.HardNetDescriptor`.
+    a ready :class:`hardnet.HardNetDescriptor`; ``channel_order``: of a colour array (``rgb``,
+    or ``bgr`` for one from ``cv2.imread``).
     """
     spec = descriptor is None or isinstance(descriptor, (str, os.PathLike))
     if detector is None and spec:
-        return _shipped_extractor(str(descriptor)).extract(image)
+        return _shipped_extractor(str(descriptor)).extract(image, channel_order)
     det = detector or load_detector()
     desc = load_descriptor(descriptor) if spec else descriptor
-    return Extractor(det, desc).extract(image)
+    return Extractor(det, desc).extract(image, channel_order)
 
 
 def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str, os.PathLike],

@@ -38,6 +38,8 @@ def images(tmp_path):
     cv2.imwrite(str(tmp_path / "deep.png"), crop.astype(np.uint16) * 257)
     cv2.imwrite(str(tmp_path / "tiny.png"), crop[:20, :20])
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
+    jpg = (tmp_path / "colour.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpg[: len(jpg) * 2 // 3])  # OpenCV would decode it, grey below
     return tmp_path
 
 
@@ -49,6 +51,15 @@ def test_python_api(tf_weights, images):
     np.testing.assert_allclose(k8, k16, rtol=1e-5)  # 16-bit image scaled by its max: same points
     kp, desc = keynet.Extractor(det, None).extract(str(images / "colour.jpg"))
     assert desc is None and len(kp) > 0
+    # colour arrays: RGB by default; channel_order='bgr' for cv2.imread's arrays equals the file
+    bgr = cv2.imread(str(images / "colour.jpg"))
+    np.testing.assert_array_equal(det.detect(bgr, channel_order="bgr"), det.detect(str(images / "colour.jpg")))
+    np.testing.assert_array_equal(det.detect(bgr[:, :, ::-1].copy()), det.detect(bgr, channel_order="bgr"))
+    assert not np.array_equal(det.detect(bgr), det.detect(bgr, channel_order="bgr"))
+    with pytest.raises(ValueError, match="channel_order"):
+        det.detect(bgr, channel_order="gbr")
+    with pytest.raises(keynet.ImageReadError, match="truncated JPEG.*truncated.jpg"):
+        det.detect(str(images / "truncated.jpg"))
 
 
 def test_cli_end_to_end(tf_weights, images, tmp_path):
@@ -94,12 +105,13 @@ def test_cli_switches(tf_weights, images, tmp_path):
 
 def test_cli_bad_inputs(tf_weights, images, tmp_path):
     lst = images / "list.txt"
-    lst.write_text("grey.png\nmissing.png\ncorrupt.png\ntiny.png\n")
+    lst.write_text("grey.png\nmissing.png\ncorrupt.png\ntiny.png\ntruncated.jpg\n")
     r = run("--list-images", lst, "--results-dir", tmp_path / "o", "--checkpoint-det-dir", tf_weights,
             "--checkpoint-desc-dir", "none", *FAST)
     assert r.returncode == 1
-    assert "1 written" in r.stdout and "3 failed" in r.stdout
+    assert "1 written" in r.stdout and "4 failed" in r.stdout
     assert "missing.png" in r.stderr and "corrupt.png" in r.stderr and "tiny.png" in r.stderr
+    assert "truncated JPEG" in r.stderr and "truncated.jpg" in r.stderr
     assert "smaller than Key.Net needs" in r.stderr
     (images / "empty.txt").write_text("\n# nothing\n")
     r = run("--list-images", images / "empty.txt", "--checkpoint-det-dir", tf_weights, *FAST)
