@@ -76,8 +76,9 @@ class KeyNetConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "KeyNetConfig":
         """A named architecture: ``keynet`` (the paper's Key.Net: 3 blocks of 8 filters, 3
-        internal levels) or ``tiny`` (the paper's Tiny-Key.Net: the hand-crafted block and
-        one learnable block of a single filter, a few hundred parameters)."""
+        internal levels, 5921 parameters) or ``tiny`` (the paper's Tiny-Key.Net: the
+        hand-crafted block and one learnable block of a single filter, no internal pyramid:
+        281 parameters, the paper's "280")."""
         if name not in PRESETS:
             raise ValueError(f"unknown Key.Net preset {name!r}; expected one of {tuple(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
@@ -119,7 +120,7 @@ class KeyNetConfig:
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "keynet": dict(num_filters=8, num_blocks=3, num_levels=3),
-    "tiny": dict(num_filters=1, num_blocks=1, num_levels=3),
+    "tiny": dict(num_filters=1, num_blocks=1, num_levels=1),
 }
 
 

@@ -105,14 +105,14 @@ def test_presets_and_parameter_counts():
 
     assert count(KeyNetConfig.preset("keynet")) == count(KeyNetConfig()) == 5921
     tiny = KeyNetConfig.preset("tiny")
-    assert (tiny.num_blocks, tiny.num_filters, tiny.num_levels) == (1, 1, 3)
-    assert count(tiny) == 335  # conv 250+1, BN 2, head BN 6, head 75+1
+    assert (tiny.num_blocks, tiny.num_filters, tiny.num_levels) == (1, 1, 1)
+    assert count(tiny) == 281  # conv 250+1, BN 2, head BN 2, head 25+1: the paper's "280 parameters"
     assert KeyNetConfig.preset("tiny", num_levels=2).num_levels == 2
     with pytest.raises(ValueError, match="preset"):
         KeyNetConfig.preset("huge")
 
 
-@pytest.mark.parametrize("cfg", [dict(num_blocks=0), dict(handcrafted=False), dict(num_filters=1, num_blocks=1)],
+@pytest.mark.parametrize("cfg", [dict(num_blocks=0), dict(handcrafted=False), dict(num_filters=1, num_blocks=1, num_levels=1)],
                          ids=["handcrafted-only", "learned-only", "tiny"])
 def test_ablation_architectures(cfg):
     """The paper's ablations: head on the hand-crafted channels only, learnable blocks on

@@ -201,7 +201,7 @@ def test_train_cli_options_generated_from_the_configs(tmp_path):
     assert cfg.model.num_blocks == 2 and cfg.loss.sizes == (8, 16) and cfg.loss.factors == (4.0, 1.0)
     assert cfg.loss.coordinate_weighting is False
     tiny = cli.parse_config(["--data-dir", "a", "--model-preset", "tiny"])
-    assert (tiny.model.num_blocks, tiny.model.num_filters, tiny.model.num_levels) == (1, 1, 3)
+    assert (tiny.model.num_blocks, tiny.model.num_filters, tiny.model.num_levels) == (1, 1, 1)
     assert cli.parse_config(["--data-dir", "a", "--model-preset", "tiny", "--num-filters", "2"]).model.num_filters == 2
     assert cli.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()  # a user error leaves no empty run folder
