@@ -20,3 +20,10 @@ __all__ = [
     "KeyNetDetector", "WeightsError", "extract", "load_descriptor", "load_detector", "load_keynet",
     "run_extraction", "save_checkpoint",
 ]
+
+# Matching, two-view geometry and COLMAP reconstruction (keynet.matching, keynet.reconstruction)
+from .matching import FeatureConfig, MatcherConfig, match_descriptors, match_images  # noqa: E402
+from .reconstruction import CameraConfig, ReconstructionConfig, SceneNotReconstructed, reconstruct  # noqa: E402
+
+__all__ += ["CameraConfig", "FeatureConfig", "MatcherConfig", "ReconstructionConfig", "SceneNotReconstructed",
+            "match_descriptors", "match_images", "reconstruct"]
