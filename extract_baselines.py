@@ -1,56 +1,11 @@
+#!/usr/bin/env python
 """Extract classical baselines (OpenCV SIFT, ORB, FAST/Harris/Shi-Tomasi + SIFT) into the
-Key.Net feature layout ``<results-dir>/<method>/<image-list line>.{kpt,dsc}.npy`` so
-that hsequences_bench.py evaluates them like Key.Net. See docs/benchmark.md."""
-from __future__ import annotations
 
-import argparse
+The original script name, kept: the same as ``keynet baselines`` (see ``keynet/commands/baselines.py``)."""
 import sys
 
-from pathlib import Path
-
-from keynet.benchmark.baselines import METHODS, extract_list
-from keynet.benchmark.hsequences import DEFAULT_IMAGE_LIST
-from kpcore.cli import str2bool
-from kpcore.files import DEFAULT_PREFIX, locate_image, read_image_list
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--method", nargs="+", default=["sift"], choices=list(METHODS) + ["all"],
-                    help="baseline(s) to extract; 'all' for every one")
-    ap.add_argument("--list-images", default=str(DEFAULT_IMAGE_LIST),
-                    help="image list, one path per line (default: the HPatches list)")
-    ap.add_argument("--data-dir", default=None,
-                    help=f"dataset folder: replaces the leading '{DEFAULT_PREFIX}/' of list lines "
-                         "(default: read the lines as written)")
-    ap.add_argument("--results-dir", default="extracted_features/")
-    ap.add_argument("--num-points", type=int, default=1500, help="maximum keypoints per image")
-    ap.add_argument("--skip-missing", type=str2bool, nargs="?", const=True, default=False,
-                    help="skip listed images that do not exist (default: false: they fail)")
-    ap.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
-                    help="re-extract existing files (default: false)")
-    ap.add_argument("--progress", type=str2bool, nargs="?", const=True, default=True,
-                    help="progress bar (default: true)")
-    args = ap.parse_args(argv)
-
-    methods = list(METHODS) if "all" in args.method else args.method
-    try:
-        lines = read_image_list(args.list_images)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    list_dir = Path(args.list_images).resolve().parent
-    failed = 0
-    for m in methods:
-        summary = extract_list(m, lines, args.results_dir, lambda line: locate_image(line, list_dir, args.data_dir),
-                               num_points=args.num_points, overwrite=args.overwrite, skip_missing=args.skip_missing,
-                               progress=args.progress)
-        print(f"{m}: {summary.line()}")
-        for item, reason in summary.failed:
-            print(f"  failed: {item}: {reason}", file=sys.stderr)
-        failed += len(summary.failed)
-    return 1 if failed else 0
-
+from keynet.commands.baselines import *  # noqa: F401,F403  (the command's functions, for old imports)
+from keynet.commands.baselines import main
 
 if __name__ == "__main__":
     sys.exit(main())

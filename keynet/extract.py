@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hardnet import HardNetDescriptor, load_hardnet
+from pretrained_nets import WEIGHTS_DIR
 from kpcore.files import locate_image, read_image_list
 from kpcore.images import ImageReadError
 from kpcore.runner import RunSummary, run_list
@@ -19,8 +20,7 @@ from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
 from .engine import EngineConfig
 from .weights import WeightsError, load_keynet
 
-ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED_DIR = ROOT / "pretrained_nets"
+PRETRAINED_DIR = WEIGHTS_DIR
 DEFAULT_DETECTOR = PRETRAINED_DIR / "keynet.pt"
 DEFAULT_DESCRIPTOR = PRETRAINED_DIR / "hardnet.pt"
 

@@ -23,15 +23,15 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from HSequences_bench import DATA_DIR
 from kpcore.files import DEFAULT_PREFIX, resolve_image_path  # noqa: F401  (part of this module's API)
 from kpcore.geometry import invert_homography, read_homography
 
 PathLike = Union[str, os.PathLike]
 
 #: Default splits file and image list, relative to the project root.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPLITS = PROJECT_ROOT / "HSequences_bench" / "splits.json"
-DEFAULT_IMAGE_LIST = PROJECT_ROOT / "HSequences_bench" / "HPatches_images.txt"
+DEFAULT_SPLITS = DATA_DIR / "splits.json"
+DEFAULT_IMAGE_LIST = DATA_DIR / "HPatches_images.txt"
 SPLIT_NAMES = ("full", "view", "illum", "view_test", "illum_test", "debug_view", "debug_illum", "all")
 #: The sequences of the official debug splits (5 of each kind).
 DEBUG_SEQUENCES = {

@@ -221,7 +221,7 @@ def test_train_resume_and_checkpoint(tiny_dataset, tmp_path):
 
 
 def test_cli_paper_defaults():
-    import train_hardnet
+    from keynet.commands import train_hardnet
 
     cfg, _ = train_hardnet.parse_config(["--image-dir", "x", "--batch-size", "64"])
     assert cfg.loop.optimizer == "adam" and cfg.loop.batch_size == 64 and cfg.data.seed == 0

@@ -189,7 +189,7 @@ def test_ddp_two_cpu_processes_one_step(tiny_dataset, tmp_path):
 def test_train_cli_options_generated_from_the_configs(tmp_path):
     """train.py: the official flag names, --seed apart from --data-seed, --model-preset sets
     the architecture unless a flag says otherwise, several --data-dir folders."""
-    import train as cli
+    from keynet.commands import train as cli
 
     cfg = cli.parse_config(["--data-dir", "a", "b", "--num-epochs", "7", "--epochs-val", "2", "--seed", "3",
                             "--init-initial-learning-rate", "0.01", "--num-learnable-blocks", "2",

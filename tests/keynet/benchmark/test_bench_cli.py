@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import extract_baselines
-import hsequences_bench
+from keynet.commands import baselines as extract_baselines
+from keynet.commands import bench as hsequences_bench
 from keynet.benchmark import hsequences as hs
 from keynet.benchmark.features import FeatureFileError, load_descriptors, load_keypoints, pair_feature_paths
 

@@ -1,0 +1,94 @@
+"""Extract multi-scale Key.Net keypoints and HardNet descriptors for a list of images.
+
+Writes ``<results-dir>/<network-version>/<image path>.kpt.npy`` (N x 4: x, y, scale, score,
+best first) and ``.dsc.npy`` (N x 128), like the official script. Run with no arguments to
+process the embedded ``test_im/`` with the shipped weights.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from hardnet import HardNetWeightsError
+from kpcore.cli import add_bool_flag
+from test_im import IMAGE_LIST
+
+from ..extract import Extractor, load_descriptor, load_detector, run_extraction
+from ..weights import WeightsError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--list-images", default=str(IMAGE_LIST),
+                   help="Text file with one image path per line (relative paths: to the current "
+                        "folder, else to the list's folder).")
+    p.add_argument("--data-dir", default=None,
+                   help="Image folder for lists written as hpatches-sequences-release/<seq>/<k>.ppm "
+                        "(e.g. HSequences_bench/HPatches_images.txt): the leading folder of each line is "
+                        "replaced by this one; outputs keep the line as written.")
+    p.add_argument("--results-dir", default="extracted_features", help="Output folder.")
+    p.add_argument("--network-version", default="KeyNet_default", help="Name of the output sub-folder.")
+    p.add_argument("--checkpoint-det-dir", default="default",
+                   help="Key.Net weights: a file in any supported format (project .pt, official TF "
+                        ".npz, authors' .pth, reproduction .pt), a folder holding one, or 'default' "
+                        "for pretrained_nets/keynet.pt.")
+    p.add_argument("--checkpoint-desc-dir", "--pytorch-hardnet-dir", dest="checkpoint_desc_dir", default="default",
+                   help="HardNet weights (project format or the official HardNet++.pth layout); "
+                        "'default' = pretrained_nets/hardnet.pt if present; 'none' = keypoints only.")
+    add_bool_flag(p, "--extract-MS", True, "Multi-scale extraction (off: single scale, original image only)")
+    p.add_argument("--num-points", type=int, default=1500, help="Number of keypoints per image.")
+    p.add_argument("--pyramid-levels", "--pyramid_levels", dest="pyramid_levels", type=int, default=5,
+                   help="Number of down-sampled pyramid levels.")
+    p.add_argument("--upsampled-levels", type=int, default=1, help="Number of up-sampled pyramid levels.")
+    p.add_argument("--scale-factor-levels", type=float, default=math.sqrt(2), help="Scale between pyramid levels.")
+    p.add_argument("--nms-size", type=int, default=15, help="Non-maximum-suppression window (pixels).")
+    p.add_argument("--border-size", type=int, default=15, help="Border (pixels) removed from each score map.")
+    p.add_argument("--order-coord", choices=("xysr", "yxsr"), default="xysr", help="Column order of .kpt.npy.")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+    add_bool_flag(p, "--overwrite", False, "Recompute images whose outputs already exist")
+    add_bool_flag(p, "--progress", True, "Show a progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    try:
+        det = load_detector(args.checkpoint_det_dir, device=args.device, num_points=args.num_points,
+                                   pyramid_levels=args.pyramid_levels, upsampled_levels=args.upsampled_levels,
+                                   scale_factor_levels=args.scale_factor_levels, nms_size=args.nms_size,
+                                   border_size=args.border_size, multi_scale=args.extract_MS)
+        desc = load_descriptor(args.checkpoint_desc_dir, device=args.device)
+    except (WeightsError, HardNetWeightsError, ValueError) as e:
+        print(f"[ERROR] {e}", file=sys.stderr)
+        return 2
+    if desc is None:
+        why = ("no HardNet weights at pretrained_nets/hardnet.pt" if args.checkpoint_desc_dir == "default"
+               else "--checkpoint-desc-dir none")
+        print(f"[WARNING] descriptors skipped ({why}): only .kpt.npy files are written. "
+              "Pass --checkpoint-desc-dir <HardNet weights> for .dsc.npy.", file=sys.stderr)
+    print(f"Extract features for: {args.network_version} (device {det.device})")
+    try:
+        summary = run_extraction(args.list_images, args.results_dir, args.network_version,
+                                        Extractor(det, desc), overwrite=args.overwrite,
+                                        order_coord=args.order_coord, progress=args.progress,
+                                        data_dir=args.data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"[ERROR] {e}", file=sys.stderr)
+        return 2
+    out = Path(args.results_dir) / args.network_version
+    print(f"Done in {summary.seconds:.1f} s: {len(summary.written)} written, {len(summary.skipped)} skipped "
+          f"(already there; --overwrite to redo), {len(summary.failed)} failed. Outputs under {out}/")
+    for item in summary.written[:5]:
+        print(f"  wrote {out / item}.kpt.npy" + ("" if desc is None else " and .dsc.npy"))
+    if len(summary.written) > 5:
+        print(f"  ... and {len(summary.written) - 5} more")
+    for item, err in summary.failed:
+        print(f"  FAILED {item}: {err}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
