@@ -8,7 +8,7 @@ import io
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -279,3 +279,25 @@ def convert(src: os.PathLike | str, dst: os.PathLike | str, note: str = "") -> D
         meta["note"] = note
     save_checkpoint(dst, model, meta)
     return meta
+
+
+def average_weights(paths: Sequence[os.PathLike | str]) -> Tuple[KeyNet, Dict[str, Any]]:
+    """The element-wise mean of the parameters and batch-norm statistics of several weights
+    files of the same architecture (e.g. the seeds of one training recipe); integer
+    buffers (BN batch counters) are taken from the first. Raises :class:`WeightsError`
+    when the architectures differ."""
+    if not paths:
+        raise WeightsError("no weights files to average")
+    models, metas = zip(*(load_keynet(p) for p in paths))
+    cfg0 = models[0].config.to_dict()
+    for p, m in zip(paths, models):
+        if m.config.to_dict() != cfg0:
+            raise WeightsError(f"{p}: architecture {m.config.to_dict()} differs from {paths[0]}'s {cfg0}; "
+                               "only weights of one architecture can be averaged")
+    sds = [m.state_dict() for m in models]
+    avg = {k: (torch.stack([sd[k].double() for sd in sds]).mean(0).to(v.dtype) if v.is_floating_point() else v)
+           for k, v in sds[0].items()}
+    out = KeyNet(models[0].config)
+    out.load_state_dict(avg)
+    meta = {"averaged_from": [str(p) for p in paths], "sources": [dict(m) for m in metas]}
+    return out.eval(), meta

@@ -155,3 +155,29 @@ def test_weight_folders(tmp_path, reference_dir):
     (tf / "checkpoint").write_text('model_checkpoint_path: "model--1651"')
     (tf / "model--1651.index").write_bytes(b"\0")
     _err(tf, "TensorFlow checkpoint")
+
+
+def test_average_weights(tmp_path):
+    """The mean of the parameters and BN statistics; one file averaged with itself is
+    itself; other architectures are refused by name."""
+    from keynet.weights import average_weights
+
+    torch.manual_seed(0)
+    a, b = KeyNet(), KeyNet()
+    for m in (a, b):
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-1, 1)
+    save_checkpoint(tmp_path / "a.pt", a)
+    save_checkpoint(tmp_path / "b.pt", b)
+    avg, meta = average_weights([tmp_path / "a.pt", tmp_path / "b.pt"])
+    for k, v in avg.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (a.state_dict()[k] + b.state_dict()[k]) / 2)
+    assert meta["averaged_from"] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    same, _ = average_weights([tmp_path / "a.pt", tmp_path / "a.pt"])
+    for k, v in same.state_dict().items():
+        torch.testing.assert_close(v, a.state_dict()[k])
+    save_checkpoint(tmp_path / "tiny.pt", KeyNet(KeyNetConfig.preset("tiny")))
+    with pytest.raises(WeightsError, match="tiny.pt"):
+        average_weights([tmp_path / "a.pt", tmp_path / "tiny.pt"])
