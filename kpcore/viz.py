@@ -96,8 +96,8 @@ def draw_matches(img0: Union[np.ndarray, PathLike], img1: Union[np.ndarray, Path
 
     ``xy0``/``xy1``: keypoints (N0, >=2) and (N1, >=2); ``matches``: (K, 2) index pairs
     (``None``: ``xy0[k]`` matches ``xy1[k]``); ``inliers``: (K,) bool. ``max_lines`` draws
-    an evenly spread subset (outliers drawn first, inliers on top). ``text`` is written
-    in the top-left corner; with ``kpts_color`` every keypoint is dotted too.
+    an evenly spread subset (outliers drawn first, inliers on top). ``text`` is written on
+    a white banner added above the pictures; with ``kpts_color`` every keypoint is dotted too.
     """
     a, b = to_bgr(img0), to_bgr(img1)
     canvas, off = side_by_side(a, b, gap)
@@ -124,11 +124,13 @@ def draw_matches(img0: Union[np.ndarray, PathLike], img1: Union[np.ndarray, Path
         cv2.line(canvas, (int(x0), int(y0)), (int(x1), int(y1)), c, thickness, cv2.LINE_AA, _SHIFT)
         cv2.circle(canvas, (int(x0), int(y0)), 2 * _ONE, c, -1, cv2.LINE_AA, _SHIFT)
         cv2.circle(canvas, (int(x1), int(y1)), 2 * _ONE, c, -1, cv2.LINE_AA, _SHIFT)
-    if text:
-        scale = max(0.5, canvas.shape[0] / 900.0)
-        for col, th in (((255, 255, 255), 4), ((0, 0, 0), 1)):
-            cv2.putText(canvas, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, col,
-                        max(1, int(th * scale)), cv2.LINE_AA)
+    if text:  # on a white banner above the pictures
+        scale = max(0.5, canvas.shape[1] / 2000.0)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(2 * scale)))
+        banner = np.full((th + base + 12, canvas.shape[1], 3), 255, np.uint8)
+        cv2.putText(banner, text, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, int(2 * scale)),
+                    cv2.LINE_AA)
+        canvas = np.vstack([banner, canvas])
     return canvas
 
 

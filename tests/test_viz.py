@@ -73,7 +73,7 @@ def test_match_demo_writes_the_picture(tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file() and (tmp_path / "k.png").is_file()
     pic = cv2.imread(str(out))
-    assert pic.shape[1] == 320 + 8 + 320
+    assert pic.shape[1] == 320 + 8 + 320 and pic.shape[0] > 240  # a text banner above the pictures
     n_inl = int(text.split(" matches (")[1].split(", ")[1].split(" ")[0])
     assert n_inl > 50 and coloured(pic, viz.GREEN).sum() > coloured(pic, viz.RED).sum()
     assert match_demo.main([a, str(tmp_path / "missing.png")]) == 2
