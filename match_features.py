@@ -1,84 +1,11 @@
 #!/usr/bin/env python
 """Match the images of a folder: Key.Net + HardNet features, image pairs (exhaustive,
-sequential, or a pairs file), kornia matchers.
 
-Writes, under --out: ``features.h5`` and ``matches.h5`` in hloc's layout (hloc's
-reconstruction and localisation scripts read them unchanged), ``pairs.txt`` and, with
-``--export-npz true``, one ``matches/<name0>__<name1>.npz`` per pair (matches, scores,
-matched keypoints). An interrupted run resumes: features and matches already written
-with the same settings are reused.
-"""
-from __future__ import annotations
-
-import argparse
+The original script name, kept: the same as ``keynet match`` (see ``keynet/commands/match.py``)."""
 import sys
-import warnings
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
-from hardnet import HardNetWeightsError  # noqa: E402
-from keynet import matching  # noqa: E402
-from keynet.detection import ImageTooSmallError  # noqa: E402
-from keynet.pairs import PAIR_MODES, PairsError, make_pairs, write_pairs  # noqa: E402
-from keynet.reconstruction import ReconstructionError, image_names  # noqa: E402
-from keynet.weights import WeightsError  # noqa: E402
-from kpcore.cli import str2bool  # noqa: E402
-from kpcore.images import ImageReadError  # noqa: E402
-
-USER_ERRORS = (ReconstructionError, PairsError, matching.MatchingError, ImageReadError, ImageTooSmallError,
-               WeightsError, HardNetWeightsError, FileNotFoundError, ValueError)
-
-
-def add_pair_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("pairs")
-    g.add_argument("--pairs", choices=[m for m in PAIR_MODES if m != "file"], default="exhaustive",
-                   help="exhaustive: every pair; sequential: each image with the next --window ones (by name)")
-    g.add_argument("--window", type=int, default=10, help="images after each one for --pairs sequential")
-    g.add_argument("--pairs-file", default=None,
-                   help="text file with one 'name0 name1' pair per line (names relative to --image-dir); "
-                        "overrides --pairs")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder")
-    add_pair_args(p)
-    matching.add_feature_args(p)
-    matching.add_matcher_args(p)
-    p.add_argument("--export-npz", type=str2bool, default=False, metavar="BOOL",
-                   help="also write one matches/<name0>__<name1>.npz per pair")
-    p.add_argument("--overwrite", type=str2bool, default=False, metavar="BOOL",
-                   help="recompute features and matches that exist")
-    p.add_argument("--progress", type=str2bool, default=True, metavar="BOOL", help="progress bars")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")  # small images: expected
-    out = Path(args.out)
-    try:
-        fcfg = matching.feature_config_from_args(args)
-        mcfg = matching.matcher_config_from_args(args)
-        names = image_names(args.image_dir)
-        pairs = make_pairs(names, args.pairs, args.window, args.pairs_file)
-        fs = matching.extract_features(args.image_dir, names, out / "features.h5", fcfg,
-                                       overwrite=args.overwrite, progress=args.progress)
-        ms = matching.match_pairs(pairs, out / "features.h5", out / "matches.h5", mcfg, overwrite=args.overwrite,
-                                  progress=args.progress, export_dir=(out / "matches") if args.export_npz else None)
-        write_pairs(out / "pairs.txt", pairs)
-    except USER_ERRORS as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
-        return 2
-    print(f"{len(names)} images: features {len(fs.done)} extracted, {len(fs.reused)} reused ({fs.seconds:.1f} s); "
-          f"{len(pairs)} pairs: {len(ms.done)} matched, {len(ms.reused)} reused ({ms.seconds:.1f} s)")
-    print(f"wrote {out / 'features.h5'}, {out / 'matches.h5'}, {out / 'pairs.txt'}"
-          + (f", {out / 'matches'}/*.npz" if args.export_npz else ""))
-    return 0
-
+from keynet.commands.match import *  # noqa: F401,F403  (the command's functions, for old imports)
+from keynet.commands.match import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,97 +1,11 @@
 #!/usr/bin/env python
 """Structure-from-Motion of an image folder with COLMAP (pycolmap): Key.Net + HardNet
-features, kornia matching, COLMAP geometric verification and incremental mapping.
 
-    python reconstruct.py --image-dir DIR --out OUT
-    python reconstruct.py --image-dir DIR --out OUT --camera-model PINHOLE \\
-        --camera-params fx,fy,cx,cy --refine-intrinsics false
-
-Writes under --out: features.h5, matches.h5 (hloc layout), pairs.txt, database.db (COLMAP)
-and sparse/<k>/ (cameras.bin, images.bin, points3D.bin, points3D.ply; sparse/0 is the
-largest model), and prints a summary. Re-running reuses the features and matches already
-computed with the same settings. Exit codes: 0 done, 1 the scene did not reconstruct,
-2 bad input (empty folder, unreadable image, bad pairs file, bad option or weights).
-"""
-from __future__ import annotations
-
-import argparse
+The original script name, kept: the same as ``keynet reconstruct`` (see ``keynet/commands/reconstruct.py``)."""
 import sys
-import warnings
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
-import pycolmap  # noqa: E402
-
-from keynet import matching, reconstruction  # noqa: E402
-from keynet.reconstruction import CAMERA_MODES, CameraConfig, ReconstructionConfig  # noqa: E402
-from kpcore.cli import str2bool  # noqa: E402
-from match_features import USER_ERRORS, add_pair_args  # noqa: E402
-
-
-def camera_params(v: str):
-    try:
-        return tuple(float(x) for x in v.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {v!r}") from None
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder")
-    add_pair_args(p)
-    matching.add_feature_args(p)
-    matching.add_matcher_args(p)
-    d = ReconstructionConfig()
-    g = p.add_argument_group("cameras")
-    g.add_argument("--camera-mode", choices=tuple(CAMERA_MODES), default=d.camera.mode,
-                   help="auto: COLMAP's default; single: one camera shared by all images; per-image; per-folder "
-                        "(default: auto)")
-    g.add_argument("--camera-model", default=None,
-                   help=f"COLMAP camera model, e.g. PINHOLE, SIMPLE_RADIAL, OPENCV (default: COLMAP's "
-                        f"SIMPLE_RADIAL); one of {', '.join(reconstruction.CAMERA_MODELS)}")
-    g.add_argument("--camera-params", type=camera_params, default=None,
-                   help="the model's parameters, comma-separated in COLMAP's order and pixel convention, "
-                        "full-resolution pixels (PINHOLE: fx,fy,cx,cy); default: from image size and EXIF")
-    g.add_argument("--refine-intrinsics", type=str2bool, default=d.camera.refine_intrinsics, metavar="BOOL",
-                   help="let bundle adjustment refine focal length and distortion (default: true)")
-    g = p.add_argument_group("COLMAP")
-    g.add_argument("--min-num-matches", type=int, default=d.min_num_matches,
-                   help="minimum verified matches for a pair to be used (default: 15)")
-    g.add_argument("--num-threads", type=int, default=d.num_threads, help="COLMAP threads (-1: all; default -1)")
-    g.add_argument("--seed", type=int, default=d.seed, help="COLMAP random seed (default: 0)")
-    g.add_argument("--colmap-log", type=str2bool, default=False, metavar="BOOL",
-                   help="show COLMAP's own log (default: false)")
-    p.add_argument("--overwrite", type=str2bool, default=False, metavar="BOOL",
-                   help="recompute features and matches that exist (default: false)")
-    p.add_argument("--progress", type=str2bool, default=True, metavar="BOOL", help="progress bars (default: true)")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")  # small images: expected
-    if not args.colmap_log:
-        pycolmap.logging.minloglevel = 3  # our messages say what failed
-    try:
-        cfg = ReconstructionConfig(
-            features=matching.feature_config_from_args(args), matcher=matching.matcher_config_from_args(args),
-            camera=CameraConfig(args.camera_mode, args.camera_model, args.camera_params, args.refine_intrinsics),
-            pair_mode=args.pairs, window=args.window, pairs_file=args.pairs_file,
-            min_num_matches=args.min_num_matches, num_threads=args.num_threads, seed=args.seed,
-            overwrite=args.overwrite)
-        result = reconstruction.reconstruct(args.image_dir, args.out, cfg, progress=args.progress)
-    except reconstruction.SceneNotReconstructed as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
-        return 1
-    except USER_ERRORS as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
-        return 2
-    print(reconstruction.format_summary(result))
-    return 0
-
+from keynet.commands.reconstruct import *  # noqa: F401,F403  (the command's functions, for old imports)
+from keynet.commands.reconstruct import main
 
 if __name__ == "__main__":
     sys.exit(main())

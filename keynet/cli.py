@@ -9,12 +9,15 @@ from __future__ import annotations
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .commands import baselines, bench, convert, extract, train, train_hardnet
+from .commands import baselines, bench, convert, extract, match, match_demo, reconstruct, train, train_hardnet
 
 #: command -> (main function, one-line description, original script)
 COMMANDS: Dict[str, Tuple[Callable[[Optional[List[str]]], int], str, str]] = {
     "extract": (extract.main, "Key.Net keypoints + HardNet descriptors for an image list",
                 "extract_multiscale_features.py"),
+    "match": (match.main, "match the images of a folder (hloc features.h5 / matches.h5)", "match_features.py"),
+    "reconstruct": (reconstruct.main, "COLMAP reconstruction of an image folder (pycolmap)", "reconstruct.py"),
+    "demo": (match_demo.main, "match two images and draw the matches into a PNG", "match_demo.py"),
     "bench": (bench.main, "HSequences repeatability / matching benchmark of extracted features",
               "hsequences_bench.py"),
     "baselines": (baselines.main, "extract classical baselines (SIFT, ORB, ...) in the same layout",

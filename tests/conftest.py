@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the scripts (train.py, ...) are imported by their tests
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "tests"):  # the scripts, and shared test helpers (synthetic_scene.py)
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 SHARED = Path(os.environ.get("KEYNET_SHARED", ROOT.parent / "shared"))
 
 

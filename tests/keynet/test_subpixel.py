@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 import keynet
 from keynet.subpixel import SubpixelKeyNetDetector, subpixel_offsets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_offsets_find_the_peak_of_a_sampled_blob():

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-import match_demo
+from keynet.commands import match_demo
 from kpcore import viz
 from synthetic_scene import make_scene
 

@@ -8,8 +8,8 @@ import numpy as np
 import pycolmap
 import pytest
 
-import match_features
-import reconstruct as reconstruct_cli
+from keynet.commands import match as match_features
+from keynet.commands import reconstruct as reconstruct_cli
 from keynet import hloc_io, matching, reconstruction
 from keynet.reconstruction import CameraConfig, ReconstructionConfig, ReconstructionError, SceneNotReconstructed
 from kpcore.images import ImageReadError
