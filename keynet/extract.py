@@ -14,7 +14,7 @@ from hardnet import HardNetDescriptor, load_hardnet
 from pretrained_nets import WEIGHTS_DIR
 from kpcore.files import locate_image, read_image_list
 from kpcore.images import ImageReadError
-from kpcore.runner import RunSummary, run_list
+from kpcore.runner import RunSummary, Shard, run_list
 
 from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
 from .engine import EngineConfig
@@ -103,7 +103,7 @@ def extract(image, detector: Optional[KeyNetDetector] = None, descriptor="defaul
 def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str, os.PathLike],
                    network_version: str, extractor: Extractor, overwrite: bool = False,
                    order_coord: str = "xysr", progress: bool = True,
-                   data_dir: Optional[Union[str, os.PathLike]] = None) -> RunSummary:
+                   data_dir: Optional[Union[str, os.PathLike]] = None, shard: Optional[Shard] = None) -> RunSummary:
     """Extract features for every image of a list into the official layout
     ``<results_dir>/<network_version>/<image path>.{kpt,dsc}.npy``.
 
@@ -111,8 +111,11 @@ def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str,
     rest processed; every file is written atomically. ``data_dir``: where the images are
     when the list uses the official ``hpatches-sequences-release/<seq>/<k>.ppm`` lines (the
     leading folder is replaced by ``data_dir``; the output layout keeps the line as written).
+    ``shard``: this process's share of the list (several processes, e.g. under ``torchrun``).
     """
     items = read_image_list(list_images)
+    if shard is not None:
+        items = shard.take(items)
     list_dir = Path(list_images).resolve().parent
     return run_list(items, results_dir, network_version, extractor.extract,
                     lambda item: locate_image(item, list_dir, data_dir), overwrite=overwrite,

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
+import torch
+import torch.distributed
 from tqdm import tqdm
 
 from .files import atomic_save_npy, feature_paths
@@ -84,3 +86,54 @@ def run_list(items: Sequence[str], results_dir: PathLike, name: str, extract: Ex
         bar.set_postfix(points=len(kpts), refresh=False)
     summary.seconds = time.time() - t0
     return summary
+
+
+# --------------------------------------------------------------------------- several processes
+@dataclass
+class Shard:
+    """This process's share of a list when launched by ``torchrun`` (or any launcher that
+    sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``): items ``rank, rank + world, ...``."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Shard":
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def take(self, items: Sequence[str]) -> List[str]:
+        return list(items)[self.rank::self.world]
+
+
+def merge_summaries(parts: Sequence[RunSummary]) -> RunSummary:
+    """One summary of several processes' runs (wall time: the slowest)."""
+    out = RunSummary()
+    for s in parts:
+        out.written += s.written
+        out.skipped += s.skipped
+        out.missing += s.missing
+        out.failed += s.failed
+        out.seconds = max(out.seconds, s.seconds)
+    return out
+
+
+def gather_summaries(summary: RunSummary, shard: Shard) -> RunSummary:
+    """Every process's summary merged (on every rank); one process: itself. Uses a gloo
+    process group (CPU), created here when the launcher did not."""
+    if shard.world <= 1:
+        return summary
+    dist = torch.distributed
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(backend="gloo")
+    parts: List[Optional[RunSummary]] = [None] * shard.world
+    dist.all_gather_object(parts, summary)
+    if created:  # a group left alive aborts the process at exit
+        dist.barrier()
+        dist.destroy_process_group()
+    return merge_summaries([p for p in parts if p is not None])

@@ -3,6 +3,11 @@
 Writes ``<results-dir>/<network-version>/<image path>.kpt.npy`` (N x 4: x, y, scale, score,
 best first) and ``.dsc.npy`` (N x 128), like the official script. Run with no arguments to
 process the embedded ``test_im/`` with the shipped weights.
+
+At scale: ``torchrun --nproc-per-node N extract_multiscale_features.py ...`` (or any launcher
+setting RANK / WORLD_SIZE, on one or many machines): each process takes every N-th image of
+the list (one GPU each when there are GPUs), finished outputs are skipped so a re-launch
+resumes, and the first process prints one summary of all.
 """
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
 from hardnet import HardNetWeightsError
 from kpcore.cli import add_bool_flag
+from kpcore.runner import Shard, gather_summaries
 from test_im import IMAGE_LIST
 
 from ..extract import Extractor, load_descriptor, load_detector, run_extraction
@@ -54,6 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    shard = Shard.from_env()
+    if args.device is None and shard.world > 1 and torch.cuda.is_available():
+        args.device = f"cuda:{shard.local_rank % torch.cuda.device_count()}"
+    say = print if shard.main else (lambda *a, **k: None)
 
     try:
         det = load_detector(args.checkpoint_det_dir, device=args.device, num_points=args.num_points,
@@ -64,29 +76,31 @@ def main(argv=None) -> int:
     except (WeightsError, HardNetWeightsError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
-    if desc is None:
+    if desc is None and shard.main:
         why = ("no HardNet weights at pretrained_nets/hardnet.pt" if args.checkpoint_desc_dir == "default"
                else "--checkpoint-desc-dir none")
         print(f"[WARNING] descriptors skipped ({why}): only .kpt.npy files are written. "
               "Pass --checkpoint-desc-dir <HardNet weights> for .dsc.npy.", file=sys.stderr)
-    print(f"Extract features for: {args.network_version} (device {det.device})")
+    procs = f", {shard.world} processes" if shard.world > 1 else ""
+    say(f"Extract features for: {args.network_version} (device {det.device}{procs})")
     try:
         summary = run_extraction(args.list_images, args.results_dir, args.network_version,
-                                        Extractor(det, desc), overwrite=args.overwrite,
-                                        order_coord=args.order_coord, progress=args.progress,
-                                        data_dir=args.data_dir)
+                                 Extractor(det, desc), overwrite=args.overwrite, order_coord=args.order_coord,
+                                 progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard)
     except (FileNotFoundError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
+    summary = gather_summaries(summary, shard)
     out = Path(args.results_dir) / args.network_version
-    print(f"Done in {summary.seconds:.1f} s: {len(summary.written)} written, {len(summary.skipped)} skipped "
-          f"(already there; --overwrite to redo), {len(summary.failed)} failed. Outputs under {out}/")
+    say(f"Done in {summary.seconds:.1f} s: {len(summary.written)} written, {len(summary.skipped)} skipped "
+        f"(already there; --overwrite to redo), {len(summary.failed)} failed. Outputs under {out}/")
     for item in summary.written[:5]:
-        print(f"  wrote {out / item}.kpt.npy" + ("" if desc is None else " and .dsc.npy"))
+        say(f"  wrote {out / item}.kpt.npy" + ("" if desc is None else " and .dsc.npy"))
     if len(summary.written) > 5:
-        print(f"  ... and {len(summary.written) - 5} more")
-    for item, err in summary.failed:
-        print(f"  FAILED {item}: {err}", file=sys.stderr)
+        say(f"  ... and {len(summary.written) - 5} more")
+    if shard.main:
+        for item, err in summary.failed:
+            print(f"  FAILED {item}: {err}", file=sys.stderr)
     return 0 if summary.ok else 1
 
 

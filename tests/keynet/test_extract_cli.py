@@ -1,4 +1,6 @@
 """extract_multiscale_features.py end to end on small images, and every bad input."""
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -202,3 +204,32 @@ def test_large_image_memory_is_bounded(tmp_path):
     k, d = np.load(kpt), np.load(dsc)
     assert 1400 <= len(k) <= 1500 and k.shape[1] == 4 and d.shape == (len(k), 128)
     assert k[:, 0].max() > 3000 and k[:, 1].max() > 2000  # points all over the image
+
+
+def _torchrun(args, cwd):
+    with socket.socket() as sk:  # a fresh free port for each launch's rendezvous
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port), str(SCRIPT), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=180,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_torchrun_two_processes_share_the_list_and_resume(tmp_path):
+    """torchrun with 2 CPU processes: every image extracted once (each process takes every
+    2nd line), one summary printed by the first process; a re-launch skips what is done."""
+    cam = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
+    names = []
+    for i in range(5):
+        names.append(f"im{i}.png")
+        cv2.imwrite(str(tmp_path / names[-1]), cam[i * 20:i * 20 + 160, i * 30:i * 30 + 200])
+    (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
+    args = ["--list-images", tmp_path / "list.txt", "--results-dir", tmp_path / "o", "--checkpoint-desc-dir", "none",
+            "--progress", "false", "--num-points", "100"]
+    r = _torchrun(args, tmp_path)
+    assert r.returncode == 0, r.stdout[-1000:] + r.stderr[-2000:]
+    assert r.stdout.count("Done in") == 1 and "5 written, 0 skipped" in r.stdout and "2 processes" in r.stdout
+    assert all((tmp_path / "o" / "KeyNet_default" / f"{n}.kpt.npy").is_file() for n in names)
+    r = _torchrun(args, tmp_path)
+    assert r.returncode == 0 and "0 written, 5 skipped" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
