@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .commands import baselines, bench, convert, extract, match, match_demo, reconstruct, train, train_hardnet
+from .commands import (baselines, bench, convert, download, extract, match, match_demo, reconstruct, train,
+                       train_hardnet)
 
 #: command -> (main function, one-line description, original script)
 COMMANDS: Dict[str, Tuple[Callable[[Optional[List[str]]], int], str, str]] = {
@@ -25,6 +26,7 @@ COMMANDS: Dict[str, Tuple[Callable[[Optional[List[str]]], int], str, str]] = {
     "train": (train.main, "train Key.Net on synthetic pairs from photos (M-SIP loss)", "train.py"),
     "train-hardnet": (train_hardnet.main, "train the HardNet descriptor from photos", "train_hardnet.py"),
     "convert": (convert.main, "convert any Key.Net weights file to the project format", "convert_weights.py"),
+    "download": (download.main, "download HPatches, the published Key.Net weights or HardNet++", "-"),
 }
 
 
@@ -32,7 +34,8 @@ def usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: keynet <command> [options]   (keynet <command> -h for the command's options)", "",
              "commands:"]
-    lines += [f"  {name:<{width}}  {desc} (= {script})" for name, (_, desc, script) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {desc}" + (f" (= {script})" if script != "-" else "")
+              for name, (_, desc, script) in COMMANDS.items()]
     return "\n".join(lines)
 
 
