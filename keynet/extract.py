@@ -23,10 +23,14 @@ from .weights import WeightsError, load_keynet
 PRETRAINED_DIR = WEIGHTS_DIR
 DEFAULT_DETECTOR = PRETRAINED_DIR / "keynet.pt"
 DEFAULT_DESCRIPTOR = PRETRAINED_DIR / "hardnet.pt"
+DEFAULT_TINY = PRETRAINED_DIR / "tiny_keynet.pt"
 
 
 def resolve_detector_weights(path_or_name: Optional[Union[str, os.PathLike]]) -> Path:
-    """``None``/``'default'`` -> the shipped ``pretrained_nets/keynet.pt``; else the given path."""
+    """``None``/``'default'``/``'keynet'`` -> the shipped ``pretrained_nets/keynet.pt``;
+    ``'tiny'`` -> the shipped Tiny-Key.Net ``pretrained_nets/tiny_keynet.pt``; else the given path."""
+    if str(path_or_name) == "tiny":
+        return DEFAULT_TINY
     if path_or_name is None or str(path_or_name) in ("default", "keynet"):
         if not DEFAULT_DETECTOR.is_file():
             raise WeightsError(

@@ -21,6 +21,8 @@ IMG = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
 PINS = {
     "hardnet.pt": ("a7a3d34080a8c751237ba20abfbe088e219e8846d65468ec8083ee963b746f69",
                    [[0.0084, 0.1046, 0.1509, 0.0339], [0.0038, 0.0947, 0.0677, 0.0353]]),
+    "tiny_keynet.pt": ("27b23e7980b71f8b49633cd550fa91f43ad9803a95dcdb00ac96328b5e406480",
+                       [-0.19386011, -0.22992751, -0.18909067]),
     "keynet.pt": ("a1316cafa14203ecedae68883a715a8a989222f1d2e7a923904c75f361d716a7",
                   [-0.9876, -0.9826, -0.9733]),
 }
@@ -46,3 +48,11 @@ def test_shipped_weights_are_the_recorded_ones(name):
     assert path.is_file(), f"missing shipped weights {path}"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} changed: update the pin with its record"
     np.testing.assert_allclose(figure(name), np.array(values), atol=2e-4)
+
+
+def test_shipped_names_resolve():
+    """'default'/'keynet' and 'tiny' name the shipped Key.Net and Tiny-Key.Net."""
+    from keynet import load_detector
+
+    assert sum(p.numel() for p in load_detector("tiny", device="cpu").model.parameters()) == 281
+    assert sum(p.numel() for p in load_detector("default", device="cpu").model.parameters()) == 5921

@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-det-dir", default="default",
                    help="Key.Net weights: a file in any supported format (project .pt, official TF "
                         ".npz, authors' .pth, reproduction .pt), a folder holding one, or 'default' "
-                        "for pretrained_nets/keynet.pt.")
+                        "for pretrained_nets/keynet.pt, 'tiny' for the shipped Tiny-Key.Net (pretrained_nets/tiny_keynet.pt).")
     p.add_argument("--checkpoint-desc-dir", "--pytorch-hardnet-dir", dest="checkpoint_desc_dir", default="default",
                    help="HardNet weights (project format or the official HardNet++.pth layout); "
                         "'default' = pretrained_nets/hardnet.pt if present; 'none' = keypoints only.")
