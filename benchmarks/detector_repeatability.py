@@ -38,14 +38,14 @@ def _sequences(folder: Path):
 
 
 def evaluate_weights(path: str, data_dirs, cache_dir: str = "runs/repeatability_cache", num_points: int = 1500,
-                     progress: bool = False) -> dict:
+                     progress: bool = False, top_k: int = 1000) -> dict:
     """Repeatability of one weights file on every sequence of ``data_dirs``: per folder and
     over all pairs (``{"single", "multi", "num_pairs"}``), the per-pair records under
     ``pairs`` and the mean detection time per image (``sec_per_image``; NaN when every
     keypoint file came from the cache)."""
     digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
     det = keynet.load_detector(path, num_points=num_points)
-    cfg = BenchConfig()
+    cfg = BenchConfig(top_k=top_k)
     per_dir, times, recs_all = {}, [], []
     for d in data_dirs:
         d = Path(d)
@@ -63,7 +63,7 @@ def evaluate_weights(path: str, data_dirs, cache_dir: str = "runs/repeatability_
                     atomic_save_npy(cache, kp[k])
             for pair in sequence_pairs(d, seq):
                 r = evaluate_pair(kp[1], kp[pair.k], pair, cfg)
-                recs.append({"dir": d.name, "sequence": seq, "pair": pair.k,
+                recs.append({"dir": d.name, "sequence": seq, "pair": pair.k, "num_features": r["num_features"],
                              "rep_single": r["rep_single_scale"], "rep_multi": r["rep_multi_scale"]})
             if progress:
                 print(f"  {path}: {d.name}/{seq} done", flush=True)
@@ -73,7 +73,8 @@ def evaluate_weights(path: str, data_dirs, cache_dir: str = "runs/repeatability_
            "sec_per_image": float(np.mean(times)) if times else float("nan"), "pairs": recs_all}
     for key, recs in list(per_dir.items()) + [("all", recs_all)]:
         row[key] = {"single": float(np.mean([r["rep_single"] for r in recs])),
-                    "multi": float(np.mean([r["rep_multi"] for r in recs])), "num_pairs": len(recs)}
+                    "multi": float(np.mean([r["rep_multi"] for r in recs])), "num_pairs": len(recs),
+                    "points": float(np.mean([r["num_features"] for r in recs]))}
     return row
 
 
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default="runs/repeatability_cache", help="keypoint cache")
     p.add_argument("--num-points", type=int, default=1500)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--top-k", type=int, default=1000,
+                   help="benchmark points per image (official 1000; e.g. 400 compares detectors at equal counts)")
     p.add_argument("--json", default=None, help="write all per-pair results here")
     args = p.parse_args(argv)
     if args.threads:
@@ -92,11 +95,11 @@ def main(argv=None) -> int:
     for spec in args.weights:
         name, _, path = spec.rpartition("=")
         name = name or Path(path).stem
-        row = evaluate_weights(path, args.data_dirs, args.cache_dir, args.num_points)
+        row = evaluate_weights(path, args.data_dirs, args.cache_dir, args.num_points, top_k=args.top_k)
         results[name] = row
         dirs = [Path(d).name for d in args.data_dirs]
         cols = "  ".join(f"{k}: {row[k]['single']:.2f}/{row[k]['multi']:.2f} ({row[k]['num_pairs']})"
-                         for k in dirs + ["all"])
+                         for k in dirs + ["all"]) + f"  points kept {row['all']['points']:.0f}"
         print(f"{name:>16}  single/multi  {cols}  [{row['sec_per_image']:.2f} s/img]", flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
