@@ -27,14 +27,12 @@ def check_jpeg_complete(path: PathLike) -> None:
     with only an unattributed libjpeg warning on stderr."""
     p = Path(path)
     with open(p, "rb") as f:
+        head = f.read(2)
         f.seek(0, os.SEEK_END)
         size = f.tell()
         f.seek(max(0, size - 4096))
         tail = f.read()
-    head_ok = size >= 4
-    if head_ok:
-        with open(p, "rb") as f:
-            head_ok = f.read(2) == b"\xff\xd8"
+    head_ok = size >= 4 and head == b"\xff\xd8"
     if head_ok and b"\xff\xd9" not in tail.rstrip(b"\x00\r\n \t"):
         raise ImageReadError(f"truncated JPEG (no end-of-image marker; the file is cut short): {p}")
 
