@@ -14,7 +14,9 @@ For each photo and each of ``views_per_image`` draws:
    (position and scale, as a second detection would be), and kept only when both patch
    squares lie inside the valid part of both views;
 4. the two 32x32 patches are cut with ``hardnet.patches.extract_patches`` (the same code as
-   at extraction time: 64 * scale pixels around the point).
+   at extraction time: 64 * scale pixels around the point), upright in both views; ``angle``
+   records the rotation of the content of B relative to A at the point (degrees, the
+   rotation part of the local affine of ``H``: the orientation network's target).
 
 Keypoint scales are in Key.Net's unit (the pyramid level factor, 0.71 .. 5.66 for the
 official settings). DoG sizes are converted with ``scale = size / dog_size_per_scale``
@@ -42,7 +44,7 @@ import torch
 
 from kpcore.augment import photometric_jitter, random_homography
 from kpcore.files import image_source
-from kpcore.geometry import invert_homography, warp_points
+from kpcore.geometry import invert_homography, local_affine, warp_points
 from kpcore import cache
 from kpcore.files import atomic_save_npy
 
@@ -50,8 +52,8 @@ from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
-ARRAY_KEYS = ("a", "b", "image", "kpt_a", "kpt_b")
+MANIFEST_VERSION = 2
+ARRAY_KEYS = ("a", "b", "image", "kpt_a", "kpt_b", "angle")
 
 
 @dataclass
@@ -110,6 +112,13 @@ def sample_homography(rng: np.random.Generator, shape: Tuple[int, int], cfg: Pat
     back = np.array([[1.0, 0, w / 2.0 + shift[0]], [0, 1.0, h / 2.0 + shift[1]], [0, 0, 1.0]])
     m = back @ persp @ aff @ c
     return m / m[2, 2]
+
+
+def relative_rotation(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Rotation (degrees, image coordinates) of the local affine of ``h`` at each point: the
+    angle of the rotation nearest to the Jacobian ``J`` (``atan2(J10 - J01, J00 + J11)``)."""
+    j = local_affine(h, xy)
+    return np.rad2deg(np.arctan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1]))
 
 
 def _corners(kpts: np.ndarray, magnification: float, patch_size: int = PATCH_SIZE) -> np.ndarray:
@@ -216,8 +225,9 @@ def load_photo(path: Path, max_side: int) -> Optional[np.ndarray]:
 
 def pairs_from_photo(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairConfig,
                      detector) -> Dict[str, np.ndarray]:
-    """All pairs of one draw from one photo: uint8 patches ``a``, ``b`` (N, 32, 32) and
-    keypoints ``kpt_a``, ``kpt_b`` (N, 3) float32 (x, y, scale in views A and B)."""
+    """All pairs of one draw from one photo: uint8 patches ``a``, ``b`` (N, 32, 32),
+    keypoints ``kpt_a``, ``kpt_b`` (N, 3) float32 (x, y, scale in views A and B) and ``angle``
+    (N,) float32: the rotation (degrees, image coordinates) of B's content relative to A's."""
     shape = bgr.shape[:2]
     h_ab = sample_homography(rng, shape, cfg)
     grey_a = _photometric(bgr, rng, cfg)
@@ -225,7 +235,8 @@ def pairs_from_photo(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairCo
                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     kpt_a = detector(np.round(grey_a).astype(np.uint8))
     empty = {"a": np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.uint8), "b": np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.uint8),
-             "kpt_a": np.zeros((0, 3), np.float32), "kpt_b": np.zeros((0, 3), np.float32)}
+             "kpt_a": np.zeros((0, 3), np.float32), "kpt_b": np.zeros((0, 3), np.float32),
+             "angle": np.zeros(0, np.float32)}
     if len(kpt_a) == 0:
         return empty
     kpt_b = warp_points(kpt_a, h_ab)
@@ -244,7 +255,8 @@ def pairs_from_photo(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairCo
         pb = extract_patches(torch.from_numpy(grey_b.astype(np.float32)), torch.from_numpy(kb).float(),
                              magnification=cfg.magnification)
     to8 = lambda p: np.clip(np.round(p[:, 0].numpy()), 0, 255).astype(np.uint8)  # noqa: E731
-    return {"a": to8(pa), "b": to8(pb), "kpt_a": ka.astype(np.float32), "kpt_b": kb.astype(np.float32)}
+    return {"a": to8(pa), "b": to8(pb), "kpt_a": ka.astype(np.float32), "kpt_b": kb.astype(np.float32),
+            "angle": relative_rotation(h_ab, ka[:, :2]).astype(np.float32)}
 
 
 # --------------------------------------------------------------------------- dataset
@@ -277,14 +289,15 @@ def generate(files: Sequence[Path], cfg: PatchPairConfig, split_id: int, progres
             n = len(res["a"])
             if n == 0:
                 continue
-            for k in ("a", "b", "kpt_a", "kpt_b"):
+            for k in ("a", "b", "kpt_a", "kpt_b", "angle"):
                 out[k].append(res[k])
             out["image"].append(np.full(n, i, dtype=np.int32))
         bar.set_postfix(pairs=sum(len(x) for x in out["image"]))
     torch.set_num_threads(threads)
     p = PATCH_SIZE
-    shapes = {"a": (0, p, p), "b": (0, p, p), "image": (0,), "kpt_a": (0, 3), "kpt_b": (0, 3)}
-    dtypes = {"a": np.uint8, "b": np.uint8, "image": np.int32, "kpt_a": np.float32, "kpt_b": np.float32}
+    shapes = {"a": (0, p, p), "b": (0, p, p), "image": (0,), "kpt_a": (0, 3), "kpt_b": (0, 3), "angle": (0,)}
+    dtypes = {"a": np.uint8, "b": np.uint8, "image": np.int32, "kpt_a": np.float32, "kpt_b": np.float32,
+              "angle": np.float32}
     return {k: (np.concatenate(out[k]) if out[k] else np.zeros(shapes[k], dtypes[k])) for k in ARRAY_KEYS}
 
 
@@ -319,7 +332,7 @@ def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool
 
 def load_split(out_dir, split: str) -> Dict[str, np.ndarray]:
     """The arrays of one split (in memory): ``a``, ``b`` uint8 (N, 32, 32), ``image`` (N,),
-    ``kpt_a``, ``kpt_b`` (N, 3)."""
+    ``kpt_a``, ``kpt_b`` (N, 3), ``angle`` (N,)."""
     out_dir = Path(out_dir)
     return {k: np.load(out_dir / f"{split}_{k}.npy") for k in ARRAY_KEYS}
 

@@ -96,16 +96,26 @@ class HardNetDescriptor:
         return HardNet.output(forward_fused(x, layers or fused_layers(self.model)))
 
     @torch.no_grad()
-    def describe(self, image: np.ndarray, kpts: np.ndarray) -> np.ndarray:
-        """``image``: (H, W) float grey (full resolution); ``kpts``: (N, >=3) x, y, scale."""
+    def describe(self, image: np.ndarray, kpts: np.ndarray, orientations: Optional[np.ndarray] = None) -> np.ndarray:
+        """``image``: (H, W) float grey (full resolution); ``kpts``: (N, >=3) x, y, scale;
+        ``orientations``: optional (N,) degrees (project convention, see
+        :mod:`hardnet.orientation`): each patch is cut rotated by its keypoint's angle
+        (``None``: upright patches, the official behaviour)."""
         n = len(kpts)
         out = np.zeros((n, 128), dtype=np.float32)
         if n == 0:
             return out
         img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
         k = torch.from_numpy(np.asarray(kpts[:, :3], dtype=np.float32)).to(self.device)
+        ori = None
+        if orientations is not None:
+            if len(orientations) != n:
+                raise ValueError(f"{len(orientations)} orientations for {n} keypoints")
+            ori = torch.from_numpy(np.deg2rad(np.asarray(orientations, dtype=np.float64)).astype(np.float32)
+                                   ).to(self.device)
         layers = fused_layers(self.model) if self.fast else None
         for i in range(0, n, self.batch_size):
-            patches = extract_patches(img, k[i:i + self.batch_size], magnification=self.magnification)
+            patches = extract_patches(img, k[i:i + self.batch_size], magnification=self.magnification,
+                                      orientation=None if ori is None else ori[i:i + self.batch_size])
             out[i:i + len(patches)] = self.describe_patches(patches, layers).float().cpu().numpy()
         return out

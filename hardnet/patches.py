@@ -51,3 +51,34 @@ def extract_patches(image: torch.Tensor, kpts: torch.Tensor, patch_size: int = P
     out = F.grid_sample(img, grid.reshape(1, n * patch_size, patch_size, 2), mode="bilinear",
                         padding_mode="border", align_corners=True)
     return out.reshape(n, 1, patch_size, patch_size)
+
+
+def patch_lafs(kpts: torch.Tensor, orientation: Optional[torch.Tensor] = None,
+               magnification: float = DEFAULT_MAGNIFICATION, patch_size: int = PATCH_SIZE) -> torch.Tensor:
+    """kornia local affine frames ``(1, N, 2, 3)`` of the patches :func:`extract_patches` cuts.
+
+    Centre ``(x, y)``, rotation by ``orientation`` (radians, image coordinates; kornia's
+    ``get_laf_orientation`` of the frame is ``-orientation`` in degrees, kornia's sign
+    convention) and half-size ``magnification * scale * patch_size / 2 * P / (P - 1)``: kornia
+    samples pixel centres at ``+-(P - 1) / P`` of the frame (``align_corners=False``) where we
+    sample the ends of ``+-magnification * scale * patch_size / 2``, so that
+    ``kornia.feature.extract_patches_simple(img, lafs, P)`` gives our patches.
+    """
+    k = kpts.to(torch.float32)
+    n = k.shape[0]
+    half = magnification * k[:, 2] * patch_size / 2.0 * patch_size / (patch_size - 1)
+    a = orientation.to(k) if orientation is not None else torch.zeros(n, dtype=k.dtype, device=k.device)
+    c, s = torch.cos(a) * half, torch.sin(a) * half
+    laf = torch.stack([torch.stack([c, -s, k[:, 0]], -1), torch.stack([s, c, k[:, 1]], -1)], -2)
+    return laf[None]
+
+
+def lafs_to_keypoints(lafs: torch.Tensor, magnification: float = DEFAULT_MAGNIFICATION,
+                      patch_size: int = PATCH_SIZE) -> tuple:
+    """Inverse of :func:`patch_lafs` for similarity frames: ``(kpts (N, 3) x, y, scale,
+    orientation (N,) radians)``."""
+    a = lafs.reshape(-1, 2, 3).to(torch.float32)
+    half = torch.sqrt(torch.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]))
+    scale = half / (magnification * patch_size / 2.0 * patch_size / (patch_size - 1))
+    ori = torch.atan2(a[:, 1, 0], a[:, 0, 0])
+    return torch.stack([a[:, 0, 2], a[:, 1, 2], scale], 1), ori

@@ -12,6 +12,7 @@ import torch
 from kpcore.files import atomic_write_bytes
 
 from .model import HardNet
+from .orientation import OriNet
 
 FORMAT_NAME = "hardnet-pytorch"
 FORMAT_VERSION = 1
@@ -66,3 +67,49 @@ def save_hardnet(path: os.PathLike | str, model: HardNet, metadata: Optional[Dic
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+ORINET_FORMAT = "orinet-pytorch"
+
+
+def save_orinet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
+                extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write :class:`hardnet.orientation.OriNet` weights (with its width), atomically."""
+    obj = {"format": ORINET_FORMAT, "format_version": FORMAT_VERSION,
+           "config": {"width": model.width, "c4": model.c4},
+           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+           "metadata": dict(metadata or {}), "extra": dict(extra or {})}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
+    """``(eval-mode OriNet, metadata, extra)`` from a file written by :func:`save_orinet`."""
+    p = Path(path)
+    if not p.is_file():
+        raise HardNetWeightsError(f"orientation network weights not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HardNetWeightsError(f"{p}: cannot read as a torch file ({msg}); expected an orientation "
+                                  "network written by train_orientation.py (pretrained_nets/orinet.pt)") from None
+    if not isinstance(obj, Mapping) or obj.get("format") != ORINET_FORMAT:
+        raise HardNetWeightsError(f"{p}: not an orientation network file (format "
+                                  f"{obj.get('format') if isinstance(obj, Mapping) else type(obj).__name__!r}); "
+                                  "expected one written by train_orientation.py (pretrained_nets/orinet.pt)")
+    model = OriNet(**obj.get("config", {}))
+    try:
+        model.load_state_dict(dict(obj["state_dict"]), strict=True)
+    except RuntimeError as e:
+        raise HardNetWeightsError(f"{p}: weights do not fit OriNet ({str(e).splitlines()[0]})") from None
+    meta = dict(obj.get("metadata", {}))
+    meta["path"] = str(p)
+    return model.to(device).eval(), meta, dict(obj.get("extra", {}))
+
+
+def load_orinet(path: os.PathLike | str, device: str | torch.device = "cpu"):
+    """``(eval-mode OriNet, metadata)`` from a file written by :func:`save_orinet`."""
+    model, meta, _ = load_orinet_checkpoint(path, device)
+    return model, meta

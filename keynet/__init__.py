@@ -11,13 +11,14 @@ from kpcore.images import ImageReadError
 
 from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
 from .engine import EngineConfig, KeyNetEngine
-from .extract import Extractor, extract, load_descriptor, load_detector, run_extraction
+from .extract import Extractor, Features, extract, load_descriptor, load_detector, load_orientation, run_extraction
 from .model import KeyNet, KeyNetConfig
 from .weights import WeightsError, load_keynet, save_checkpoint
 
 __all__ = [
     "DetectorSettings", "EngineConfig", "Extractor", "KeyNetEngine", "ImageReadError", "ImageTooSmallError", "KeyNet", "KeyNetConfig",
-    "KeyNetDetector", "WeightsError", "extract", "load_descriptor", "load_detector", "load_keynet",
+    "KeyNetDetector", "WeightsError", "Features", "extract", "load_descriptor", "load_detector", "load_keynet",
+    "load_orientation",
     "run_extraction", "save_checkpoint",
 ]
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from hardnet import HardNetDescriptor, load_hardnet
+from hardnet import HardNetDescriptor, HardNetWeightsError, OrientationEstimator, load_hardnet, load_orinet
+from hardnet.patches import DEFAULT_MAGNIFICATION, patch_lafs
 from pretrained_nets import WEIGHTS_DIR
 from kpcore.files import locate_image, read_image_list
 from kpcore.images import ImageReadError
@@ -24,6 +26,7 @@ PRETRAINED_DIR = WEIGHTS_DIR
 DEFAULT_DETECTOR = PRETRAINED_DIR / "keynet.pt"
 DEFAULT_DESCRIPTOR = PRETRAINED_DIR / "hardnet.pt"
 DEFAULT_TINY = PRETRAINED_DIR / "tiny_keynet.pt"
+DEFAULT_ORIENTATION = PRETRAINED_DIR / "orinet.pt"
 
 
 def resolve_detector_weights(path_or_name: Optional[Union[str, os.PathLike]]) -> Path:
@@ -65,21 +68,77 @@ def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
     return HardNetDescriptor(model, device=device)
 
 
-class Extractor:
-    """Key.Net detector + (optional) HardNet descriptor."""
+def load_orientation(spec: Optional[Union[str, os.PathLike]] = "default",
+                     device: Optional[Union[str, torch.device]] = None) -> Optional[OrientationEstimator]:
+    """Keypoint orientation estimator: ``'default'``/``'learned'`` -> the shipped OriNet
+    (``pretrained_nets/orinet.pt``); ``'gradient'`` -> the classical dominant gradient
+    orientation; a path -> an OriNet weights file; ``None``/``'none'`` -> ``None`` (upright)."""
+    if spec is None or str(spec).lower() == "none":
+        return None
+    if str(spec) == "gradient":
+        return OrientationEstimator("gradient", device=device)
+    path = DEFAULT_ORIENTATION if str(spec) in ("default", "learned") else Path(spec)
+    if str(spec) in ("default", "learned") and not path.is_file():
+        raise HardNetWeightsError(f"no shipped orientation network at {path}; train one with "
+                                  "train_orientation.py, or use the classical estimator ('gradient')")
+    model, _ = load_orinet(path)
+    return OrientationEstimator("learned", model, device=device)
 
-    def __init__(self, detector: KeyNetDetector, descriptor=None) -> None:
+
+@dataclass
+class Features:
+    """The features of one image.
+
+    ``keypoints``: (N, 4) x, y, scale, score (best first; the ``.kpt.npy`` contract);
+    ``descriptors``: (N, 128) float32 or None; ``orientations``: (N,) float32 degrees in
+    [0, 360) (image coordinates, OpenCV's ``KeyPoint.angle`` convention) or None (upright).
+    """
+    keypoints: np.ndarray
+    descriptors: Optional[np.ndarray] = None
+    orientations: Optional[np.ndarray] = None
+
+    def lafs(self, magnification: float = DEFAULT_MAGNIFICATION) -> torch.Tensor:
+        """kornia local affine frames ``(1, N, 2, 3)`` of the descriptor patches
+        (``kornia.feature.extract_patches_simple`` cuts the same patches; kornia's angle is
+        the negative of ours, see :func:`hardnet.patches.patch_lafs`)."""
+        k = torch.from_numpy(np.asarray(self.keypoints[:, :3], dtype=np.float32))
+        ori = None if self.orientations is None else torch.deg2rad(torch.from_numpy(
+            np.asarray(self.orientations, dtype=np.float32)))
+        return patch_lafs(k, ori, magnification)
+
+
+class Extractor:
+    """Key.Net detector + (optional) orientation + (optional) HardNet descriptor.
+
+    ``orientation``: an :class:`hardnet.OrientationEstimator` (see :func:`load_orientation`);
+    ``None`` = upright patches (the official pipeline).
+    """
+
+    def __init__(self, detector: KeyNetDetector, descriptor=None,
+                 orientation: Optional[OrientationEstimator] = None) -> None:
         self.detector = detector
         self.descriptor = descriptor
+        self.orientation = orientation
 
-    def extract(self, image, channel_order: str = "rgb") -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """Image (path or array) -> ``(keypoints (N, 4) x, y, scale, score; descriptors (N, 128)
-        or None when no descriptor is loaded)``. ``channel_order``: of a colour array
+    def features(self, image, channel_order: str = "rgb") -> Features:
+        """Image (path or array) -> :class:`Features`. ``channel_order``: of a colour array
         (``rgb``, or ``bgr`` for one from ``cv2.imread``)."""
         img = self.detector.prepare(image, channel_order)
         kpts = self.detector.detect_prepared(img)
-        desc = self.descriptor.describe(img, kpts) if self.descriptor is not None else None
-        return kpts, desc
+        ori = self.orientation.estimate(img, kpts) if self.orientation is not None else None
+        desc = self.descriptor.describe(img, kpts, ori) if self.descriptor is not None else None
+        return Features(kpts, desc, ori)
+
+    def extract(self, image, channel_order: str = "rgb") -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Image (path or array) -> ``(keypoints (N, 4) x, y, scale, score; descriptors (N, 128)
+        or None when no descriptor is loaded)``; the orientations are in :meth:`features`."""
+        f = self.features(image, channel_order)
+        return f.keypoints, f.descriptors
+
+    def extract_with_orientation(self, image, channel_order: str = "rgb") -> Tuple[np.ndarray, ...]:
+        """``(keypoints, descriptors, orientations)`` (the list runner's three outputs)."""
+        f = self.features(image, channel_order)
+        return f.keypoints, f.descriptors, f.orientations
 
 
 @functools.lru_cache(maxsize=4)
@@ -116,12 +175,15 @@ def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str,
     when the list uses the official ``hpatches-sequences-release/<seq>/<k>.ppm`` lines (the
     leading folder is replaced by ``data_dir``; the output layout keeps the line as written).
     ``shard``: this process's share of the list (several processes, e.g. under ``torchrun``).
+    An extractor with an orientation estimator also writes ``<image path>.ori.npy``.
     """
     items = read_image_list(list_images)
     if shard is not None:
         items = shard.take(items)
     list_dir = Path(list_images).resolve().parent
-    return run_list(items, results_dir, network_version, extractor.extract,
+    oriented = extractor.orientation is not None
+    return run_list(items, results_dir, network_version,
+                    extractor.extract_with_orientation if oriented else extractor.extract,
                     lambda item: locate_image(item, list_dir, data_dir), overwrite=overwrite,
                     order_coord=order_coord, descriptors=extractor.descriptor is not None, progress=progress,
-                    bad_input=(ImageReadError, ImageTooSmallError))
+                    bad_input=(ImageReadError, ImageTooSmallError), orientations=oriented)

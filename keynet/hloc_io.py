@@ -8,7 +8,9 @@ folder (``/`` in a name makes nested groups, as in hloc), holding
 * ``descriptors``: (D, N) float32 (hloc stores descriptors transposed);
 * ``scores``: (N,) float32 detector scores;
 * ``image_size``: (2,) int ``(width, height)`` of the original image;
-* and, beyond hloc's keys (ignored by it), ``scales``: (N,) float32 Key.Net scales.
+* and, beyond hloc's keys (ignored by it), ``scales``: (N,) float32 Key.Net scales, and
+  ``orientations``: (N,) float32 degrees when the features are oriented (project convention:
+  image coordinates, OpenCV's ``KeyPoint.angle``; kornia's LAF angle is the negative).
 
 ``matches.h5``: one group per pair, named by :func:`names_to_pair` (hloc's
 ``name0.replace('/', '-') + '/' + name1.replace('/', '-')``), holding ``matches0`` (N0,)
@@ -57,11 +59,12 @@ def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
 # ----------------------------------------------------------------------------- features
 def write_features(fd: h5py.File, name: str, keypoints: np.ndarray, descriptors: Optional[np.ndarray],
                    image_size: Tuple[int, int], scores: Optional[np.ndarray] = None,
-                   scales: Optional[np.ndarray] = None) -> None:
+                   scales: Optional[np.ndarray] = None, orientations: Optional[np.ndarray] = None) -> None:
     """Write one image's features into an open ``features.h5`` (replacing any previous
     group of that name). ``keypoints``: (N, >=2) our convention (x, y first); a Key.Net
     (N, 4) array x, y, scale, score also fills ``scores`` and ``scales`` when they are not
-    given. ``descriptors``: (N, D) (stored transposed, D x N); ``image_size``: (width, height).
+    given. ``descriptors``: (N, D) (stored transposed, D x N); ``image_size``: (width, height);
+    ``orientations``: (N,) degrees, stored when given.
     The group gets the attribute ``complete`` last: a group without it (an interrupted
     write) is treated as missing by :func:`complete_names`.
     """
@@ -85,6 +88,8 @@ def write_features(fd: h5py.File, name: str, keypoints: np.ndarray, descriptors:
     g.create_dataset("scores", data=np.asarray(scores, dtype=np.float32).reshape(n))
     if scales is not None:
         g.create_dataset("scales", data=np.asarray(scales, dtype=np.float32).reshape(n))
+    if orientations is not None:
+        g.create_dataset("orientations", data=np.asarray(orientations, dtype=np.float32).reshape(n))
     g.create_dataset("image_size", data=np.asarray(image_size, dtype=np.int64).reshape(2))
     g.attrs[COMPLETE_ATTR] = 1
     fd.attrs["keypoint_convention"] = CONVENTION_NOTE
@@ -93,7 +98,7 @@ def write_features(fd: h5py.File, name: str, keypoints: np.ndarray, descriptors:
 def read_features(path_or_file: Union[PathLike, h5py.File], name: str) -> Dict[str, np.ndarray]:
     """One image's features: ``keypoints`` (N, 2) float64 (our/hloc convention),
     ``descriptors`` (N, D) float32 (transposed back) or absent, ``scores`` (N,),
-    ``scales`` (N,) when stored, ``image_size`` (width, height)."""
+    ``scales`` and ``orientations`` (N,) when stored, ``image_size`` (width, height)."""
     if isinstance(path_or_file, h5py.File):
         return _read_features(path_or_file, name)
     with h5py.File(str(path_or_file), "r") as fd:
@@ -108,8 +113,9 @@ def _read_features(fd: h5py.File, name: str) -> Dict[str, np.ndarray]:
            "image_size": g["image_size"][()]}
     if "descriptors" in g:
         out["descriptors"] = np.ascontiguousarray(g["descriptors"][()].T)
-    if "scales" in g:
-        out["scales"] = g["scales"][()]
+    for key in ("scales", "orientations"):
+        if key in g:
+            out[key] = g[key][()]
     return out
 
 

@@ -52,7 +52,7 @@ from kpcore.cli import str2bool
 from kpcore.images import read_image_grey
 
 from . import hloc_io
-from .extract import Extractor, load_descriptor, load_detector
+from .extract import Extractor, load_descriptor, load_detector, load_orientation
 from .pairs import Pair
 from .subpixel import SubpixelKeyNetDetector
 
@@ -155,11 +155,15 @@ class FeatureConfig:
     features are computed at (larger images are downscaled with area averaging and the
     keypoints mapped back to full resolution; 0 = never downscale); ``nms_size``: the
     detector's NMS window; ``subpixel``: :class:`keynet.subpixel.SubpixelKeyNetDetector`
-    (sub-pixel maxima, exact level mapping); ``device``: torch device (auto when ``None``).
+    (sub-pixel maxima, exact level mapping); ``orientation``: ``'none'`` (upright patches),
+    ``'learned'`` (shipped OriNet), ``'gradient'`` or an OriNet weights file: patches are cut
+    rotated by each keypoint's orientation, stored as ``orientations`` in ``features.h5``;
+    ``device``: torch device (auto when ``None``).
     """
 
     detector: str = "default"
     descriptor: str = "default"
+    orientation: str = "none"
     num_points: int = 8000
     max_image_size: int = 1600
     nms_size: int = 15
@@ -169,8 +173,8 @@ class FeatureConfig:
     def fingerprint(self) -> str:
         d = asdict(self)
         d.pop("device")
-        for k in ("detector", "descriptor"):
-            if d[k] not in ("default", "none"):
+        for k in ("detector", "descriptor", "orientation"):
+            if d[k] not in ("default", "none", "learned", "gradient"):
                 d[k] = str(Path(d[k]).resolve())
         return json.dumps(d, sort_keys=True)
 
@@ -184,7 +188,7 @@ def build_extractor(cfg: FeatureConfig) -> Extractor:
     if desc is None:
         raise MatchingError(f"no HardNet weights ({cfg.descriptor!r}): matching needs descriptors; "
                             "pass a HardNet weights file")
-    return Extractor(det, desc)
+    return Extractor(det, desc, load_orientation(cfg.orientation, device=cfg.device))
 
 
 def read_for_extraction(path: PathLike, max_image_size: int) -> Tuple[np.ndarray, Tuple[float, float], Tuple[int, int]]:
@@ -202,17 +206,19 @@ def read_for_extraction(path: PathLike, max_image_size: int) -> Tuple[np.ndarray
 
 
 def extract_image(extractor: Extractor, path: PathLike, max_image_size: int
-                  ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
+                  ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Optional[np.ndarray]]:
     """Keypoints (N, 4) x, y, scale, score in full-resolution pixels (integer pixel
-    centres), descriptors (N, D) and the (width, height) of one image file."""
+    centres), descriptors (N, D), the (width, height) of one image file and the keypoint
+    orientations (N,) in degrees (None for upright features)."""
     img, (sx, sy), size = read_for_extraction(path, max_image_size)
-    kpts, desc = extractor.extract(img)
+    f = extractor.features(img)
+    kpts, desc = f.keypoints, f.descriptors
     kpts = np.array(kpts, dtype=np.float64, copy=True)
     if (sx, sy) != (1.0, 1.0):
         kpts[:, 0] = (kpts[:, 0] + 0.5) * sx - 0.5
         kpts[:, 1] = (kpts[:, 1] + 0.5) * sy - 0.5
         kpts[:, 2] *= 0.5 * (sx + sy)
-    return kpts, desc, size
+    return kpts, desc, size, f.orientations
 
 
 @dataclass
@@ -249,8 +255,8 @@ def extract_features(image_dir: PathLike, names: Sequence[str], features_path: P
             extractor = build_extractor(cfg)
         bar = tqdm(todo, desc="features", unit="img", disable=not progress or not todo)
         for name in bar:
-            kpts, desc, size = extract_image(extractor, Path(image_dir) / name, cfg.max_image_size)
-            hloc_io.write_features(fd, name, kpts, desc, size)
+            kpts, desc, size, ori = extract_image(extractor, Path(image_dir) / name, cfg.max_image_size)
+            hloc_io.write_features(fd, name, kpts, desc, size, orientations=ori)
             fd.flush()
             summary.done.append(name)
             bar.set_postfix(points=len(kpts))
@@ -330,8 +336,8 @@ def match_images(image0: PathLike, image1: PathLike, extractor: Optional[Extract
     'size0', 'size1' (width, height)}`` (the Python API behind ``match_demo.py``)."""
     fcfg = feature_config or FeatureConfig()
     ex = extractor or build_extractor(fcfg)
-    k0, d0, s0 = extract_image(ex, image0, fcfg.max_image_size)
-    k1, d1, s1 = extract_image(ex, image1, fcfg.max_image_size)
+    k0, d0, s0, _ = extract_image(ex, image0, fcfg.max_image_size)
+    k1, d1, s1, _ = extract_image(ex, image1, fcfg.max_image_size)
     m, sc = match_descriptors(d0, d1, matcher, k0, k1, (s0[1], s0[0]), (s1[1], s1[0]))
     return {"kpts0": k0, "kpts1": k1, "matches": m, "scores": sc, "size0": np.array(s0), "size1": np.array(s1)}
 
@@ -356,13 +362,18 @@ def add_feature_args(p: argparse.ArgumentParser, defaults: Optional[FeatureConfi
     g.add_argument("--nms-size", type=int, default=d.nms_size, help="non-maximum-suppression window (px)")
     g.add_argument("--subpixel", type=str2bool, default=d.subpixel, metavar="BOOL",
                    help="sub-pixel score maxima and exact pyramid-level mapping (false: the official extraction)")
+    g.add_argument("--upright", type=str2bool, default=d.orientation == "none", metavar="BOOL",
+                   help="upright descriptor patches (false: rotated by each keypoint's --orientation)")
+    g.add_argument("--orientation", default=d.orientation if d.orientation != "none" else "learned",
+                   help="orientation estimator when --upright false: 'learned' (shipped OriNet), 'gradient' "
+                        "(dominant gradient) or an OriNet weights file")
     g.add_argument("--device", default=d.device, help="torch device (default: cuda if available, else cpu)")
 
 
 def feature_config_from_args(args: argparse.Namespace) -> FeatureConfig:
     return FeatureConfig(detector=args.detector, descriptor=args.descriptor, num_points=args.num_points,
                          max_image_size=args.max_image_size, nms_size=args.nms_size, subpixel=args.subpixel,
-                         device=args.device)
+                         orientation="none" if args.upright else args.orientation, device=args.device)
 
 
 def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfig] = None) -> None:

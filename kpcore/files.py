@@ -78,6 +78,12 @@ def feature_paths(results_dir: PathLike, network_version: str, image_path: str) 
     return Path(str(base) + ".kpt.npy"), Path(str(base) + ".dsc.npy")
 
 
+def orientation_path(results_dir: PathLike, network_version: str, image_path: str) -> Path:
+    """``<results>/<version>/<image path>.ori.npy``: the keypoints' orientations (N float32
+    degrees), next to :func:`feature_paths` (written only for oriented extraction)."""
+    return Path(str(Path(results_dir) / network_version / image_path.lstrip("/\\")) + ".ori.npy")
+
+
 def image_folders(spec) -> List[Path]:
     """The photo folders named by ``spec``: one path, several joined by ``os.pathsep``
     (``a:b`` on POSIX), or a sequence of paths."""

@@ -185,3 +185,51 @@ def points_in_mask(xy: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, np.nda
     inside = np.zeros(r.shape[0], dtype=bool)
     inside[valid] = np.asarray(mask, dtype=bool)[r[valid], c[valid]]
     return inside, ~valid
+
+
+def transfer_orientation(h: np.ndarray, xy: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+    """Orientation of each point after the homography, degrees in [0, 360).
+
+    Orientations follow the project convention (degrees in image coordinates, x right, y
+    down: OpenCV's ``KeyPoint.angle``): the direction ``(cos a, sin a)`` at ``xy`` is mapped by
+    the local affine :func:`local_affine` of ``h``.
+    """
+    jac = local_affine(h, xy)
+    a = np.deg2rad(np.asarray(angles_deg, dtype=np.float64).reshape(-1))
+    d = np.einsum("nij,nj->ni", jac, np.stack([np.cos(a), np.sin(a)], 1))
+    return np.mod(np.rad2deg(np.arctan2(d[:, 1], d[:, 0])), 360.0)
+
+
+def angle_difference(a_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
+    """Absolute difference of two angles in degrees, in [0, 180]."""
+    d = np.mod(np.asarray(a_deg, dtype=np.float64) - np.asarray(b_deg, dtype=np.float64), 360.0)
+    return np.minimum(d, 360.0 - d)
+
+
+def rotation_homography(shape: Tuple[int, int], angle_deg: float) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """Rotation of an image of ``shape`` (h, w) about its centre by ``angle_deg``
+    (counter-clockwise on screen, as ``cv2.getRotationMatrix2D``) onto a canvas expanded so
+    that nothing is cropped.
+
+    Returns ``(H, (h', w'))``: ``H`` maps pixel coordinates of the original to the rotated
+    canvas (``cv2.warpPerspective(img, H, (w', h'))`` renders it). Multiples of 90 degrees
+    use exact 0/1 entries, so they are pixel permutations.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    a = float(angle_deg) % 360.0
+    if a % 90.0 == 0.0:
+        c, s = [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][int(a // 90)]
+    else:
+        c, s = float(np.cos(np.deg2rad(a))), float(np.sin(np.deg2rad(a)))
+    # counter-clockwise on screen with y pointing down: x' = c x + s y, y' = -s x + c y
+    rot = np.array([[c, s], [-s, c]])
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    rc = (corners - centre) @ rot.T
+    new_w = int(round(rc[:, 0].max() - rc[:, 0].min())) + 1
+    new_h = int(round(rc[:, 1].max() - rc[:, 1].min())) + 1
+    new_centre = np.array([(new_w - 1) / 2.0, (new_h - 1) / 2.0])
+    out = np.eye(3)
+    out[:2, :2] = rot
+    out[:2, 2] = new_centre - rot @ centre
+    return out, (new_h, new_w)

@@ -15,12 +15,13 @@ import torch
 import torch.distributed
 from tqdm import tqdm
 
-from .files import atomic_save_npy, feature_paths
+from .files import atomic_save_npy, feature_paths, orientation_path
 from .images import ImageReadError
 
 PathLike = Union[str, os.PathLike]
-#: ``image path -> (keypoints (N, 4) x, y, scale, score; descriptors (N, D) or None)``
-ExtractFn = Callable[[Path], Tuple[np.ndarray, Optional[np.ndarray]]]
+#: ``image path -> (keypoints (N, 4) x, y, scale, score; descriptors (N, D) or None)``, or a
+#: third item: orientations (N,) in degrees (written as ``.ori.npy``) or None
+ExtractFn = Callable[[Path], Tuple[np.ndarray, ...]]
 
 
 @dataclass
@@ -46,6 +47,7 @@ class RunSummary:
 def run_list(items: Sequence[str], results_dir: PathLike, name: str, extract: ExtractFn,
              locate: Callable[[str], Path], overwrite: bool = False, order_coord: str = "xysr",
              descriptors: bool = True, skip_missing: bool = False, progress: bool = True,
+             orientations: bool = False,
              bad_input: Tuple[Type[BaseException], ...] = (ImageReadError,)) -> RunSummary:
     """Extract every line of ``items`` (``locate`` maps a line to its image file).
 
@@ -54,6 +56,9 @@ def run_list(items: Sequence[str], results_dir: PathLike, name: str, extract: Ex
     unreadable one (``bad_input`` exceptions): the failure is recorded with its reason
     and the next image processed. Keypoints are written last (the descriptor file of an
     image is never newer than a complete keypoint file); a stale descriptor file is removed
+    when the extractor gives none. With ``orientations`` the extractor returns a third item,
+    the keypoint orientations, written to ``<line>.ori.npy`` (N float32 degrees, same order
+    as the keypoints) and required for an image to count as done; a stale one is removed
     when the extractor gives none.
     """
     if order_coord not in ("xysr", "yxsr"):
@@ -63,7 +68,9 @@ def run_list(items: Sequence[str], results_dir: PathLike, name: str, extract: Ex
     bar = tqdm(items, desc=f"extract {name}", unit="img", disable=not progress)
     for item in bar:
         kpt_path, dsc_path = feature_paths(results_dir, name, item)
-        if not overwrite and kpt_path.exists() and (dsc_path.exists() or not descriptors):
+        ori_path = orientation_path(results_dir, name, item)
+        if (not overwrite and kpt_path.exists() and (dsc_path.exists() or not descriptors)
+                and (ori_path.exists() or not orientations)):
             summary.skipped.append(item)
             continue
         path = locate(item)
@@ -71,12 +78,18 @@ def run_list(items: Sequence[str], results_dir: PathLike, name: str, extract: Ex
             summary.missing.append(item)
             continue
         try:
-            kpts, desc = extract(path)
+            res = extract(path)
         except bad_input as e:
             summary.failed.append((item, str(e)))
             bar.write(f"[ERROR] {e}")
             continue
+        kpts, desc = res[0], res[1]
+        ori = res[2] if len(res) > 2 else None
         out = kpts if order_coord == "xysr" else kpts[:, [1, 0, 2, 3]]
+        if ori is not None:
+            atomic_save_npy(ori_path, np.asarray(ori, dtype=np.float32))
+        elif ori_path.exists():
+            ori_path.unlink()
         if desc is not None:
             atomic_save_npy(dsc_path, desc)
         elif dsc_path.exists():

@@ -356,7 +356,11 @@ def fit(task: Task, loop: LoopConfig, out_dir: os.PathLike | str, resume: Option
             gens = extra["loss_generator"]
             loss_gen.set_state(gens[dist.rank if dist.rank < len(gens) else 0])
             torch.set_rng_state(extra["torch_rng"])
-            state.update(json.loads(extra["train_state"]))
+            saved = json.loads(extra["train_state"])
+            for legacy, key in (("best_rep", "best"), ("pairs_seen", "samples_seen")):  # Key.Net loop before fit()
+                if legacy in saved and key not in saved:
+                    saved[key] = saved.pop(legacy)
+            state.update(saved)
             if dist.main:
                 log.info("resumed from %s at epoch %d (step %d)", start, state["epoch"], state["global_step"])
         ddp_model: nn.Module = model

@@ -23,7 +23,7 @@ from kpcore.cli import add_bool_flag
 from kpcore.runner import Shard, gather_summaries
 from test_im import IMAGE_LIST
 
-from ..extract import Extractor, load_descriptor, load_detector, run_extraction
+from ..extract import Extractor, load_descriptor, load_detector, load_orientation, run_extraction
 from ..weights import WeightsError
 
 
@@ -45,6 +45,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-desc-dir", "--pytorch-hardnet-dir", dest="checkpoint_desc_dir", default="default",
                    help="HardNet weights (project format or the official HardNet++.pth layout); "
                         "'default' = pretrained_nets/hardnet.pt if present; 'none' = keypoints only.")
+    add_bool_flag(p, "--upright", True,
+                  "Upright descriptor patches (the official pipeline). false: estimate each keypoint's "
+                  "orientation (--orientation), cut its patch rotated by it and write <image>.ori.npy "
+                  "(N float32 degrees, OpenCV's KeyPoint.angle convention); .kpt.npy stays N x 4")
+    p.add_argument("--orientation", default="learned",
+                   help="Orientation estimator when --upright false: 'learned' (the shipped OriNet, "
+                        "pretrained_nets/orinet.pt), 'gradient' (classical dominant gradient, SIFT's rule) "
+                        "or an OriNet weights file from train_orientation.py.")
     add_bool_flag(p, "--extract-MS", True, "Multi-scale extraction (off: single scale, original image only)")
     p.add_argument("--num-points", type=int, default=1500, help="Number of keypoints per image.")
     p.add_argument("--pyramid-levels", "--pyramid_levels", dest="pyramid_levels", type=int, default=5,
@@ -73,6 +81,7 @@ def main(argv=None) -> int:
                                    scale_factor_levels=args.scale_factor_levels, nms_size=args.nms_size,
                                    border_size=args.border_size, multi_scale=args.extract_MS)
         desc = load_descriptor(args.checkpoint_desc_dir, device=args.device)
+        ori = None if args.upright else load_orientation(args.orientation, device=args.device)
     except (WeightsError, HardNetWeightsError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
@@ -85,7 +94,7 @@ def main(argv=None) -> int:
     say(f"Extract features for: {args.network_version} (device {det.device}{procs})")
     try:
         summary = run_extraction(args.list_images, args.results_dir, args.network_version,
-                                 Extractor(det, desc), overwrite=args.overwrite, order_coord=args.order_coord,
+                                 Extractor(det, desc, ori), overwrite=args.overwrite, order_coord=args.order_coord,
                                  progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard)
     except (FileNotFoundError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
@@ -95,7 +104,8 @@ def main(argv=None) -> int:
     say(f"Done in {summary.seconds:.1f} s: {len(summary.written)} written, {len(summary.skipped)} skipped "
         f"(already there; --overwrite to redo), {len(summary.failed)} failed. Outputs under {out}/")
     for item in summary.written[:5]:
-        say(f"  wrote {out / item}.kpt.npy" + ("" if desc is None else " and .dsc.npy"))
+        say(f"  wrote {out / item}.kpt.npy" + ("" if desc is None else " and .dsc.npy")
+            + ("" if ori is None else " and .ori.npy"))
     if len(summary.written) > 5:
         say(f"  ... and {len(summary.written) - 5} more")
     if shard.main:

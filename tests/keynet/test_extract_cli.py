@@ -233,3 +233,59 @@ def test_torchrun_two_processes_share_the_list_and_resume(tmp_path):
     assert all((tmp_path / "o" / "KeyNet_default" / f"{n}.kpt.npy").is_file() for n in names)
     r = _torchrun(args, tmp_path)
     assert r.returncode == 0 and "0 written, 5 skipped" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
+
+
+def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
+    """--upright false: .kpt.npy stays N x 4, the angles go to .ori.npy and equal the API's,
+    the descriptors are those of rotated patches, and hloc files / LAFs carry the same angles."""
+    from hardnet import OrientationEstimator, OriNet, save_orinet
+    from kpcore.files import orientation_path
+    from keynet import hloc_io
+
+    torch.manual_seed(0)
+    save_hardnet(tmp_path / "hn.pt", HardNet(), {"note": "random init, test only"})
+    save_orinet(tmp_path / "ori.pt", OriNet(), {"note": "random init, test only"})
+    lst = images / "list.txt"
+    lst.write_text("grey.png\n")
+    out = tmp_path / "out"
+    common = ["--list-images", lst, "--results-dir", out, "--network-version", "v", "--checkpoint-det-dir",
+              tf_weights, "--checkpoint-desc-dir", tmp_path / "hn.pt", *FAST]
+    r = run(*common, "--upright", "false", "--orientation", tmp_path / "ori.pt")
+    assert r.returncode == 0, r.stderr
+    kp_path, ds_path = feature_paths(out, "v", "grey.png")
+    kp, ds, ori = np.load(kp_path), np.load(ds_path), np.load(orientation_path(out, "v", "grey.png"))
+    assert kp.shape[1] == 4 and ori.shape == (len(kp),) and ori.dtype == np.float32
+    det = keynet.load_detector(tf_weights, num_points=100, pyramid_levels=1, upsampled_levels=0, device="cpu")
+    desc = keynet.load_descriptor(tmp_path / "hn.pt", device="cpu")
+    est = keynet.load_orientation(tmp_path / "ori.pt", device="cpu")
+    f = keynet.Extractor(det, desc, est).features(str(images / "grey.png"))
+    np.testing.assert_allclose(kp, f.keypoints)
+    np.testing.assert_allclose(ori, f.orientations, atol=1e-4)
+    np.testing.assert_allclose(ds, f.descriptors, atol=1e-5)
+    upright = keynet.Extractor(det, desc).features(str(images / "grey.png"))
+    assert upright.orientations is None and np.abs(upright.descriptors - f.descriptors).max() > 0.05
+    # LAFs: kornia's angle is the negative of ours; back to the same keypoints and angles
+    from kornia.feature import get_laf_orientation
+    from hardnet.patches import lafs_to_keypoints
+
+    lafs = f.lafs()
+    kornia_deg = get_laf_orientation(lafs).flatten().numpy()
+    assert np.abs(((kornia_deg + ori + 180.0) % 360.0) - 180.0).max() < 1e-3
+    k3, o3 = lafs_to_keypoints(lafs)
+    np.testing.assert_allclose(k3.numpy(), kp[:, :3], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.rad2deg(o3.numpy()) % 360.0, ori, atol=1e-3)
+    # hloc features.h5
+    with hloc_io.open_h5(tmp_path / "f.h5", "a") as fd:
+        hloc_io.write_features(fd, "grey.png", kp, ds, (180, 160), orientations=ori)
+    back = hloc_io.read_features(tmp_path / "f.h5", "grey.png")
+    np.testing.assert_array_equal(back["orientations"], ori)
+    # an upright re-run removes the stale angles; an oriented run needs its .ori.npy to skip
+    r = run(*common, "--overwrite")
+    assert r.returncode == 0 and not orientation_path(out, "v", "grey.png").exists()
+    r = run(*common, "--upright", "false", "--orientation", "gradient")
+    assert r.returncode == 0 and "1 written" in r.stdout
+    grad = np.load(orientation_path(out, "v", "grey.png"))
+    np.testing.assert_allclose(grad, OrientationEstimator("gradient", device="cpu").estimate(
+        det.prepare(str(images / "grey.png")), kp), atol=1e-3)
+    r = run(*common, "--upright", "false", "--orientation", tmp_path / "missing.pt")
+    assert r.returncode == 2 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
