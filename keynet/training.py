@@ -32,8 +32,10 @@ from kpcore.geometry import common_region_masks, warp_points
 from kpcore.training import LoopConfig, Task, TrainingDiverged, fit
 
 from . import data as kdata
+from .benchmark.evaluate import BenchConfig, evaluate_pair
+from .benchmark.hsequences import ImagePair
 from .benchmark.repeatability import compute_repeatability
-from .detection import nms_top_points
+from .detection import DetectorSettings, KeyNetDetector, nms_top_points
 from .engine import KeyNetEngine
 from .loss import MSIPConfig, msip_loss
 from .model import KeyNet, KeyNetConfig
@@ -59,6 +61,13 @@ class ValConfig:
     overlap: float = field(default=0.6, metadata={"flags": ("--overlap",), "help": "IoU for a repeated point"})
     relu: bool = field(default=False, metadata={"flags": ("--val-relu",),
                                                 "help": "score the ReLU of the output (the reproduction)"})
+    protocol: str = field(default="official", metadata={
+        "flags": ("--val-protocol",), "choices": ("official", "benchmark"),
+        "help": "official: the TF check_val_rep (top --num-points of one scale); benchmark: the multi-scale "
+                "detector and the HSequences pair evaluation on the validation pairs (validate_benchmark)"})
+    top_k: int = field(default=250, metadata={
+        "flags": ("--val-top-k",), "help": "benchmark protocol: points per view (the official 1000 per "
+                                           "HPatches image, scaled to the area of a 384 px view)"})
 
 
 def _keynet_loop() -> LoopConfig:
@@ -158,6 +167,33 @@ def validate(model: nn.Module, dataset, device: torch.device, nms_size: int = 15
             "rep_multi_scale": float(np.mean(reps_m)) if reps_m else 0.0, "num_pairs": len(reps_s)}
 
 
+def validate_benchmark(model: nn.Module, dataset, device: torch.device, top_k: int = 250, max_pairs: int = 0,
+                       progress: bool = False) -> Dict[str, float]:
+    """The test protocol on the validation pairs (mean over pairs, percent): both views
+    through the multi-scale detector (the official extraction settings, ``1.5 * top_k``
+    points), then the HSequences pair evaluation (:func:`keynet.benchmark.evaluate.evaluate_pair`:
+    common region, the ``top_k`` best, circle-overlap repeatability at IoU 0.6). Metric
+    keys: ``bench_rep`` (single scale) and ``bench_rep_multi``."""
+    was_training = model.training
+    model.eval()
+    det = KeyNetDetector(model, DetectorSettings(num_points=int(round(1.5 * top_k))), device=device)
+    cfg = BenchConfig(top_k=top_k)
+    n = len(dataset) if not max_pairs else min(max_pairs, len(dataset))
+    single, multi = [], []
+    for i in tqdm(range(n), desc="validation (benchmark protocol)", leave=False, disable=not progress):
+        src, dst, h_s2d, h_d2s = dataset[i]
+        ks = det.detect(src[0].numpy())
+        kd = det.detect(dst[0].numpy())
+        pair = ImagePair("val", i, tuple(src.shape[-2:]), tuple(dst.shape[-2:]), h_s2d.double().numpy(),
+                         h_d2s.double().numpy())
+        rec = evaluate_pair(ks, kd, pair, cfg)
+        single.append(float(rec["rep_single_scale"]))
+        multi.append(float(rec["rep_multi_scale"]))
+    model.train(was_training)
+    return {"bench_rep": float(np.mean(single)) if single else 0.0,
+            "bench_rep_multi": float(np.mean(multi)) if multi else 0.0, "num_pairs": len(single)}
+
+
 # --------------------------------------------------------------------------- the task
 class KeyNetTask(Task):
     """Key.Net on synthetic pairs with M-SIP, for :func:`kpcore.training.fit`."""
@@ -167,6 +203,8 @@ class KeyNetTask(Task):
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        if cfg.val.protocol == "benchmark":
+            self.metric = "bench_rep"
         self.train_set: Optional[kdata.PairDataset] = None
         self.val_set: Optional[kdata.PairDataset] = None
 
@@ -205,6 +243,8 @@ class KeyNetTask(Task):
 
     def validate(self, model: nn.Module, device: torch.device, progress: bool) -> Dict[str, float]:
         v = self.cfg.val
+        if v.protocol == "benchmark":
+            return validate_benchmark(model, self.val_set, device, v.top_k, v.pairs, progress=progress)
         return validate(model, self.val_set, device, v.nms_size, v.num_points, v.overlap, v.relu, v.batch, v.pairs,
                         progress=progress)
 

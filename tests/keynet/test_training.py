@@ -205,3 +205,26 @@ def test_train_cli_options_generated_from_the_configs(tmp_path):
     assert cli.parse_config(["--data-dir", "a", "--model-preset", "tiny", "--num-filters", "2"]).model.num_filters == 2
     assert cli.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()  # a user error leaves no empty run folder
+
+
+def test_benchmark_protocol_validation(reference_dir):
+    """validate_benchmark = the multi-scale detector + the HSequences pair evaluation on the
+    validation pairs: identical views 100%; a view shifted by 24 px with its homography ~100%,
+    and far lower with the identity in its place."""
+    from keynet.weights import load_keynet
+    from test_im import IMAGE_LIST
+
+    model, _ = load_keynet(reference_dir / "keynet_tf_official.npz")
+    cam = cv2.imread(str(IMAGE_LIST.parent / "test_im.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    src = torch.from_numpy(cam[100:260, 150:310] / 255.0)[None]
+    dst = torch.from_numpy(cam[100:260, 174:334] / 255.0)[None]  # content moved 24 px left
+    eye = torch.eye(3)
+    s2d = torch.tensor([[1.0, 0, -24], [0, 1, 0], [0, 0, 1]])
+    cpu = torch.device("cpu")
+    same = kt.validate_benchmark(model, _Pairs([(src, src.clone(), eye, eye)]), cpu, top_k=40)
+    assert same["bench_rep"] == pytest.approx(100.0) and same["num_pairs"] == 1
+    moved = kt.validate_benchmark(model, _Pairs([(src, dst, s2d, torch.linalg.inv(s2d))]), cpu, top_k=40)
+    wrong = kt.validate_benchmark(model, _Pairs([(src, dst, eye, eye)]), cpu, top_k=40)
+    assert moved["bench_rep"] > 80.0 and wrong["bench_rep"] < moved["bench_rep"] - 30.0
+    task = kt.KeyNetTask(dataclasses.replace(kt.TrainConfig(), val=kt.ValConfig(protocol="benchmark")))
+    assert task.metric == "bench_rep" and kt.KeyNetTask(kt.TrainConfig()).metric == "rep_single_scale"
