@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from hardnet import HardNetDescriptor, HardNetWeightsError, OrientationEstimator, load_hardnet, load_orinet
 from hardnet.patches import DEFAULT_MAGNIFICATION, patch_lafs
@@ -18,6 +20,7 @@ from kpcore.files import locate_image, read_image_list
 from kpcore.images import ImageReadError
 from kpcore.runner import RunSummary, Shard, run_list
 
+from . import hloc_io
 from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
 from .engine import EngineConfig
 from .weights import WeightsError, load_keynet
@@ -96,6 +99,8 @@ class Features:
     keypoints: np.ndarray
     descriptors: Optional[np.ndarray] = None
     orientations: Optional[np.ndarray] = None
+    #: (width, height) of the image
+    image_size: Optional[Tuple[int, int]] = None
 
     def lafs(self, magnification: float = DEFAULT_MAGNIFICATION) -> torch.Tensor:
         """kornia local affine frames ``(1, N, 2, 3)`` of the descriptor patches
@@ -127,7 +132,7 @@ class Extractor:
         kpts = self.detector.detect_prepared(img)
         ori = self.orientation.estimate(img, kpts) if self.orientation is not None else None
         desc = self.descriptor.describe(img, kpts, ori) if self.descriptor is not None else None
-        return Features(kpts, desc, ori)
+        return Features(kpts, desc, ori, (int(img.shape[1]), int(img.shape[0])))
 
     def extract(self, image, channel_order: str = "rgb") -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Image (path or array) -> ``(keypoints (N, 4) x, y, scale, score; descriptors (N, 128)
@@ -187,3 +192,47 @@ def run_extraction(list_images: Union[str, os.PathLike], results_dir: Union[str,
                     lambda item: locate_image(item, list_dir, data_dir), overwrite=overwrite,
                     order_coord=order_coord, descriptors=extractor.descriptor is not None, progress=progress,
                     bad_input=(ImageReadError, ImageTooSmallError), orientations=oriented)
+
+
+def h5_output_path(results_dir: Union[str, os.PathLike], network_version: str, shard: Optional[Shard] = None) -> Path:
+    """``<results>/<version>/features.h5`` (one process) or ``features.rank<r>.h5`` (rank r of several)."""
+    name = "features.h5" if shard is None or shard.world <= 1 else f"features.rank{shard.rank}.h5"
+    return Path(results_dir) / network_version / name
+
+
+def run_extraction_h5(list_images: Union[str, os.PathLike], results_dir: Union[str, os.PathLike],
+                      network_version: str, extractor: Extractor, overwrite: bool = False, progress: bool = True,
+                      data_dir: Optional[Union[str, os.PathLike]] = None, shard: Optional[Shard] = None
+                      ) -> RunSummary:
+    """Like :func:`run_extraction`, into one HDF5 file per process in hloc's ``features.h5``
+    layout (:mod:`keynet.hloc_io`; group = the list line without a leading '/'; keypoints,
+    descriptors, scores, scales, orientations when estimated, image size) at
+    :func:`h5_output_path`. Resumable: complete groups are skipped (``overwrite`` redoes
+    them); each image's group is flushed when written, a group left incomplete by an
+    interruption is redone."""
+    items = read_image_list(list_images)
+    if shard is not None:
+        items = shard.take(items)
+    list_dir = Path(list_images).resolve().parent
+    summary = RunSummary()
+    t0 = time.time()
+    with hloc_io.open_h5(h5_output_path(results_dir, network_version, shard), "a") as fd:
+        have = set() if overwrite else set(hloc_io.complete_names(fd))
+        bar = tqdm(items, desc=f"extract {network_version}", unit="img", disable=not progress)
+        for item in bar:
+            name = item.lstrip("/\\")
+            if name in have:
+                summary.skipped.append(item)
+                continue
+            try:
+                f = extractor.features(locate_image(item, list_dir, data_dir))
+            except (ImageReadError, ImageTooSmallError) as e:
+                summary.failed.append((item, str(e)))
+                bar.write(f"[ERROR] {e}")
+                continue
+            hloc_io.write_features(fd, name, f.keypoints, f.descriptors, f.image_size, orientations=f.orientations)
+            fd.flush()
+            summary.written.append(item)
+            bar.set_postfix(points=len(f.keypoints), refresh=False)
+    summary.seconds = time.time() - t0
+    return summary

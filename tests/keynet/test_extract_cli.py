@@ -289,3 +289,31 @@ def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
         det.prepare(str(images / "grey.png")), kp), atol=1e-3)
     r = run(*common, "--upright", "false", "--orientation", tmp_path / "missing.pt")
     assert r.returncode == 2 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_h5_output_resumes_and_matches_the_npy_outputs(tf_weights, images, tmp_path):
+    """One hloc-layout HDF5 file per process instead of two .npy files per image."""
+    from keynet import hloc_io
+    from keynet.extract import h5_output_path, run_extraction_h5
+    from kpcore.runner import Shard
+
+    det = keynet.load_detector(tf_weights, num_points=60, pyramid_levels=1, upsampled_levels=0, device="cpu")
+    torch.manual_seed(0)
+    ex = keynet.Extractor(det, keynet.load_descriptor("none"))
+    lst = images / "list.txt"
+    lst.write_text("grey.png\ncolour.jpg\ncorrupt.png\n")
+    s = run_extraction_h5(lst, tmp_path / "o", "v", ex, progress=False)
+    assert sorted(s.written) == ["colour.jpg", "grey.png"] and [f for f, _ in s.failed] == ["corrupt.png"]
+    out = h5_output_path(tmp_path / "o", "v")
+    assert out.name == "features.h5"
+    f = hloc_io.read_features(out, "grey.png")
+    ref = ex.features(str(images / "grey.png"))
+    np.testing.assert_allclose(f["keypoints"], ref.keypoints[:, :2], atol=1e-4)
+    np.testing.assert_allclose(f["scales"], ref.keypoints[:, 2], rtol=1e-6)
+    assert tuple(f["image_size"]) == (180, 160) and "orientations" not in f
+    again = run_extraction_h5(lst, tmp_path / "o", "v", ex, progress=False)
+    assert sorted(again.skipped) == ["colour.jpg", "grey.png"] and not again.written
+    shard = Shard(rank=1, world=2)
+    assert h5_output_path(tmp_path / "o", "v", shard).name == "features.rank1.h5"
+    part = run_extraction_h5(lst, tmp_path / "o", "v", ex, progress=False, shard=shard)
+    assert part.written == ["colour.jpg"]
