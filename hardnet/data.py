@@ -60,7 +60,10 @@ ARRAY_KEYS = ("a", "b", "image", "kpt_a", "kpt_b", "angle")
 class PatchPairConfig:
     """Parameters of the patch-pair generator (all recorded in the manifest)."""
 
-    detector: str = field(default="dog", metadata={"choices": ("dog", "keynet"), "help": "keypoints of the pairs: OpenCV DoG, or Key.Net"})
+    detector: str = field(default="dog", metadata={
+        "flags": ("--keypoints", "--detector"), "choices": ("dog", "keynet"),
+        "help": "keypoints of the pairs: OpenCV DoG, or Key.Net with --keynet-weights (--detector: the former "
+                "name of this option)"})
     keynet_weights: str = field(default="", metadata={"help": "weights for detector='keynet'"})
     dog_size_per_scale: float = field(default=4.0, metadata={"help": 'Key.Net scale = DoG size / this'})
     min_kp_scale: float = field(default=0.7, metadata={"help": 'smallest keypoint scale kept (Key.Net units)'})

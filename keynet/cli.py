@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .commands import (baselines, bench, convert, download, extract, match, match_demo, reconstruct, train,
-                       train_hardnet)
+from .commands import (baselines, bench, bench_rotation, convert, download, extract, match, match_demo, reconstruct,
+                       train, train_hardnet, train_orientation)
 
 #: command -> (main function, one-line description, original script)
 COMMANDS: Dict[str, Tuple[Callable[[Optional[List[str]]], int], str, str]] = {
@@ -21,10 +21,14 @@ COMMANDS: Dict[str, Tuple[Callable[[Optional[List[str]]], int], str, str]] = {
     "demo": (match_demo.main, "match two images and draw the matches into a PNG", "match_demo.py"),
     "bench": (bench.main, "HSequences repeatability / matching benchmark of extracted features",
               "hsequences_bench.py"),
+    "bench-rotation": (bench_rotation.main, "rotation benchmark: methods side by side on rotated HSequences images",
+                       "benchmarks/rotation_bench.py"),
     "baselines": (baselines.main, "extract classical baselines (SIFT, ORB, ...) in the same layout",
                   "extract_baselines.py"),
     "train": (train.main, "train Key.Net on synthetic pairs from photos (M-SIP loss)", "train.py"),
     "train-hardnet": (train_hardnet.main, "train the HardNet descriptor from photos", "train_hardnet.py"),
+    "train-orientation": (train_orientation.main, "train the keypoint orientation network (OriNet) from photos",
+                          "train_orientation.py"),
     "convert": (convert.main, "convert any Key.Net weights file to the project format", "convert_weights.py"),
     "download": (download.main, "download HPatches, the published Key.Net weights or HardNet++", "-"),
 }

@@ -41,7 +41,7 @@ def resolve_detector_weights(path_or_name: Optional[Union[str, os.PathLike]]) ->
         if not DEFAULT_DETECTOR.is_file():
             raise WeightsError(
                 f"no shipped Key.Net weights at {DEFAULT_DETECTOR} yet (they are produced by train.py). "
-                "Pass a weights file with --checkpoint-det-dir, e.g. the official TF weights as .npz "
+                "Pass a weights file with --detector, e.g. the official TF weights as .npz "
                 "(keynet_tf_official.npz), the authors' keynet_pytorch.pth or a checkpoint from train.py")
         return DEFAULT_DETECTOR
     return Path(path_or_name)
@@ -129,7 +129,11 @@ class Extractor:
         """Image (path or array) -> :class:`Features`. ``channel_order``: of a colour array
         (``rgb``, or ``bgr`` for one from ``cv2.imread``)."""
         img = self.detector.prepare(image, channel_order)
-        kpts = self.detector.detect_prepared(img)
+        return self.features_at(img, self.detector.detect_prepared(img))
+
+    def features_at(self, img: np.ndarray, kpts: np.ndarray) -> Features:
+        """:class:`Features` of given keypoints ((N, >=3) x, y, scale) on an image returned by
+        ``detector.prepare``: orientation and descriptors only (no detection)."""
         ori = self.orientation.estimate(img, kpts) if self.orientation is not None else None
         desc = self.descriptor.describe(img, kpts, ori) if self.descriptor is not None else None
         return Features(kpts, desc, ori, (int(img.shape[1]), int(img.shape[0])))

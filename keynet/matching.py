@@ -48,11 +48,12 @@ import torch
 from tqdm import tqdm
 
 from hardnet.patches import DEFAULT_MAGNIFICATION, PATCH_SIZE
-from kpcore.cli import str2bool
+from kpcore.cli import add_bool_flag, add_device_arg
 from kpcore.images import read_image_grey
 
 from . import hloc_io
 from .extract import Extractor, load_descriptor, load_detector, load_orientation
+from .options import add_weights_args
 from .pairs import Pair
 from .subpixel import SubpixelKeyNetDetector
 
@@ -351,23 +352,20 @@ def add_feature_args(p: argparse.ArgumentParser, defaults: Optional[FeatureConfi
     """Options of :class:`FeatureConfig` (shared by the matching / reconstruction scripts)."""
     d = defaults or FeatureConfig()
     g = p.add_argument_group("features (Key.Net + HardNet)")
-    g.add_argument("--detector", default=d.detector,
-                   help="Key.Net weights (any supported format) or 'default' (pretrained_nets/keynet.pt)")
-    g.add_argument("--descriptor", default=d.descriptor,
-                   help="HardNet weights or 'default' (pretrained_nets/hardnet.pt)")
+    add_weights_args(g, d.detector, d.descriptor)
     g.add_argument("--num-points", type=int, default=d.num_points, help="keypoints per image")
     g.add_argument("--max-image-size", type=int, default=d.max_image_size,
                    help="longest side (px) features are computed at; larger images are downscaled and the "
                         "keypoints mapped back to full resolution; 0 = full resolution")
     g.add_argument("--nms-size", type=int, default=d.nms_size, help="non-maximum-suppression window (px)")
-    g.add_argument("--subpixel", type=str2bool, default=d.subpixel, metavar="BOOL",
-                   help="sub-pixel score maxima and exact pyramid-level mapping (false: the official extraction)")
-    g.add_argument("--upright", type=str2bool, default=d.orientation == "none", metavar="BOOL",
-                   help="upright descriptor patches (false: rotated by each keypoint's --orientation)")
+    add_bool_flag(g, "--subpixel", d.subpixel,
+                  "sub-pixel score maxima and exact pyramid-level mapping (false: the official extraction)")
+    add_bool_flag(g, "--upright", d.orientation == "none",
+                  "upright descriptor patches (false: rotated by each keypoint's --orientation)")
     g.add_argument("--orientation", default=d.orientation if d.orientation != "none" else "learned",
                    help="orientation estimator when --upright false: 'learned' (shipped OriNet), 'gradient' "
                         "(dominant gradient) or an OriNet weights file")
-    g.add_argument("--device", default=d.device, help="torch device (default: cuda if available, else cpu)")
+    add_device_arg(g, d.device or "auto")
 
 
 def feature_config_from_args(args: argparse.Namespace) -> FeatureConfig:

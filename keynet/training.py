@@ -81,9 +81,9 @@ class TrainConfig:
     """Everything a Key.Net training run needs."""
 
     data_dir: str = field(default="", metadata={
-        "nargs": "+", "required": True,
+        "flags": ("--image-dir", "--data-dir"), "nargs": "+", "required": True,
         "help": "folder(s) of photos the synthetic pairs are made from (several: their union; any folder of "
-                "photos, e.g. ImageNet)"})
+                "photos, e.g. ImageNet); --data-dir is the official TF script's name of this option"})
     dataset_dir: str = field(default="datasets/keynet_synth", metadata={
         "help": "cache of the generated pairs (.npy + manifest)"})
     out_dir: str = field(default="runs/keynet", metadata={"help": "run folder: checkpoints, history.csv, curves.png"})
@@ -218,7 +218,7 @@ class KeyNetTask(Task):
         cfg = self.cfg
         if main:
             if not cfg.data_dir:
-                raise ValueError("no photo folder given (--data-dir)")
+                raise ValueError("no photo folder given (--image-dir)")
             kdata.prepare_dataset(cfg.data_dir, cfg.dataset_dir, cfg.data, workers=cfg.gen_workers,
                                   progress=cfg.loop.progress)
         self.train_set = kdata.PairDataset(cfg.dataset_dir, "train")

@@ -1,30 +1,128 @@
-"""Shared argparse helpers for the scripts: booleans that really switch, and options
-generated from configuration dataclasses (every hyper-parameter declared once)."""
+"""Shared argparse helpers for the scripts: one way to write booleans, ``--device`` and
+help with defaults, and options generated from configuration dataclasses (every
+hyper-parameter declared once). The conventions are written down in docs/cli.md."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import sys
 import typing
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+#: Help of every ``--device`` option (inference and training alike).
+DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."
+
+_SHOWS_DEFAULT = re.compile(r"%\(default\)|\(default\b|\bdefault:|\(required\)", re.IGNORECASE)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The formatter of every command: the description keeps its layout and each option's
+    help ends with its default, unless the help already says it (``(default: ...)``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if _SHOWS_DEFAULT.search(text):
+            return text
+        if getattr(action, "required", False) and action.option_strings:
+            return text + " (required)"
+        if action.default is None and action.option_strings:
+            return text + " (default: none)"
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with the project's conventions: :class:`HelpFormatter` by
+    default, and boolean options (:func:`add_bool_flag`) that never swallow a positional
+    argument: the next word is the flag's value only when it is a boolean word, so
+    ``--average a.pt b.pt out.pt`` is ``--average true`` and three positionals, while
+    ``--average false a.pt ...`` still reads ``false``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(self._explicit_bools(args), namespace)
+
+    def _explicit_bools(self, args: List[str]) -> List[str]:
+        """``--flag WORD`` -> ``--flag=WORD`` when WORD is a boolean word, a bare ``--flag``
+        -> ``--flag=true``, for the boolean options of this parser; nothing changes for a
+        parser without positional arguments (``--flag maybe`` then says it expects a boolean)."""
+        if all(a.option_strings for a in self._actions):
+            return args
+        flags = {s for a in self._actions if a.type is str2bool and a.nargs == "?" for s in a.option_strings}
+        out: List[str] = []
+        i = 0
+        while i < len(args):
+            word = str(args[i])
+            if word == "--":
+                out += args[i:]
+                break
+            if word in flags:
+                nxt = str(args[i + 1]) if i + 1 < len(args) else None
+                if nxt is not None and nxt.strip().lower() in _BOOL_WORDS:
+                    out.append(f"{word}={nxt}")
+                    i += 2
+                    continue
+                out.append(f"{word}=true")
+            else:
+                out.append(args[i])
+            i += 1
+        return out
+
+
+_TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
+_FALSE_WORDS = ("0", "false", "f", "no", "n", "off")
+_BOOL_WORDS = _TRUE_WORDS + _FALSE_WORDS
 
 
 def str2bool(v: str) -> bool:
     """Parse 'true/false/1/0/yes/no' (the original ``type=bool`` turned 'False' into True)."""
     s = str(v).strip().lower()
-    if s in ("1", "true", "t", "yes", "y", "on"):
+    if s in _TRUE_WORDS:
         return True
-    if s in ("0", "false", "f", "no", "n", "off"):
+    if s in _FALSE_WORDS:
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {v!r}")
 
 
-def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
-    """``--name`` / ``--no-name`` switches; ``--name false`` is also accepted (original style)."""
-    dest = name.lstrip("-").replace("-", "_")
-    parser.add_argument(name, dest=dest, nargs="?", const=True, default=default, type=str2bool,
-                        help=f"{help} (default: {default}; '--{name.lstrip('-')} false' or "
-                             f"'--no-{name.lstrip('-')}' turns it off)")
-    parser.add_argument("--no-" + name.lstrip("-"), dest=dest, action="store_false", help=argparse.SUPPRESS)
+def _bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _add_bool(target: Any, flags: Sequence[str], dest: str, default: bool, help: str) -> None:
+    """The one boolean convention: ``--flag`` (true), ``--flag true|false`` and ``--no-flag``
+    (false), for every long option string of ``flags`` (the first is the canonical name)."""
+    longs = [f for f in flags if f.startswith("--")]
+    first = longs[0].lstrip("-")
+    switch = f"--no-{first} = false" if default else f"--{first} = true"
+    text = f"{help} (default: {_bool_text(default)}; {switch})".replace("%", "%%").strip()
+    target.add_argument(*flags, dest=dest, nargs="?", const=True, default=default, type=str2bool, metavar="BOOL",
+                        help=text)
+    target.add_argument(*("--no-" + f[2:] for f in longs), dest=dest, action="store_false", default=default,
+                        help=argparse.SUPPRESS)
+
+
+def add_bool_flag(parser: Any, name: str, default: bool, help: str, *aliases: str) -> None:
+    """A boolean option: ``--name`` / ``--name true|false`` / ``--no-name`` (``aliases``: other
+    option strings of the same switch, each with its ``--no-`` form). ``parser``: an
+    ``ArgumentParser`` or an argument group."""
+    _add_bool(parser, (name, *aliases), name.lstrip("-").replace("-", "_"), default, help)
+
+
+def add_device_arg(parser: Any, default: str = "auto", help: str = DEVICE_HELP) -> None:
+    """``--device``: ``auto`` (parsed as ``None``: CUDA when available, else CPU) or a torch
+    device name."""
+    parser.add_argument("--device", type=device_arg, default=default, help=help)
+
+
+def device_arg(v: str) -> Optional[str]:
+    """``--device`` value: ``auto`` (or empty) -> ``None``, the loaders' automatic choice (as
+    ``--device auto`` of the training commands); anything else is passed to torch as written."""
+    s = str(v).strip()
+    return None if s.lower() in ("", "auto") else s
 
 
 # --------------------------------------------------------------------------- dataclass flags
@@ -66,10 +164,11 @@ def add_config_args(parser: argparse.ArgumentParser, config: Any, prefix: str = 
     """Add one option per field of the dataclass instance ``config`` (recursively for fields
     that are dataclasses, each in its own argument group), its current values as defaults.
 
-    Field metadata: ``flags`` (option strings; default ``--field-name``), ``help``,
-    ``choices``, ``nargs``, ``required``, ``cli=False`` (not an option), ``group`` (title of
-    a nested dataclass's group). Destinations are dotted paths (``model.num_filters``);
-    :func:`config_from_args` builds the configuration back.
+    Field metadata: ``flags`` (option strings, the first the canonical name; default
+    ``--field-name``), ``help``, ``choices``, ``nargs``, ``required``, ``cli=False`` (not an
+    option), ``group`` (title of a nested dataclass's group). Destinations are dotted paths (``model.num_filters``);
+    :func:`config_from_args` builds the configuration back. Boolean fields follow
+    :func:`add_bool_flag` (``--flag``, ``--flag true|false``, ``--no-flag``).
     """
     hints = typing.get_type_hints(type(config))
     target = group if group is not None else parser
@@ -84,6 +183,10 @@ def add_config_args(parser: argparse.ArgumentParser, config: Any, prefix: str = 
             doc = (type(value).__doc__ or "").strip().splitlines()
             add_config_args(parser, value, dest + ".", parser.add_argument_group(title, doc[0] if doc else None))
             continue
+        flags = meta.get("flags", ("--" + f.name.replace("_", "-"),))
+        if hints[f.name] is bool and "nargs" not in meta and "choices" not in meta:
+            _add_bool(target, flags, dest, value, meta.get("help", ""))
+            continue
         kind, kw = _parser_for(hints[f.name])
         if "nargs" in meta:
             kw = {"nargs": meta["nargs"]}
@@ -93,12 +196,11 @@ def add_config_args(parser: argparse.ArgumentParser, config: Any, prefix: str = 
             kw["choices"] = meta["choices"]
         if meta.get("required"):
             kw["required"] = True
-        if "choices" not in kw:
-            kw.setdefault("metavar", f.name.upper())
-        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
-        text = meta.get("help", "") + ("" if meta.get("required") else f" (default: {shown})")
-        target.add_argument(*meta.get("flags", ("--" + f.name.replace("_", "-"),)), dest=dest, type=kind,
-                            default=value, help=text.strip(), **kw)
+        if "choices" not in kw:  # named after the canonical option, as argparse does
+            kw.setdefault("metavar", flags[0].lstrip("-").replace("-", "_").upper())
+        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else "none" if value is None else value
+        text = meta.get("help", "") + (" (required)" if meta.get("required") else f" (default: {shown})")
+        target.add_argument(*flags, dest=dest, type=kind, default=value, help=text.replace("%", "%%").strip(), **kw)
 
 
 def config_from_args(config: Any, args: argparse.Namespace, prefix: str = "") -> Any:

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .cli import DEVICE_HELP
 from .files import atomic_write_bytes
 
 matplotlib.use("Agg")
@@ -89,7 +90,7 @@ class LoopConfig:
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: no limit; smoke runs)"})
     seed: int = field(default=12345, metadata={"flags": ("--seed", "--random-seed"),
                                                "help": "seed of initialisation, data order and loss randomness"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 

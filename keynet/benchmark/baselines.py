@@ -66,6 +66,22 @@ def extract_sift(img: np.ndarray, num_points: int) -> Tuple[np.ndarray, np.ndarr
     return _rows(list(kps)), dsc.astype(np.float32)
 
 
+def opencv_features(detector: "cv2.Feature2D", img: np.ndarray, num_points: int
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An OpenCV detector-descriptor (e.g. ``cv2.SIFT_create(nfeatures=n)``) on an 8-bit image:
+    keypoint rows as the baselines (float32 ``x, y, size, response``), descriptors as OpenCV
+    returns them (SIFT float32, ORB packed uint8) and orientations (float32 degrees, OpenCV's
+    ``KeyPoint.angle``), the ``num_points`` strongest (OpenCV may return a few more)."""
+    kps, dsc = detector.detectAndCompute(img, None)
+    if dsc is None or not kps:
+        dtype = np.uint8 if detector.descriptorType() == cv2.CV_8U else np.float32
+        return (np.zeros((0, 4), np.float32), np.zeros((0, detector.descriptorSize()), dtype),
+                np.zeros(0, np.float32))
+    order = np.argsort([-k.response for k in kps], kind="stable")[:num_points]
+    kps = [kps[i] for i in order]
+    return _rows(kps), dsc[order], np.array([k.angle for k in kps], dtype=np.float32)
+
+
 def extract_orb(img: np.ndarray, num_points: int) -> Tuple[np.ndarray, np.ndarray]:
     """ORB keypoints and descriptors, the bits unpacked to ``(N, 256)`` uint8 0/1."""
     kps, dsc = cv2.ORB_create(nfeatures=num_points).detectAndCompute(img, None)

@@ -3,35 +3,37 @@ Key.Net feature layout ``<results-dir>/<method>/<image-list line>.{kpt,dsc}.npy`
 that hsequences_bench.py evaluates them like Key.Net. See docs/benchmark.md."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from pathlib import Path
 
 from keynet.benchmark.baselines import METHODS, extract_list
 from keynet.benchmark.hsequences import DEFAULT_IMAGE_LIST
-from kpcore.cli import str2bool
+from kpcore.cli import ArgumentParser, add_bool_flag
 from kpcore.files import DEFAULT_PREFIX, locate_image, read_image_list
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+def build_parser() -> ArgumentParser:
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--method", nargs="+", default=["sift"], choices=list(METHODS) + ["all"],
                     help="baseline(s) to extract; 'all' for every one")
     ap.add_argument("--list-images", default=str(DEFAULT_IMAGE_LIST),
-                    help="image list, one path per line (default: the HPatches list)")
+                    help="image list, one path per line "
+                         "(default: the HPatches list, HSequences_bench/HPatches_images.txt)")
     ap.add_argument("--data-dir", default=None,
                     help=f"dataset folder: replaces the leading '{DEFAULT_PREFIX}/' of list lines "
                          "(default: read the lines as written)")
-    ap.add_argument("--results-dir", default="extracted_features/")
+    ap.add_argument("--results-dir", default="extracted_features/",
+                    help="output root: <results-dir>/<method>/<list line>.{kpt,dsc}.npy")
     ap.add_argument("--num-points", type=int, default=1500, help="maximum keypoints per image")
-    ap.add_argument("--skip-missing", type=str2bool, nargs="?", const=True, default=False,
-                    help="skip listed images that do not exist (default: false: they fail)")
-    ap.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
-                    help="re-extract existing files (default: false)")
-    ap.add_argument("--progress", type=str2bool, nargs="?", const=True, default=True,
-                    help="progress bar (default: true)")
-    args = ap.parse_args(argv)
+    add_bool_flag(ap, "--skip-missing", False, "skip listed images that do not exist (false: they fail)")
+    add_bool_flag(ap, "--overwrite", False, "re-extract existing files")
+    add_bool_flag(ap, "--progress", True, "progress bar")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     methods = list(METHODS) if "all" in args.method else args.method
     try:

@@ -13,7 +13,7 @@ from keynet.benchmark.evaluate import BenchConfig, evaluate_detector, official_r
 from keynet.benchmark.features import FeatureFileError
 from keynet.benchmark.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, folder_sequences, get_split
 from keynet.benchmark.report import console_summary, plot_curves, save_pickle, write_tables
-from kpcore.cli import str2bool
+from kpcore.cli import ArgumentParser, add_bool_flag
 from kpcore.geometry import HomographyError
 
 
@@ -28,7 +28,7 @@ def top_k(v: str) -> Optional[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="hpatches-sequences-release/", help="HPatches sequences folder")
     ap.add_argument("--results-bench-dir", default="HSequences_bench/results/", help="where results are written")
     ap.add_argument("--detector-name", nargs="+", default=["KeyNet_default"],
@@ -38,14 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="full, view, illum, view_test, illum_test, debug_view, debug_illum (or any in --split-path); "
                          "all: every sequence found in --data-dir, whatever its name (default: view, the official)")
     ap.add_argument("--split-path", default=str(DEFAULT_SPLITS), help="splits json (ours or the official file)")
-    ap.add_argument("--allow-missing", action="store_true",
-                    help="evaluate the sequences of the split present in --data-dir and report the others")
+    add_bool_flag(ap, "--allow-missing", False,
+                  "evaluate the sequences of the split present in --data-dir and report the others")
     ap.add_argument("--top-k-points", type=top_k, default=1000, help="best points kept per image; none/0 = all")
     ap.add_argument("--overlap", type=float, default=0.6, help="minimum circle IoU of a repeated point")
     ap.add_argument("--pixel-threshold", type=float, default=5.0,
                     help="distance (px) of a correct match for the headline matching score")
-    ap.add_argument("--dst-to-src-evaluation", type=str2bool, nargs="?", const=True, default=True,
-                    help="true (official default): compare in the source frame; false: in the destination frame")
+    add_bool_flag(ap, "--dst-to-src-evaluation", True,
+                  "true (the official default): compare in the source frame; false: in the destination frame")
     ap.add_argument("--order-coord", choices=("xysr", "yxsr"), default="xysr", help="column order of .kpt.npy")
     ap.add_argument("--features-prefix", default=DEFAULT_PREFIX,
                     help="folder between <results-dir>/<detector>/ and <sequence>/ in the feature layout")
@@ -53,10 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="l2 (official); hamming for packed uint8 binary descriptors")
     ap.add_argument("--descriptors", choices=("auto", "yes", "no"), default="auto",
                     help="auto: repeatability only for a detector without any .dsc.npy; yes: required; no: ignore")
-    ap.add_argument("--drop-duplicates", action="store_true",
-                    help="drop repeated (x, y, scale) rows (the official code keeps them)")
+    add_bool_flag(ap, "--drop-duplicates", False, "drop repeated (x, y, scale) rows (the official code keeps them)")
     ap.add_argument("--ransac-threshold", type=float, default=3.0, help="RANSAC reprojection threshold (px)")
-    ap.add_argument("--no-plot", action="store_true", help="do not write the MMA / matching-score PNG")
+    add_bool_flag(ap, "--plot", True, "write the MMA / matching-score PNG")
     return ap
 
 
@@ -91,7 +90,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     paths = write_tables(runs, cfg, out_dir, args.split)
-    if not args.no_plot:
+    if args.plot:
         png = out_dir / f"mma_{args.split}.png"
         if plot_curves(runs, cfg, png):
             paths.append(png)

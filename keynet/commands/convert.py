@@ -3,20 +3,24 @@ the unofficial reproduction's .pt, or a project checkpoint) to the project forma
 --average, write the mean of several files' weights (e.g. the seeds of one recipe)."""
 from __future__ import annotations
 
-import argparse
 import sys
+
+from kpcore.cli import ArgumentParser, add_bool_flag
 
 from ..weights import WeightsError, average_weights, convert, save_checkpoint
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("src", nargs="+", help="input weights file (several with --average)")
     p.add_argument("dst", help="output .pt file (project format)")
-    p.add_argument("--average", action="store_true",
-                   help="write the element-wise mean of the weights and BN statistics of all inputs")
-    p.add_argument("--note", default="", help="free text stored in the metadata")
-    args = p.parse_args(argv)
+    add_bool_flag(p, "--average", False, "write the element-wise mean of the weights and BN statistics of all inputs")
+    p.add_argument("--note", default="", help="free text stored in the metadata (default: empty)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if len(args.src) > 1 and not args.average:
         print("[ERROR] several input files: pass --average to average them, or convert one at a time",
               file=sys.stderr)

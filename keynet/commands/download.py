@@ -8,14 +8,13 @@ project has recorded them and printed always (record them for your own runs).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from kpcore.cli import str2bool
+from kpcore.cli import ArgumentParser, add_bool_flag
 from kpcore.download import Artefact, DownloadError, fetch, sha256_of
 
 _TF = "https://github.com/axelBarroso/Key.Net/raw/master/keyNet/pretrained_nets/KeyNet_default/"
@@ -47,16 +46,20 @@ def convert_tf_checkpoint(folder: Path, out: Path) -> bool:
     return True
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("name", choices=sorted(ARTEFACTS), help="what to download")
-    p.add_argument("--out", default="downloads", help="target folder (default: downloads)")
+    p.add_argument("--out", default="downloads", help="target folder")
     p.add_argument("--url", default=None,
-                   help="another address of the file (a mirror, or file:///... of a local copy); single files only")
-    p.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
-                   help="download again even when a verified copy is there (default: false)")
-    p.add_argument("--progress", type=str2bool, nargs="?", const=True, default=True, help="progress bar (default: true)")
-    args = p.parse_args(argv)
+                   help="another address of the file (a mirror, or file:///... of a local copy); single files only "
+                        "(default: the published address)")
+    add_bool_flag(p, "--overwrite", False, "download again even when a verified copy is there")
+    add_bool_flag(p, "--progress", True, "progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     items = ARTEFACTS[args.name]
     if args.url and len(items) > 1:
         print(f"[ERROR] --url takes one file; {args.name} has {len(items)}", file=sys.stderr)
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
     if args.name == "keynet-tf":
         npz = out / "keynet_tf_official.npz"
         if convert_tf_checkpoint(out, npz):
-            print(f"converted to {npz} (use it with --checkpoint-det-dir)")
+            print(f"converted to {npz} (use it with --detector, alias --checkpoint-det-dir)")
         else:
             print("TensorFlow is not installed: the checkpoint stays as downloaded. Convert it where TensorFlow is "
                   "(keynet download keynet-tf there, or the one-liner in the README's Weights section).")

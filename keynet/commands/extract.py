@@ -19,16 +19,20 @@ from pathlib import Path
 import torch
 
 from hardnet import HardNetWeightsError
-from kpcore.cli import add_bool_flag
+from kpcore.cli import ArgumentParser, add_bool_flag, add_device_arg
 from kpcore.runner import Shard, gather_summaries
 from test_im import IMAGE_LIST
 
-from ..extract import Extractor, load_descriptor, load_detector, load_orientation, run_extraction
+from kpcore.files import feature_paths
+
+from ..extract import (Extractor, h5_output_path, load_descriptor, load_detector, load_orientation, run_extraction,
+                       run_extraction_h5)
+from ..options import add_weights_args
 from ..weights import WeightsError
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--list-images", default=str(IMAGE_LIST),
                    help="Text file with one image path per line (relative paths: to the current "
                         "folder, else to the list's folder).")
@@ -38,13 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "replaced by this one; outputs keep the line as written.")
     p.add_argument("--results-dir", default="extracted_features", help="Output folder.")
     p.add_argument("--network-version", default="KeyNet_default", help="Name of the output sub-folder.")
-    p.add_argument("--checkpoint-det-dir", default="default",
-                   help="Key.Net weights: a file in any supported format (project .pt, official TF "
-                        ".npz, authors' .pth, reproduction .pt), a folder holding one, or 'default' "
-                        "for pretrained_nets/keynet.pt, 'tiny' for the shipped Tiny-Key.Net (pretrained_nets/tiny_keynet.pt).")
-    p.add_argument("--checkpoint-desc-dir", "--pytorch-hardnet-dir", dest="checkpoint_desc_dir", default="default",
-                   help="HardNet weights (project format or the official HardNet++.pth layout); "
-                        "'default' = pretrained_nets/hardnet.pt if present; 'none' = keypoints only.")
+    add_weights_args(p, descriptor_none=True)
     add_bool_flag(p, "--upright", True,
                   "Upright descriptor patches (the official pipeline). false: estimate each keypoint's "
                   "orientation (--orientation), cut its patch rotated by it and write <image>.ori.npy "
@@ -62,10 +60,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nms-size", type=int, default=15, help="Non-maximum-suppression window (pixels).")
     p.add_argument("--border-size", type=int, default=15, help="Border (pixels) removed from each score map.")
     p.add_argument("--order-coord", choices=("xysr", "yxsr"), default="xysr", help="Column order of .kpt.npy.")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+    p.add_argument("--output-format", choices=("npy", "h5"), default="npy",
+                   help="npy: <image>.kpt.npy / .dsc.npy (/ .ori.npy) per image (the official layout); h5: one "
+                        "features.h5 per process (features.rank<r>.h5 under torchrun) in hloc's layout, "
+                        "groups named by the list lines")
+    add_device_arg(p)
     add_bool_flag(p, "--overwrite", False, "Recompute images whose outputs already exist")
     add_bool_flag(p, "--progress", True, "Show a progress bar")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
@@ -76,26 +82,31 @@ def main(argv=None) -> int:
     say = print if shard.main else (lambda *a, **k: None)
 
     try:
-        det = load_detector(args.checkpoint_det_dir, device=args.device, num_points=args.num_points,
-                                   pyramid_levels=args.pyramid_levels, upsampled_levels=args.upsampled_levels,
-                                   scale_factor_levels=args.scale_factor_levels, nms_size=args.nms_size,
-                                   border_size=args.border_size, multi_scale=args.extract_MS)
-        desc = load_descriptor(args.checkpoint_desc_dir, device=args.device)
+        det = load_detector(args.detector, device=args.device, num_points=args.num_points,
+                            pyramid_levels=args.pyramid_levels, upsampled_levels=args.upsampled_levels,
+                            scale_factor_levels=args.scale_factor_levels, nms_size=args.nms_size,
+                            border_size=args.border_size, multi_scale=args.extract_MS)
+        desc = load_descriptor(args.descriptor, device=args.device)
         ori = None if args.upright else load_orientation(args.orientation, device=args.device)
     except (WeightsError, HardNetWeightsError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
     if desc is None and shard.main:
-        why = ("no HardNet weights at pretrained_nets/hardnet.pt" if args.checkpoint_desc_dir == "default"
-               else "--checkpoint-desc-dir none")
+        why = ("no HardNet weights at pretrained_nets/hardnet.pt" if args.descriptor == "default"
+               else "--descriptor none")
         print(f"[WARNING] descriptors skipped ({why}): only .kpt.npy files are written. "
-              "Pass --checkpoint-desc-dir <HardNet weights> for .dsc.npy.", file=sys.stderr)
+              "Pass --descriptor (alias --checkpoint-desc-dir) <HardNet weights> for .dsc.npy.", file=sys.stderr)
     procs = f", {shard.world} processes" if shard.world > 1 else ""
     say(f"Extract features for: {args.network_version} (device {det.device}{procs})")
     try:
-        summary = run_extraction(args.list_images, args.results_dir, args.network_version,
-                                 Extractor(det, desc, ori), overwrite=args.overwrite, order_coord=args.order_coord,
-                                 progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard)
+        if args.output_format == "h5":
+            summary = run_extraction_h5(args.list_images, args.results_dir, args.network_version,
+                                        Extractor(det, desc, ori), overwrite=args.overwrite,
+                                        progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard)
+        else:
+            summary = run_extraction(args.list_images, args.results_dir, args.network_version,
+                                     Extractor(det, desc, ori), overwrite=args.overwrite, order_coord=args.order_coord,
+                                     progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard)
     except (FileNotFoundError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
@@ -103,10 +114,14 @@ def main(argv=None) -> int:
     out = Path(args.results_dir) / args.network_version
     say(f"Done in {summary.seconds:.1f} s: {len(summary.written)} written, {len(summary.skipped)} skipped "
         f"(already there; --overwrite to redo), {len(summary.failed)} failed. Outputs under {out}/")
-    for item in summary.written[:5]:
-        say(f"  wrote {out / item}.kpt.npy" + ("" if desc is None else " and .dsc.npy")
-            + ("" if ori is None else " and .ori.npy"))
-    if len(summary.written) > 5:
+    if args.output_format == "h5":
+        files = [h5_output_path(args.results_dir, args.network_version, shard)] if shard.world <= 1 else \
+            [h5_output_path(args.results_dir, args.network_version, Shard(r, shard.world)) for r in range(shard.world)]
+        say("  features in " + ", ".join(str(f) for f in files))
+    for item in (summary.written[:5] if args.output_format == "npy" else []):
+        say(f"  wrote {feature_paths(args.results_dir, args.network_version, item)[0]}"
+            + ("" if desc is None else " and .dsc.npy") + ("" if ori is None else " and .ori.npy"))
+    if args.output_format == "npy" and len(summary.written) > 5:
         say(f"  ... and {len(summary.written) - 5} more")
     if shard.main:
         for item, err in summary.failed:

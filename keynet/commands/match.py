@@ -3,7 +3,7 @@ sequential, or a pairs file), kornia matchers.
 
 Writes, under --out: ``features.h5`` and ``matches.h5`` in hloc's layout (hloc's
 reconstruction and localisation scripts read them unchanged), ``pairs.txt`` and, with
-``--export-npz true``, one ``matches/<name0>__<name1>.npz`` per pair (matches, scores,
+``--export-npz``, one ``matches/<name0>__<name1>.npz`` per pair (matches, scores,
 matched keypoints). An interrupted run resumes: features and matches already written
 with the same settings are reused.
 """
@@ -20,7 +20,7 @@ from keynet.detection import ImageTooSmallError
 from keynet.pairs import PAIR_MODES, PairsError, make_pairs, write_pairs
 from keynet.reconstruction import ReconstructionError, image_names
 from keynet.weights import WeightsError
-from kpcore.cli import str2bool
+from kpcore.cli import ArgumentParser, add_bool_flag
 from kpcore.images import ImageReadError
 
 USER_ERRORS = (ReconstructionError, PairsError, matching.MatchingError, ImageReadError, ImageTooSmallError,
@@ -37,19 +37,21 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
                         "overrides --pairs")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
     add_pair_args(p)
     matching.add_feature_args(p)
     matching.add_matcher_args(p)
-    p.add_argument("--export-npz", type=str2bool, default=False, metavar="BOOL",
-                   help="also write one matches/<name0>__<name1>.npz per pair")
-    p.add_argument("--overwrite", type=str2bool, default=False, metavar="BOOL",
-                   help="recompute features and matches that exist")
-    p.add_argument("--progress", type=str2bool, default=True, metavar="BOOL", help="progress bars")
-    return p.parse_args(argv)
+    add_bool_flag(p, "--export-npz", False, "also write one matches/<name0>__<name1>.npz per pair")
+    add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
+    add_bool_flag(p, "--progress", True, "progress bars")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

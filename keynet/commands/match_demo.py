@@ -13,28 +13,35 @@ from pathlib import Path
 
 from keynet import matching
 from kpcore import twoview, viz
+from kpcore.cli import ArgumentParser
 from .match import USER_ERRORS
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("image0")
-    p.add_argument("image1")
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("image0", help="first image")
+    p.add_argument("image1", help="second image")
     p.add_argument("--out", default="matches.png", help="output picture (PNG, JPEG, ...)")
     p.add_argument("--model", choices=("fundamental", "homography"), default="fundamental",
                    help="geometry fitted to tell inliers from outliers")
     p.add_argument("--estimator", choices=sorted(twoview.METHODS), default=twoview.DEFAULT_METHOD,
                    help="robust estimator (OpenCV)")
     p.add_argument("--inlier-threshold", type=float, default=None,
-                   help="px; default 1.0 (epipolar distance) or 3.0 (homography transfer error), at full resolution")
+                   help="px at full resolution (default: 1.0 for the epipolar distance, 3.0 for the homography "
+                        "transfer error)")
     p.add_argument("--max-lines", type=int, default=1000, help="matches drawn at most (an even subset)")
     p.add_argument("--max-width", type=int, default=2400, help="picture width at most (px)")
     p.add_argument("--keypoints-out", default=None,
-                   help="also write the keypoints of both images (circle radius: 5 x the keypoint scale)")
+                   help="also write the keypoints of both images to this picture (circle radius: 5 x the "
+                        "keypoint scale) (default: none)")
     defaults = matching.FeatureConfig(num_points=4000)
     matching.add_feature_args(p, defaults)
     matching.add_matcher_args(p)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,7 @@ features, kornia matching, COLMAP geometric verification and incremental mapping
 
     python reconstruct.py --image-dir DIR --out OUT
     python reconstruct.py --image-dir DIR --out OUT --camera-model PINHOLE \\
-        --camera-params fx,fy,cx,cy --refine-intrinsics false
+        --camera-params fx,fy,cx,cy --no-refine-intrinsics
 
 Writes under --out: features.h5, matches.h5 (hloc layout), pairs.txt, database.db (COLMAP)
 and sparse/<k>/ (cameras.bin, images.bin, points3D.bin, points3D.ply; sparse/0 is the
@@ -21,7 +21,7 @@ import pycolmap
 
 from keynet import matching, reconstruction
 from keynet.reconstruction import CAMERA_MODES, CameraConfig, ReconstructionConfig
-from kpcore.cli import str2bool
+from kpcore.cli import ArgumentParser, add_bool_flag
 from .match import USER_ERRORS, add_pair_args
 
 
@@ -32,8 +32,8 @@ def camera_params(v: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {v!r}") from None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
     add_pair_args(p)
@@ -42,27 +42,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     d = ReconstructionConfig()
     g = p.add_argument_group("cameras")
     g.add_argument("--camera-mode", choices=tuple(CAMERA_MODES), default=d.camera.mode,
-                   help="auto: COLMAP's default; single: one camera shared by all images; per-image; per-folder "
-                        "(default: auto)")
+                   help="auto: COLMAP's default; single: one camera shared by all images; per-image; per-folder")
     g.add_argument("--camera-model", default=None,
                    help=f"COLMAP camera model, e.g. PINHOLE, SIMPLE_RADIAL, OPENCV (default: COLMAP's "
                         f"SIMPLE_RADIAL); one of {', '.join(reconstruction.CAMERA_MODELS)}")
     g.add_argument("--camera-params", type=camera_params, default=None,
                    help="the model's parameters, comma-separated in COLMAP's order and pixel convention, "
-                        "full-resolution pixels (PINHOLE: fx,fy,cx,cy); default: from image size and EXIF")
-    g.add_argument("--refine-intrinsics", type=str2bool, default=d.camera.refine_intrinsics, metavar="BOOL",
-                   help="let bundle adjustment refine focal length and distortion (default: true)")
+                        "full-resolution pixels (PINHOLE: fx,fy,cx,cy) (default: from image size and EXIF)")
+    add_bool_flag(g, "--refine-intrinsics", d.camera.refine_intrinsics,
+                  "let bundle adjustment refine focal length and distortion")
     g = p.add_argument_group("COLMAP")
     g.add_argument("--min-num-matches", type=int, default=d.min_num_matches,
-                   help="minimum verified matches for a pair to be used (default: 15)")
-    g.add_argument("--num-threads", type=int, default=d.num_threads, help="COLMAP threads (-1: all; default -1)")
-    g.add_argument("--seed", type=int, default=d.seed, help="COLMAP random seed (default: 0)")
-    g.add_argument("--colmap-log", type=str2bool, default=False, metavar="BOOL",
-                   help="show COLMAP's own log (default: false)")
-    p.add_argument("--overwrite", type=str2bool, default=False, metavar="BOOL",
-                   help="recompute features and matches that exist (default: false)")
-    p.add_argument("--progress", type=str2bool, default=True, metavar="BOOL", help="progress bars (default: true)")
-    return p.parse_args(argv)
+                   help="minimum verified matches for a pair to be used")
+    g.add_argument("--num-threads", type=int, default=d.num_threads, help="COLMAP threads (-1: all)")
+    g.add_argument("--seed", type=int, default=d.seed, help="COLMAP random seed")
+    add_bool_flag(g, "--colmap-log", False, "show COLMAP's own log")
+    add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
+    add_bool_flag(p, "--progress", True, "progress bars")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

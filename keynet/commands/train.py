@@ -12,13 +12,13 @@ import os
 import shlex
 import sys
 
-from kpcore.cli import add_config_args, config_from_args, set_config_defaults
+from kpcore.cli import ArgumentParser, add_config_args, config_from_args, set_config_defaults
 from keynet.model import PRESETS
 from keynet.training import TrainConfig, TrainingDiverged, train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model-preset", default=None, choices=tuple(PRESETS),
                    help="named architecture: keynet, or tiny = Tiny-Key.Net (sets the network defaults; "
                         "explicit network options win)")

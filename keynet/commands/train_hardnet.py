@@ -26,23 +26,24 @@ import numpy as np
 import torch
 
 from hardnet.training import PAPER_DEFAULTS, TrainConfig, export_weights, train
-from kpcore.cli import add_config_args, config_from_args, set_config_defaults
+from kpcore.cli import ArgumentParser, add_bool_flag, add_config_args, config_from_args, set_config_defaults
 from kpcore.training import TrainingDiverged
 from ..extract import load_detector
 from ..weights import WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--paper-defaults", action="store_true",
-                   help="HardNet paper optimisation: " + ", ".join(f"{k}={v}" for g in PAPER_DEFAULTS.values()
-                                                                   for k, v in g.items())
-                   + " (explicit options still win)")
+    p = ArgumentParser(description=__doc__)
+    add_bool_flag(p, "--paper-defaults", False,
+                  "HardNet paper optimisation: " + ", ".join(f"{k}={v}" for g in PAPER_DEFAULTS.values()
+                                                             for k, v in g.items())
+                  + " (explicit options still win)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--export", default=None,
                    help="after training, write <out-dir>/best.pt (or --export-from) to this path without the "
-                        "optimiser state (e.g. pretrained_nets/hardnet.pt)")
-    p.add_argument("--export-from", default="best", choices=("best", "last"))
+                        "optimiser state (e.g. pretrained_nets/hardnet.pt) (default: none, no export)")
+    p.add_argument("--export-from", default="best", choices=("best", "last"),
+                   help="which checkpoint of <out-dir> --export writes")
     add_config_args(p, TrainConfig())
     return p
 

@@ -14,7 +14,6 @@ Example:
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shlex
@@ -25,20 +24,21 @@ import torch
 
 from hardnet import HardNetWeightsError
 from hardnet.orientation_training import TrainConfig, export_weights, train
-from kpcore.cli import add_config_args, config_from_args
+from kpcore.cli import ArgumentParser, add_config_args, config_from_args
 from kpcore.training import TrainingDiverged
 
 from ..weights import WeightsError
 from .train_hardnet import keynet_keypoints
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--export", default=None,
                    help="after training, write <out-dir>/best.pt (or --export-from) to this path without the "
                         "optimiser state (e.g. pretrained_nets/orinet.pt)")
-    p.add_argument("--export-from", default="best", choices=("best", "last"))
+    p.add_argument("--export-from", default="best", choices=("best", "last"),
+                   help="which checkpoint of the run --export writes")
     add_config_args(p, TrainConfig())
     return p
 

@@ -317,3 +317,15 @@ def test_h5_output_resumes_and_matches_the_npy_outputs(tf_weights, images, tmp_p
     assert h5_output_path(tmp_path / "o", "v", shard).name == "features.rank1.h5"
     part = run_extraction_h5(lst, tmp_path / "o", "v", ex, progress=False, shard=shard)
     assert part.written == ["colour.jpg"]
+
+
+def test_cli_h5_output_and_absolute_list_lines(tf_weights, images, tmp_path):
+    lst = tmp_path / "abs.txt"
+    lst.write_text(f"{images / 'grey.png'}\n")
+    r = run("--list-images", lst, "--results-dir", tmp_path / "o", "--network-version", "v",
+            "--detector", tf_weights, "--descriptor", "none", *FAST)
+    kp_path = feature_paths(tmp_path / "o", "v", str(images / "grey.png"))[0]
+    assert r.returncode == 0 and kp_path.is_file() and f"wrote {kp_path}" in r.stdout
+    r = run("--list-images", lst, "--results-dir", tmp_path / "o", "--network-version", "v",
+            "--detector", tf_weights, "--descriptor", "none", "--output-format", "h5", *FAST)
+    assert r.returncode == 0 and (tmp_path / "o" / "v" / "features.h5").is_file(), r.stderr
