@@ -16,7 +16,9 @@ For each photo and each of ``views_per_image`` draws:
 4. the two 32x32 patches are cut with ``hardnet.patches.extract_patches`` (the same code as
    at extraction time: 64 * scale pixels around the point), upright in both views; ``angle``
    records the rotation of the content of B relative to A at the point (degrees, the
-   rotation part of the local affine of ``H``: the orientation network's target).
+   rotation part of the local affine of ``H``: the orientation network's target). With
+   ``orientation`` set, each view's patch is instead cut rotated by the orientation the
+   estimator finds in that view (rotation-aware descriptor training).
 
 Keypoint scales are in Key.Net's unit (the pyramid level factor, 0.71 .. 5.66 for the
 official settings). DoG sizes are converted with ``scale = size / dog_size_per_scale``
@@ -48,7 +50,9 @@ from kpcore.geometry import invert_homography, local_affine, warp_points
 from kpcore import cache
 from kpcore.files import atomic_save_npy
 
+from .orientation import OrientationEstimator
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
+from .weights import load_orinet
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,12 @@ class PatchPairConfig:
     position_noise: float = field(default=0.3, metadata={"help": 'std in pixels, times the keypoint scale'})
     scale_noise: float = field(default=0.17, metadata={"help": 'std of log2(scale) (half a sqrt(2) level ~ 0.25)'})
     magnification: float = field(default=DEFAULT_MAGNIFICATION, metadata={"help": 'patch side = magnification x scale (as the HardNet patch extractor)'})
+    # oriented patches (rotation-aware descriptor training)
+    orientation: str = field(default="none", metadata={
+        "choices": ("none", "learned", "gradient"),
+        "help": "cut each view's patch rotated by the orientation this estimator finds in that view (as "
+                "oriented extraction does; 'learned' needs --orientation-weights); none: upright patches"})
+    orientation_weights: str = field(default="", metadata={"help": "OriNet weights for orientation='learned'"})
     seed: int = field(default=0, metadata={"flags": ("--data-seed",), "help": "seed of the patch-pair generation and the photo split"})
 
     def __post_init__(self):
@@ -100,6 +110,10 @@ class PatchPairConfig:
             raise ValueError("need 0 < min_kp_scale <= max_kp_scale")
         if self.points_per_view < 1 or self.views_per_image < 1:
             raise ValueError("points_per_view and views_per_image must be >= 1")
+        if self.orientation not in ("none", "learned", "gradient"):
+            raise ValueError(f"orientation must be none, learned or gradient, got {self.orientation!r}")
+        if self.orientation == "learned" and not self.orientation_weights:
+            raise ValueError("orientation='learned' needs orientation_weights (an OriNet weights file)")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -178,6 +192,12 @@ KeypointFn = Callable[[np.ndarray], np.ndarray]
 class _Detector:
     def __init__(self, cfg: PatchPairConfig, keypoint_fn: Optional[KeypointFn] = None):
         self.cfg = cfg
+        self.orientation: Optional[OrientationEstimator] = None
+        if cfg.orientation == "learned":
+            self.orientation = OrientationEstimator("learned", load_orinet(cfg.orientation_weights)[0], device="cpu",
+                                                    magnification=cfg.magnification)
+        elif cfg.orientation == "gradient":
+            self.orientation = OrientationEstimator("gradient", device="cpu", magnification=cfg.magnification)
         self.sift = cv2.SIFT_create() if cfg.detector == "dog" else None
         self.keynet = keypoint_fn
         if cfg.detector == "keynet" and keypoint_fn is None:
@@ -253,10 +273,16 @@ def pairs_from_photo(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairCo
     sel = rng.permutation(ok)[:cfg.points_per_view]
     sel.sort()
     ka, kb = kpt_a[sel], kpt_b[sel]
+    oa = ob = None
+    est = getattr(detector, "orientation", None)
+    if est is not None:  # each view's own estimate, as at extraction time
+        oa = torch.deg2rad(torch.from_numpy(est.estimate(grey_a, ka)))
+        ob = torch.deg2rad(torch.from_numpy(est.estimate(grey_b.astype(np.float32), kb)))
     with torch.no_grad():
-        pa = extract_patches(torch.from_numpy(grey_a), torch.from_numpy(ka).float(), magnification=cfg.magnification)
+        pa = extract_patches(torch.from_numpy(grey_a), torch.from_numpy(ka).float(), magnification=cfg.magnification,
+                             orientation=oa)
         pb = extract_patches(torch.from_numpy(grey_b.astype(np.float32)), torch.from_numpy(kb).float(),
-                             magnification=cfg.magnification)
+                             magnification=cfg.magnification, orientation=ob)
     to8 = lambda p: np.clip(np.round(p[:, 0].numpy()), 0, 255).astype(np.uint8)  # noqa: E731
     return {"a": to8(pa), "b": to8(pb), "kpt_a": ka.astype(np.float32), "kpt_b": kb.astype(np.float32),
             "angle": relative_rotation(h_ab, ka[:, :2]).astype(np.float32)}

@@ -29,7 +29,7 @@ from kpcore.training import LoopConfig, Task, fit
 from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
 from .loss import hardnet_loss, same_point_mask
 from .model import HardNet
-from .weights import load_hardnet_checkpoint, save_hardnet
+from .weights import load_hardnet, load_hardnet_checkpoint, save_hardnet
 
 
 def _hardnet_loop() -> LoopConfig:
@@ -63,6 +63,9 @@ class TrainConfig:
     dataset_dir: str = field(default="datasets/hardnet_pairs", metadata={"help": "patch-pair cache"})
     out_dir: str = field(default="runs/hardnet", metadata={"help": "run folder: last.pt, best.pt, history"})
     regenerate: bool = field(default=False, metadata={"help": "regenerate the patch pairs even if cached"})
+    init: str = field(default="", metadata={
+        "help": "HardNet weights to start from (fine-tuning, e.g. pretrained_nets/hardnet.pt); empty: the "
+                "official random initialisation"})
     resume: Optional[str] = field(default=None, metadata={
         "nargs": "?", "const": "auto", "help": "continue a run: a last.pt, or no value for <out-dir>/last.pt"})
     data: PatchPairConfig = field(default_factory=PatchPairConfig, metadata={"group": "patch pairs"})
@@ -195,6 +198,9 @@ class HardNetTask(Task):
     def build_model(self) -> nn.Module:
         model = HardNet(dropout=self.cfg.net.dropout)
         init_weights(model, self.cfg.net.init_gain)
+        if self.cfg.init:
+            start, _ = load_hardnet(self.cfg.init)
+            model.load_state_dict(start.state_dict())
         return model
 
     def prepare_data(self, main: bool) -> Dict[str, Any]:
