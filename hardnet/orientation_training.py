@@ -34,7 +34,7 @@ from kpcore.training import LoopConfig, Task, fit
 from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
 from .orientation import OriNet, OrientationEstimator, rotate_patches, rotation_matrices
 from .training import to_tensor
-from .weights import load_orinet_checkpoint, save_orinet
+from .weights import export_checkpoint, load_orinet_checkpoint, save_orinet
 
 
 def _ori_loop() -> LoopConfig:
@@ -204,9 +204,4 @@ def train(cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> Dict[st
 def export_weights(src, dst, **metadata) -> dict:
     """Write the model of checkpoint ``src`` to ``dst`` without the optimiser state (the
     shipped file), keeping the training metadata plus ``metadata``."""
-    model, meta, _ = load_orinet_checkpoint(src, "cpu")
-    meta.pop("path", None)
-    meta.update(metadata, exported_from=str(src))
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_orinet(dst, model, meta)
-    return meta
+    return export_checkpoint(src, dst, load_orinet_checkpoint, save_orinet, **metadata)

@@ -29,7 +29,7 @@ from kpcore.training import LoopConfig, Task, fit
 from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
 from .loss import hardnet_loss, same_point_mask
 from .model import HardNet
-from .weights import load_hardnet, load_hardnet_checkpoint, save_hardnet
+from .weights import export_checkpoint, load_hardnet, load_hardnet_checkpoint, save_hardnet
 
 
 def _hardnet_loop() -> LoopConfig:
@@ -63,7 +63,7 @@ class TrainConfig:
     dataset_dir: str = field(default="datasets/hardnet_pairs", metadata={"help": "patch-pair cache"})
     out_dir: str = field(default="runs/hardnet", metadata={"help": "run folder: last.pt, best.pt, history"})
     regenerate: bool = field(default=False, metadata={"help": "regenerate the patch pairs even if cached"})
-    init: str = field(default="", metadata={
+    init_weights: str = field(default="", metadata={
         "help": "HardNet weights to start from (fine-tuning, e.g. pretrained_nets/hardnet.pt); empty: the "
                 "official random initialisation"})
     resume: Optional[str] = field(default=None, metadata={
@@ -198,8 +198,8 @@ class HardNetTask(Task):
     def build_model(self) -> nn.Module:
         model = HardNet(dropout=self.cfg.net.dropout)
         init_weights(model, self.cfg.net.init_gain)
-        if self.cfg.init:
-            start, _ = load_hardnet(self.cfg.init)
+        if self.cfg.init_weights:
+            start, _ = load_hardnet(self.cfg.init_weights)
             model.load_state_dict(start.state_dict())
         return model
 
@@ -272,9 +272,4 @@ def train(cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> Dict[st
 def export_weights(src, dst, **metadata) -> dict:
     """Write the model of checkpoint ``src`` to ``dst`` in the project format without the
     optimiser state (the shipped file), keeping the training metadata plus ``metadata``."""
-    model, meta, _ = load_hardnet_checkpoint(src, "cpu")
-    meta.pop("path", None)
-    meta.update(metadata, exported_from=str(src))
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_hardnet(dst, model, meta)
-    return meta
+    return export_checkpoint(src, dst, load_hardnet_checkpoint, save_hardnet, **metadata)

@@ -69,6 +69,18 @@ def save_hardnet(path: os.PathLike | str, model: HardNet, metadata: Optional[Dic
     atomic_write_bytes(path, buf.getvalue())
 
 
+def export_checkpoint(src, dst, load_checkpoint, save, **metadata) -> Dict[str, Any]:
+    """Write the model of training checkpoint ``src`` (read by ``load_checkpoint``) to ``dst``
+    (with ``save``) without the optimiser state (the shipped file), keeping the training
+    metadata plus ``metadata``; returns the metadata written."""
+    model, meta, _ = load_checkpoint(src, "cpu")
+    meta.pop("path", None)
+    meta.update(metadata, exported_from=str(src))
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save(dst, model, meta)
+    return meta
+
+
 ORINET_FORMAT = "orinet-pytorch"
 
 

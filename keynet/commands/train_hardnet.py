@@ -67,7 +67,10 @@ def keynet_keypoints(weights: str, num_points: int):
     return lambda grey: det.detect(det.prepare(np.asarray(grey, dtype=np.float32)))
 
 
-def main(argv=None) -> int:
+def run_patch_training(argv, parse_config, train, export_weights, done_line) -> int:
+    """The body of the patch-network training commands (HardNet, OriNet): parse, train on
+    pairs whose keypoints come from DoG or Key.Net, report ``done_line(last history row)``,
+    export; user errors -> one line and exit code 2."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg, args = parse_config(argv)
@@ -84,13 +87,18 @@ def main(argv=None) -> int:
     except (TrainingDiverged, FileNotFoundError, ValueError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    last = summary["history"][-1]
-    logging.info("done: epoch %d, val FPR95 %.4f, NN acc %.4f", last["epoch"], last["val_fpr95"], last["val_nn_acc"])
+    logging.info("done: %s", done_line(summary["history"][-1]))
     if args.export:
         src = Path(cfg.out_dir) / f"{args.export_from}.pt"
         export_weights(src, args.export, command=cfg.command)
         logging.info("exported %s -> %s (weights and metadata, no optimiser state)", src, args.export)
     return 0
+
+
+def main(argv=None) -> int:
+    return run_patch_training(argv, parse_config, train, export_weights,
+                              lambda last: f"epoch {last['epoch']}, val FPR95 {last['val_fpr95']:.4f}, "
+                                           f"NN acc {last['val_nn_acc']:.4f}")
 
 
 if __name__ == "__main__":

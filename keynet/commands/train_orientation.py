@@ -14,21 +14,14 @@ Example:
 """
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import sys
-from pathlib import Path
 
-import torch
-
-from hardnet import HardNetWeightsError
 from hardnet.orientation_training import TrainConfig, export_weights, train
 from kpcore.cli import ArgumentParser, add_config_args, config_from_args
-from kpcore.training import TrainingDiverged
 
-from ..weights import WeightsError
-from .train_hardnet import keynet_keypoints
+from .train_hardnet import run_patch_training
 
 
 def build_parser() -> ArgumentParser:
@@ -52,30 +45,9 @@ def parse_config(argv):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        cfg, args = parse_config(argv)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        kp_fn = (keynet_keypoints(cfg.data.keynet_weights, max(4 * cfg.data.points_per_view, 200))
-                 if cfg.data.detector == "keynet" else None)
-        summary = train(cfg, kp_fn)
-    except (TrainingDiverged, FileNotFoundError, ValueError, WeightsError, HardNetWeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    last = summary["history"][-1]
-    logging.info("done: epoch %d, val mean angular error %.2f deg (dominant gradient: %.2f deg)",
-                 last["epoch"], last["val_mean_err"], last.get("val_gradient_mean_err", float("nan")))
-    if args.export:
-        src = Path(cfg.out_dir) / f"{args.export_from}.pt"
-        export_weights(src, args.export, command=cfg.command)
-        logging.info("exported %s -> %s (weights and metadata, no optimiser state)", src, args.export)
-    return 0
+    return run_patch_training(argv, parse_config, train, export_weights,
+                              lambda last: f"epoch {last['epoch']}, val mean angular error {last['val_mean_err']:.2f} deg "
+                                           f"(dominant gradient: {last.get('val_gradient_mean_err', float('nan')):.2f} deg)")
 
 
 if __name__ == "__main__":
