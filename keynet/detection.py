@@ -116,6 +116,9 @@ class DetectorSettings:
     nms_size: int = 15
     border_size: int = 15
     multi_scale: bool = True
+    #: average each level's score map over the four right-angle rotations of the level (4x the
+    #: network time): a detector exactly equivariant to 90-degree turns, for rotated images
+    rotation_average: bool = False
 
     def __post_init__(self) -> None:
         if self.num_points < 0:
@@ -167,7 +170,17 @@ class KeyNetDetector:
 
     @torch.no_grad()
     def score_map(self, image: np.ndarray) -> np.ndarray:
-        """ReLU'd Key.Net response of one grey float image (HxW) as float32 numpy."""
+        """ReLU'd Key.Net response of one grey float image (HxW) as float32 numpy; with
+        ``settings.rotation_average`` the mean of the responses of the image turned by 0, 90,
+        180 and 270 degrees, each turned back."""
+        if not self.settings.rotation_average:
+            return self._response(image)
+        out = self._response(image)
+        for k in (1, 2, 3):
+            out += np.rot90(self._response(np.rot90(image, k)), -k)
+        return out / 4.0
+
+    def _response(self, image: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
         return F.relu(self.engine(x))[0, 0].cpu().numpy()
 

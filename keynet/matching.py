@@ -158,7 +158,8 @@ class FeatureConfig:
     detector's NMS window; ``subpixel``: :class:`keynet.subpixel.SubpixelKeyNetDetector`
     (sub-pixel maxima, exact level mapping); ``orientation``: ``'none'`` (upright patches),
     ``'learned'`` (shipped OriNet), ``'gradient'`` or an OriNet weights file: patches are cut
-    rotated by each keypoint's orientation, stored as ``orientations`` in ``features.h5``;
+    rotated by each keypoint's orientation, stored as ``orientations`` in ``features.h5``, and
+    the detector averages its score maps over right-angle turns (``rotation_average``);
     ``device``: torch device (auto when ``None``).
     """
 
@@ -182,7 +183,8 @@ class FeatureConfig:
 
 def build_extractor(cfg: FeatureConfig) -> Extractor:
     """Key.Net + HardNet per ``cfg`` (:class:`MatchingError` without descriptor weights)."""
-    det = load_detector(cfg.detector, device=cfg.device, num_points=cfg.num_points, nms_size=cfg.nms_size)
+    det = load_detector(cfg.detector, device=cfg.device, num_points=cfg.num_points, nms_size=cfg.nms_size,
+                        rotation_average=cfg.orientation != "none")
     if cfg.subpixel:
         det = SubpixelKeyNetDetector.from_detector(det)
     desc = load_descriptor(cfg.descriptor, device=cfg.device)

@@ -173,14 +173,18 @@ def check_methods(names: Sequence[str], orientation_weights: Optional[PathLike],
 
 def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weights: Optional[PathLike] = None,
                   kornia_orinet_weights: Optional[PathLike] = None,
-                  device: Optional[Union[str, torch.device]] = None) -> Tuple[List[Method], Dict[str, str]]:
+                  device: Optional[Union[str, torch.device]] = None, rotation_average: bool = True
+                  ) -> Tuple[List[Method], Dict[str, str]]:
     """The methods ``names`` (in that order) with at most ``num_points`` keypoints each, and
-    ``{method: why}`` for those skipped (default weights absent). Raises :class:`MethodError`
+    ``{method: why}`` for those skipped (default weights absent). ``rotation_average``: the
+    oriented Key.Net variants detect with rotation-averaged score maps
+    (``DetectorSettings.rotation_average``, as ``extract --upright false``); ``upright`` is
+    always today's pipeline. Raises :class:`MethodError`
     for an unknown name or a given weights file that is missing, and the loaders' errors."""
     skipped = check_methods(names, orientation_weights, kornia_orinet_weights)
     names = [n for n in dict.fromkeys(names) if n not in skipped]
     methods: List[Method] = []
-    detection, descriptor, base = None, None, ""
+    detection, rot_detection, descriptor, base = None, None, None, ""
     if any(n in KEYNET_VARIANTS for n in names):
         detector = load_detector("default", device=device, num_points=num_points)
         descriptor = load_descriptor("default", device=device)
@@ -189,20 +193,26 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
         detection = SharedDetection(detector)
         base = (f"keynet={file_digest(resolve_detector_weights('default'))} "
                 f"hardnet={file_digest(DEFAULT_DESCRIPTOR)} n={num_points}")
+        if not rotation_average:
+            rot_detection, rot_base = detection, base
+        else:  # the oriented pipeline detects with the rotation-averaged score maps
+            rot_detection = SharedDetection(load_detector("default", device=device, num_points=num_points,
+                                                          rotation_average=True))
+            rot_base = base + " rotavg"
     for n in names:
         if n in OPENCV_METHODS:
             methods.append(opencv_method(n, num_points))
         elif n == "upright":
             methods.append(keynet_method(n, detection, descriptor, None, base))
         elif n == "gradient":
-            methods.append(keynet_method(n, detection, descriptor, load_orientation("gradient", device=device),
-                                         base + " ori=gradient"))
+            methods.append(keynet_method(n, rot_detection, descriptor, load_orientation("gradient", device=device),
+                                         rot_base + " ori=gradient"))
         elif n == "learned":
             spec = orientation_weights if orientation_weights is not None else DEFAULT_ORIENTATION
-            methods.append(keynet_method(n, detection, descriptor, load_orientation(spec, device=device),
-                                         base + f" ori=learned:{file_digest(spec)}"))
+            methods.append(keynet_method(n, rot_detection, descriptor, load_orientation(spec, device=device),
+                                         rot_base + f" ori=learned:{file_digest(spec)}"))
         else:  # kornia-orinet
             orienter = KorniaOrienter(load_kornia_orinet(kornia_orinet_weights), device=device)
-            methods.append(keynet_method(n, detection, descriptor, orienter,
-                                         base + f" ori=kornia:{file_digest(kornia_orinet_weights)}"))
+            methods.append(keynet_method(n, rot_detection, descriptor, orienter,
+                                         rot_base + f" ori=kornia:{file_digest(kornia_orinet_weights)}"))
     return methods, skipped

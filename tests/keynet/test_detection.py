@@ -120,3 +120,30 @@ def test_detector_bad_inputs():
         det.detect(np.full((50, 50), np.nan))
     with pytest.raises(ImageTooSmallError, match="smaller than"):
         det.detect(np.ones((5, 50)))
+
+
+def test_rotation_average_makes_detection_equivariant_to_right_angles():
+    """With ``rotation_average`` the score maps are averaged over the four right-angle turns:
+    the keypoints of the image turned by 90 degrees are the turned keypoints (single scale,
+    where the level is the image itself); without it, far fewer are."""
+    import cv2 as _cv2
+    from pathlib import Path as _Path
+
+    from keynet import load_detector
+
+    img = _cv2.imread(str(_Path(__file__).resolve().parents[2] / "test_im" / "test_im.png"),
+                      _cv2.IMREAD_GRAYSCALE)[60:380, 40:440].astype(np.float32)
+    h, w = img.shape
+
+    def shared(rotation_average: bool) -> float:
+        det = load_detector("default", num_points=300, multi_scale=False, device="cpu",
+                            rotation_average=rotation_average)
+        a = det.detect(img)
+        b = det.detect(np.ascontiguousarray(np.rot90(img)))
+        # np.rot90: (x, y) -> (y, w - 1 - x)
+        mapped = np.stack([a[:, 1], w - 1 - a[:, 0]], 1)
+        d = np.abs(mapped[:, None, :] - b[None, :, :2]).sum(-1).min(1)
+        return float(np.mean(d < 1e-6))
+
+    assert shared(True) > 0.98
+    assert shared(False) < shared(True) - 0.1

@@ -229,10 +229,16 @@ def test_build_methods_keynet_variants_on_a_real_image(real_image_dir, tmp_path)
     feats = {m.name: FeatureSet(*m.extract(img)) for m in methods}
     for name in names[:4]:
         f = feats[name]
-        np.testing.assert_array_equal(f.keypoints, feats["upright"].keypoints)  # one shared detection
+        # the oriented variants share one rotation-averaged detection; upright is today's pipeline
+        np.testing.assert_array_equal(f.keypoints, feats["learned" if f.orientations is not None else "upright"].keypoints)
         assert 0 < len(f.keypoints) <= 100 and f.descriptors.shape == (len(f.keypoints), 128)
         assert (f.orientations is None) == (name == "upright")
     assert feats["orb"].descriptors.dtype == np.uint8 and feats["orb"].descriptors.shape[1] == 32
+    plain, _ = build_methods(["learned", "upright"], num_points=100, orientation_weights=tmp_path / "orinet.pt",
+                             device="cpu", rotation_average=False)
+    same = [FeatureSet(*m.extract(img)).keypoints for m in plain]
+    np.testing.assert_array_equal(same[0], same[1])
+    assert not np.array_equal(feats["learned"].keypoints, feats["upright"].keypoints)
     _, skipped = build_methods(["kornia-orinet", "sift"], num_points=10)
     assert list(skipped) == ["kornia-orinet"]
 
