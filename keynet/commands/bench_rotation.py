@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kornia-orinet-weights", default=None,
                     help="weights of kornia's OriNet (e.g. the AffNet release's OriNet.pth) for 'kornia-orinet'; "
                          "never downloaded (default: none, the method is skipped)")
+    ap.add_argument("--descriptor", default="default",
+                    help="HardNet weights of the Key.Net variants ('default': pretrained_nets/hardnet.pt)")
     add_bool_flag(ap, "--rotation-average", True,
                   "the oriented Key.Net variants (learned, gradient, kornia-orinet) detect with score maps averaged "
                   "over the four right-angle turns of each level, as 'keynet extract --upright false'; upright is "
@@ -152,7 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sequences, notes = find_sequences(args.data_dir, args.split, args.split_path, args.sequences)
         cases = build_cases(args, sequences)
         methods, skipped = build_methods(args.methods, args.num_points, args.orientation_weights,
-                                         args.kornia_orinet_weights, args.device, args.rotation_average)
+                                         args.kornia_orinet_weights, args.device, args.rotation_average,
+                                         None if args.descriptor == "default" else args.descriptor)
         notes += [f"skipping '{m}': {why}" for m, why in skipped.items()]
         for n in notes:
             print(f"note: {n}", flush=True)
