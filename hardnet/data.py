@@ -46,7 +46,7 @@ import torch
 
 from kpcore.augment import photometric_jitter, random_homography
 from kpcore.files import image_source
-from kpcore.geometry import invert_homography, local_affine, warp_points
+from kpcore.geometry import invert_homography, local_rotation, warp_points
 from kpcore import cache
 from kpcore.files import atomic_save_npy
 
@@ -131,11 +131,7 @@ def sample_homography(rng: np.random.Generator, shape: Tuple[int, int], cfg: Pat
     return m / m[2, 2]
 
 
-def relative_rotation(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Rotation (degrees, image coordinates) of the local affine of ``h`` at each point: the
-    angle of the rotation nearest to the Jacobian ``J`` (``atan2(J10 - J01, J00 + J11)``)."""
-    j = local_affine(h, xy)
-    return np.rad2deg(np.arctan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1]))
+relative_rotation = local_rotation  # the target angle of a pair (kpcore.geometry.local_rotation)
 
 
 def _corners(kpts: np.ndarray, magnification: float, patch_size: int = PATCH_SIZE) -> np.ndarray:

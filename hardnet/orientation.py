@@ -14,7 +14,6 @@ Both estimators look at the upright descriptor patch of the keypoint (32x32 samp
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import numpy as np
@@ -160,7 +159,3 @@ class OrientationEstimator:
             out[i:i + len(p)] = torch.rad2deg(a).remainder(360.0).float().cpu().numpy()
         return np.mod(out, 360.0).astype(np.float32)
 
-
-def deg2rad(angles: np.ndarray) -> torch.Tensor:
-    """Degrees (array) -> radians (float32 tensor)."""
-    return torch.as_tensor(np.asarray(angles, dtype=np.float32) * (math.pi / 180.0))

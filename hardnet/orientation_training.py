@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kpcore.geometry import angle_difference
 from kpcore.training import LoopConfig, Task, fit
 
 from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
@@ -90,9 +91,7 @@ def equivariance_loss(va: torch.Tensor, vb: torch.Tensor, angle: torch.Tensor) -
 def angular_errors(ang_a: np.ndarray, ang_b: np.ndarray, angle: np.ndarray) -> np.ndarray:
     """``|ori(b) - ori(a) - angle|`` wrapped to [0, 180] degrees (inputs in radians / degrees:
     ``ang_a``, ``ang_b`` radians, ``angle`` degrees)."""
-    d = np.rad2deg(ang_b - ang_a) - angle
-    d = np.mod(d, 360.0)
-    return np.minimum(d, 360.0 - d)
+    return angle_difference(np.rad2deg(ang_b - ang_a), angle)
 
 
 def error_summary(err: np.ndarray, prefix: str = "") -> Dict[str, float]:

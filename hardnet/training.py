@@ -29,7 +29,7 @@ from kpcore.training import LoopConfig, Task, fit
 from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
 from .loss import hardnet_loss, same_point_mask
 from .model import HardNet
-from .weights import export_checkpoint, load_hardnet, load_hardnet_checkpoint, save_hardnet
+from .weights import HardNetWeightsError, export_checkpoint, load_hardnet, load_hardnet_checkpoint, save_hardnet
 
 
 def _hardnet_loop() -> LoopConfig:
@@ -205,6 +205,8 @@ class HardNetTask(Task):
 
     def prepare_data(self, main: bool) -> Dict[str, Any]:
         cfg = self.cfg
+        if cfg.init_weights and not Path(cfg.init_weights).is_file():  # before any run folder exists
+            raise HardNetWeightsError(f"HardNet weights not found: {cfg.init_weights} (--init-weights)")
         if main:
             if not cfg.image_dir:
                 raise ValueError("no photo folder given (--image-dir)")

@@ -30,17 +30,23 @@ def load_hardnet(path: os.PathLike | str, device: str | torch.device = "cpu") ->
     return model, meta
 
 
+def _read_torch_file(p: Path, what: str, expected: str) -> Any:
+    """The object in torch file ``p``; :class:`HardNetWeightsError` naming the file when it is
+    missing or unreadable."""
+    if not p.is_file():
+        raise HardNetWeightsError(f"{what} not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HardNetWeightsError(f"{p}: cannot read as a torch file ({msg}); expected {expected}") from None
+
+
 def load_hardnet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"
                             ) -> Tuple[HardNet, Dict[str, Any], Dict[str, Any]]:
     """Like :func:`load_hardnet`, also returning the ``extra`` (training resume) dict."""
     p = Path(path)
-    if not p.is_file():
-        raise HardNetWeightsError(f"HardNet weights not found: {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HardNetWeightsError(f"{p}: cannot read as a torch file ({msg}); expected {EXPECTED}") from None
+    obj = _read_torch_file(p, "HardNet weights", EXPECTED)
     if not isinstance(obj, Mapping):
         raise HardNetWeightsError(f"{p}: holds a {type(obj).__name__}; expected {EXPECTED}")
     sd = obj.get("state_dict", obj)
@@ -99,14 +105,8 @@ def save_orinet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any
 def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
     """``(eval-mode OriNet, metadata, extra)`` from a file written by :func:`save_orinet`."""
     p = Path(path)
-    if not p.is_file():
-        raise HardNetWeightsError(f"orientation network weights not found: {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HardNetWeightsError(f"{p}: cannot read as a torch file ({msg}); expected an orientation "
-                                  "network written by train_orientation.py (pretrained_nets/orinet.pt)") from None
+    obj = _read_torch_file(p, "orientation network weights", "an orientation network written by "
+                           "train_orientation.py (pretrained_nets/orinet.pt)")
     if not isinstance(obj, Mapping) or obj.get("format") != ORINET_FORMAT:
         raise HardNetWeightsError(f"{p}: not an orientation network file (format "
                                   f"{obj.get('format') if isinstance(obj, Mapping) else type(obj).__name__!r}); "

@@ -200,6 +200,13 @@ def transfer_orientation(h: np.ndarray, xy: np.ndarray, angles_deg: np.ndarray) 
     return np.mod(np.rad2deg(np.arctan2(d[:, 1], d[:, 0])), 360.0)
 
 
+def local_rotation(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Rotation (degrees, image coordinates) of the local affine of ``h`` at each point: the
+    angle of the rotation nearest to the Jacobian ``J`` (``atan2(J10 - J01, J00 + J11)``)."""
+    j = local_affine(h, xy)
+    return np.rad2deg(np.arctan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1]))
+
+
 def angle_difference(a_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
     """Absolute difference of two angles in degrees, in [0, 180]."""
     d = np.mod(np.asarray(a_deg, dtype=np.float64) - np.asarray(b_deg, dtype=np.float64), 360.0)

@@ -276,3 +276,11 @@ def test_oriented_pairs_undo_the_rotation():
     assert gap(ori) < 0.5 * gap(up), (gap(ori), gap(up))
     with pytest.raises(ValueError, match="orientation_weights"):
         PatchPairConfig(orientation="learned")
+
+
+def test_missing_init_weights_is_one_line_and_leaves_no_run_folder(tmp_path):
+    from keynet.commands.train_hardnet import main
+
+    rc = main(["--image-dir", str(tmp_path), "--init-weights", str(tmp_path / "missing.pt"),
+               "--out-dir", str(tmp_path / "run"), "--dataset-dir", str(tmp_path / "ds")])
+    assert rc == 2 and not (tmp_path / "run").exists() and not (tmp_path / "ds").exists()
