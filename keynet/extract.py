@@ -23,6 +23,7 @@ from kpcore.runner import RunSummary, Shard, run_list
 from . import hloc_io
 from .detection import DetectorSettings, ImageTooSmallError, KeyNetDetector
 from .engine import EngineConfig
+from .subpixel import SubpixelKeyNetDetector
 from .weights import WeightsError, load_keynet
 
 PRETRAINED_DIR = WEIGHTS_DIR
@@ -49,12 +50,15 @@ def resolve_detector_weights(path_or_name: Optional[Union[str, os.PathLike]]) ->
 
 def load_detector(path_or_name: Optional[Union[str, os.PathLike]] = None,
                   device: Optional[Union[str, torch.device]] = None, engine: Optional[EngineConfig] = None,
-                  **settings) -> KeyNetDetector:
+                  subpixel: bool = False, **settings) -> KeyNetDetector:
     """Load Key.Net weights (any supported format, or ``'default'`` for the shipped ones) into
     a multi-scale :class:`KeyNetDetector`. Keyword arguments are :class:`DetectorSettings`;
-    ``engine``: the inference engine's switches (:class:`~keynet.engine.EngineConfig`)."""
+    ``engine``: the inference engine's switches (:class:`~keynet.engine.EngineConfig`);
+    ``subpixel``: a :class:`~keynet.subpixel.SubpixelKeyNetDetector` (the same points moved
+    to their sub-pixel maxima, mapped by pixel centres; not the official positions)."""
     model, _ = load_keynet(resolve_detector_weights(path_or_name))
-    return KeyNetDetector(model, DetectorSettings(**settings), device=device, engine=engine)
+    det = KeyNetDetector(model, DetectorSettings(**settings), device=device, engine=engine)
+    return SubpixelKeyNetDetector.from_detector(det) if subpixel else det
 
 
 def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",

@@ -55,7 +55,6 @@ from . import hloc_io
 from .extract import Extractor, load_descriptor, load_detector, load_orientation
 from .options import add_weights_args
 from .pairs import Pair
-from .subpixel import SubpixelKeyNetDetector
 
 PathLike = Union[str, os.PathLike]
 
@@ -184,9 +183,7 @@ class FeatureConfig:
 def build_extractor(cfg: FeatureConfig) -> Extractor:
     """Key.Net + HardNet per ``cfg`` (:class:`MatchingError` without descriptor weights)."""
     det = load_detector(cfg.detector, device=cfg.device, num_points=cfg.num_points, nms_size=cfg.nms_size,
-                        rotation_average=cfg.orientation != "none")
-    if cfg.subpixel:
-        det = SubpixelKeyNetDetector.from_detector(det)
+                        rotation_average=cfg.orientation != "none", subpixel=cfg.subpixel)
     desc = load_descriptor(cfg.descriptor, device=cfg.device)
     if desc is None:
         raise MatchingError(f"no HardNet weights ({cfg.descriptor!r}): matching needs descriptors; "

@@ -59,7 +59,10 @@ class SubpixelKeyNetDetector(KeyNetDetector):
 
     @classmethod
     def from_detector(cls, det: KeyNetDetector) -> "SubpixelKeyNetDetector":
-        return cls(det.model, det.settings, device=det.device)
+        """The same model, settings, device and inference engine as ``det``."""
+        out = cls(det.model, det.settings, device=det.device)
+        out.engine = det.engine
+        return out
 
     def score_map(self, image: np.ndarray) -> np.ndarray:
         out = super().score_map(image)

@@ -174,20 +174,25 @@ def check_methods(names: Sequence[str], orientation_weights: Optional[PathLike],
 def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weights: Optional[PathLike] = None,
                   kornia_orinet_weights: Optional[PathLike] = None,
                   device: Optional[Union[str, torch.device]] = None, rotation_average: bool = True,
-                  descriptor_weights: Optional[PathLike] = None) -> Tuple[List[Method], Dict[str, str]]:
+                  descriptor_weights: Optional[PathLike] = None, subpixel: Optional[bool] = None
+                  ) -> Tuple[List[Method], Dict[str, str]]:
     """The methods ``names`` (in that order) with at most ``num_points`` keypoints each, and
     ``{method: why}`` for those skipped (default weights absent). ``rotation_average``: the
     oriented Key.Net variants detect with rotation-averaged score maps
     (``DetectorSettings.rotation_average``, as ``extract --upright false``); ``upright`` is
-    always today's pipeline. ``descriptor_weights``: the HardNet of the Key.Net variants
-    (default: the shipped one). Raises :class:`MethodError`
+    always today's pipeline. ``subpixel``: sub-pixel keypoints (``None``: for the oriented
+    variants only, as ``extract --upright false``; ``True``: for every Key.Net variant,
+    ``upright`` included; ``False``: none). ``descriptor_weights``: the HardNet of the Key.Net
+    variants (default: the shipped one). Raises :class:`MethodError`
     for an unknown name or a given weights file that is missing, and the loaders' errors."""
     skipped = check_methods(names, orientation_weights, kornia_orinet_weights)
     names = [n for n in dict.fromkeys(names) if n not in skipped]
     methods: List[Method] = []
     detection, rot_detection, descriptor, base = None, None, None, ""
     if any(n in KEYNET_VARIANTS for n in names):
-        detector = load_detector("default", device=device, num_points=num_points)
+        sub_upright = bool(subpixel)
+        sub_oriented = subpixel is None or subpixel
+        detector = load_detector("default", device=device, num_points=num_points, subpixel=sub_upright)
         desc_path = Path(descriptor_weights) if descriptor_weights is not None else DEFAULT_DESCRIPTOR
         if descriptor_weights is not None and not desc_path.is_file():
             raise MethodError(f"HardNet weights not found: {desc_path}")
@@ -195,14 +200,16 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
         if descriptor is None:
             raise MethodError(f"no HardNet weights at {DEFAULT_DESCRIPTOR}: the Key.Net variants need them")
         detection = SharedDetection(detector)
-        base = (f"keynet={file_digest(resolve_detector_weights('default'))} "
-                f"hardnet={file_digest(desc_path)} n={num_points}")
-        if not rotation_average:
+        common = (f"keynet={file_digest(resolve_detector_weights('default'))} "
+                  f"hardnet={file_digest(desc_path)} n={num_points}")
+        base = common + (" subpix" if sub_upright else "")
+        if not rotation_average and sub_oriented == sub_upright:
             rot_detection, rot_base = detection, base
-        else:  # the oriented pipeline detects with the rotation-averaged score maps
+        else:  # the oriented pipeline: rotation-averaged score maps, sub-pixel points
             rot_detection = SharedDetection(load_detector("default", device=device, num_points=num_points,
-                                                          rotation_average=True))
-            rot_base = base + " rotavg"
+                                                          rotation_average=rotation_average,
+                                                          subpixel=sub_oriented))
+            rot_base = common + (" rotavg" if rotation_average else "") + (" subpix" if sub_oriented else "")
     for n in names:
         if n in OPENCV_METHODS:
             methods.append(opencv_method(n, num_points))

@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "the oriented Key.Net variants (learned, gradient, kornia-orinet) detect with score maps averaged "
                   "over the four right-angle turns of each level, as 'keynet extract --upright false'; upright is "
                   "always today's pipeline")
+    ap.add_argument("--subpixel", choices=("auto", "true", "false"), default="auto",
+                    help="sub-pixel keypoints (SubpixelKeyNetDetector). auto: for the oriented Key.Net variants, "
+                         "as 'keynet extract --upright false', while upright stays today's pipeline; true: for "
+                         "upright too (the like-for-like comparison); false: for none (default: auto)")
     add_device_arg(ap)
     ap.add_argument("--out-dir", default="HSequences_bench/results/rotation",
                     help="output folder: CSV, rotation.md, PNG, cache/ (default: HSequences_bench/results/rotation)")
@@ -155,7 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cases = build_cases(args, sequences)
         methods, skipped = build_methods(args.methods, args.num_points, args.orientation_weights,
                                          args.kornia_orinet_weights, args.device, args.rotation_average,
-                                         None if args.descriptor == "default" else args.descriptor)
+                                         None if args.descriptor == "default" else args.descriptor,
+                                         subpixel=None if args.subpixel == "auto" else args.subpixel == "true")
         notes += [f"skipping '{m}': {why}" for m, why in skipped.items()]
         for n in notes:
             print(f"note: {n}", flush=True)

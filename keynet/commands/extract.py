@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "time; Key.Net alone is not rotation-equivariant: on HSequences pairs turned by 180 degrees "
                         "its repeatability falls from 70.8%% to 56.7%%, with the average it stays at 71.0%%; "
                         "README, Results, Rotation). auto: on with --upright false")
+    p.add_argument("--subpixel", choices=("auto", "true", "false"), default="auto",
+                   help="move each keypoint to the sub-pixel maximum of its level's score map, mapped by pixel "
+                        "centres (not the official positions; docs/matching.md, Sub-pixel keypoints). auto: on with --upright false, "
+                        "where the points of a turned image fall between the pixels of its pyramid levels")
     add_bool_flag(p, "--extract-MS", True, "Multi-scale extraction (off: single scale, original image only)")
     p.add_argument("--num-points", type=int, default=1500, help="Number of keypoints per image.")
     p.add_argument("--pyramid-levels", "--pyramid_levels", dest="pyramid_levels", type=int, default=5,
@@ -75,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _auto(choice: str, auto_value: bool) -> bool:
+    """An ``auto|true|false`` option's value."""
+    return auto_value if choice == "auto" else choice == "true"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
@@ -91,8 +100,8 @@ def main(argv=None) -> int:
                             pyramid_levels=args.pyramid_levels, upsampled_levels=args.upsampled_levels,
                             scale_factor_levels=args.scale_factor_levels, nms_size=args.nms_size,
                             border_size=args.border_size, multi_scale=args.extract_MS,
-                            rotation_average=(not args.upright) if args.rotation_average == "auto"
-                            else args.rotation_average == "true")
+                            rotation_average=_auto(args.rotation_average, not args.upright),
+                            subpixel=_auto(args.subpixel, not args.upright))
         desc = load_descriptor(args.descriptor, device=args.device)
         ori = None if args.upright else load_orientation(args.orientation, device=args.device)
     except (WeightsError, HardNetWeightsError, ValueError) as e:

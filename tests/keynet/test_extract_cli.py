@@ -255,15 +255,24 @@ def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
     kp_path, ds_path = feature_paths(out, "v", "grey.png")
     kp, ds, ori = np.load(kp_path), np.load(ds_path), np.load(orientation_path(out, "v", "grey.png"))
     assert kp.shape[1] == 4 and ori.shape == (len(kp),) and ori.dtype == np.float32
-    # --upright false detects with rotation-averaged score maps (--rotation-average auto)
+    # --upright false detects with rotation-averaged score maps (--rotation-average auto) and
+    # moves the points to their sub-pixel maxima (--subpixel auto)
     det = keynet.load_detector(tf_weights, num_points=100, pyramid_levels=1, upsampled_levels=0, device="cpu",
-                               rotation_average=True)
+                               rotation_average=True, subpixel=True)
     desc = keynet.load_descriptor(tmp_path / "hn.pt", device="cpu")
     est = keynet.load_orientation(tmp_path / "ori.pt", device="cpu")
     f = keynet.Extractor(det, desc, est).features(str(images / "grey.png"))
     np.testing.assert_allclose(kp, f.keypoints)
     np.testing.assert_allclose(ori, f.orientations, atol=1e-4)
     np.testing.assert_allclose(ds, f.descriptors, atol=1e-5)
+    official = keynet.load_detector(tf_weights, num_points=100, pyramid_levels=1, upsampled_levels=0,
+                                    device="cpu", rotation_average=True).detect(str(images / "grey.png"))
+    np.testing.assert_array_equal(kp[:, 2:], official[:, 2:])
+    assert np.abs(kp[:, :2] - official[:, :2]).max() > 0.05
+    r = run(*common, "--upright", "false", "--orientation", tmp_path / "ori.pt", "--subpixel", "false",
+            "--results-dir", tmp_path / "out_official")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(feature_paths(tmp_path / "out_official", "v", "grey.png")[0]), official)
     upright = keynet.Extractor(det, desc).features(str(images / "grey.png"))
     assert upright.orientations is None and np.abs(upright.descriptors - f.descriptors).max() > 0.05
     # LAFs: kornia's angle is the negative of ours; back to the same keypoints and angles

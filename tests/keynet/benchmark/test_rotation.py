@@ -235,10 +235,22 @@ def test_build_methods_keynet_variants_on_a_real_image(real_image_dir, tmp_path)
         assert (f.orientations is None) == (name == "upright")
     assert feats["orb"].descriptors.dtype == np.uint8 and feats["orb"].descriptors.shape[1] == 32
     plain, _ = build_methods(["learned", "upright"], num_points=100, orientation_weights=tmp_path / "orinet.pt",
-                             device="cpu", rotation_average=False)
+                             device="cpu", rotation_average=False, subpixel=False)
     same = [FeatureSet(*m.extract(img)).keypoints for m in plain]
     np.testing.assert_array_equal(same[0], same[1])
     assert not np.array_equal(feats["learned"].keypoints, feats["upright"].keypoints)
+    # subpixel auto: the oriented variants get the sub-pixel positions of the same points,
+    # upright keeps today's; subpixel=True gives them to upright as well
+    auto, _ = build_methods(["learned", "upright"], num_points=100, orientation_weights=tmp_path / "orinet.pt",
+                            device="cpu", rotation_average=False)
+    both, _ = build_methods(["upright"], num_points=100, device="cpu", rotation_average=False, subpixel=True)
+    sub, official = (FeatureSet(*m.extract(img)).keypoints for m in auto)
+    np.testing.assert_array_equal(official, same[1])
+    np.testing.assert_array_equal(FeatureSet(*both[0].extract(img)).keypoints, sub)
+    np.testing.assert_array_equal(sub[:, 2:], official[:, 2:])
+    moved = np.abs(sub[:, :2] - official[:, :2])
+    assert moved.max() > 0.05 and np.median(moved) < 1.0  # moved, by a fraction of a pixel for most
+    assert auto[0].tag != plain[0].tag and auto[1].tag == plain[1].tag != both[0].tag
     _, skipped = build_methods(["kornia-orinet", "sift"], num_points=10)
     assert list(skipped) == ["kornia-orinet"]
 
