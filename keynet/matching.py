@@ -64,6 +64,9 @@ DEFAULT_THRESHOLDS: Dict[str, Optional[float]] = {"smnn": 0.9, "snn": 0.8, "mnn"
 #: The region a HardNet descriptor describes has half-width magnification * 16 * scale
 #: px (32 * scale by default): the LAF radius given to AdaLAM.
 LAF_RADIUS_PER_SCALE = DEFAULT_MAGNIFICATION * PATCH_SIZE / 2.0
+#: AdaLAM's own default (degrees): with oriented features, a match whose change of orientation
+#: differs more than this from its seed's is rejected. Upright features disable the check.
+ADALAM_ORIENTATION_TOLERANCE = 30.0
 
 
 class MatchingError(RuntimeError):
@@ -89,12 +92,15 @@ class MatcherConfig:
         return DEFAULT_THRESHOLDS[self.method] if self.threshold is None else float(self.threshold)
 
 
-def lafs_from_keypoints(kpts: np.ndarray) -> torch.Tensor:
-    """(1, N, 2, 3) upright LAFs from (N, >=3) x, y, scale keypoints: centre (x, y), radius
-    :data:`LAF_RADIUS_PER_SCALE` * scale (the region HardNet describes)."""
+def lafs_from_keypoints(kpts: np.ndarray, orientations: Optional[np.ndarray] = None) -> torch.Tensor:
+    """(1, N, 2, 3) LAFs from (N, >=3) x, y, scale keypoints: centre (x, y), radius
+    :data:`LAF_RADIUS_PER_SCALE` * scale (the region HardNet describes); upright, or turned by
+    ``orientations`` ((N,) degrees, the project's convention; kornia's LAF angle is its negative)."""
     k = torch.as_tensor(np.asarray(kpts, dtype=np.float32))
     scale = k[:, 2] * LAF_RADIUS_PER_SCALE if k.shape[1] >= 3 else torch.ones(len(k))
-    return KF.laf_from_center_scale_ori(k[None, :, :2], scale[None, :, None, None], torch.zeros(1, len(k), 1))
+    ori = torch.zeros(1, len(k), 1) if orientations is None else \
+        -torch.as_tensor(np.asarray(orientations, dtype=np.float32)).reshape(1, len(k), 1)
+    return KF.laf_from_center_scale_ori(k[None, :, :2], scale[None, :, None, None], ori)
 
 
 def _tensor(d: np.ndarray, name: str) -> torch.Tensor:
@@ -106,13 +112,16 @@ def _tensor(d: np.ndarray, name: str) -> torch.Tensor:
 
 def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, config: Optional[MatcherConfig] = None,
                       kpts0: Optional[np.ndarray] = None, kpts1: Optional[np.ndarray] = None,
-                      hw0: Optional[Sequence[int]] = None, hw1: Optional[Sequence[int]] = None
+                      hw0: Optional[Sequence[int]] = None, hw1: Optional[Sequence[int]] = None,
+                      ori0: Optional[np.ndarray] = None, ori1: Optional[np.ndarray] = None
                       ) -> Tuple[np.ndarray, np.ndarray]:
     """Match two descriptor sets (N0, D) and (N1, D).
 
     ``kpts0``/``kpts1`` ((N, >=3) x, y, scale) and the image sizes ``hw0``/``hw1``
-    (rows, cols) are needed by ``adalam`` only. Returns ``(matches (K, 2) int64, scores
-    (K,) float32 cosine similarities)``, sorted by the index in image 0.
+    (rows, cols) are needed by ``adalam`` only; with the keypoint orientations ``ori0``/``ori1``
+    ((N,) degrees, oriented features) AdaLAM also checks that a match turns its region as its
+    neighbours do (its default tolerance, :data:`ADALAM_ORIENTATION_TOLERANCE`). Returns
+    ``(matches (K, 2) int64, scores (K,) float32 cosine similarities)``, sorted by the index in image 0.
     """
     cfg = config or MatcherConfig()
     d0, d1 = _tensor(desc0, "desc0"), _tensor(desc1, "desc1")
@@ -128,8 +137,11 @@ def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, config: Optional[Mat
                 raise ValueError("the adalam matcher needs the keypoints (x, y, scale) of both images")
             if len(d0) < 2 or len(d1) < 2:
                 return empty
-            conf = {"min_confidence": th, "orientation_difference_threshold": None, "device": d0.device}
-            _, idx = KF.match_adalam(d0, d1, lafs_from_keypoints(kpts0), lafs_from_keypoints(kpts1),
+            oriented = ori0 is not None and ori1 is not None
+            conf = {"min_confidence": th, "device": d0.device,
+                    "orientation_difference_threshold": ADALAM_ORIENTATION_TOLERANCE if oriented else None}
+            _, idx = KF.match_adalam(d0, d1, lafs_from_keypoints(kpts0, ori0 if oriented else None),
+                                     lafs_from_keypoints(kpts1, ori1 if oriented else None),
                                      config=conf, hw1=hw0, hw2=hw1)
         elif cfg.method in ("smnn", "snn"):
             fn = KF.match_smnn if cfg.method == "smnn" else KF.match_snn
@@ -276,8 +288,11 @@ def match_pairs(pairs: Sequence[Pair], features_path: PathLike, matches_path: Pa
     t0 = time.time()
     summary = StageSummary()
     with hloc_io.open_h5(features_path, "r") as ff:
-        fp = json.dumps({"matcher": cfg.method, "threshold": cfg.resolved_threshold,
-                         "features": str(ff.attrs.get("extractor", ""))}, sort_keys=True)
+        fp = {"matcher": cfg.method, "threshold": cfg.resolved_threshold,
+              "features": str(ff.attrs.get("extractor", ""))}
+        if cfg.method == "adalam":  # AdaLAM checks the orientations of oriented features (since v2)
+            fp["adalam"] = 2
+        fp = json.dumps(fp, sort_keys=True)
         cache: Dict[str, Dict[str, np.ndarray]] = {}
 
         def feats(name: str) -> Dict[str, np.ndarray]:
@@ -309,7 +324,8 @@ def match_pairs(pairs: Sequence[Pair], features_path: PathLike, matches_path: Pa
                     ka = _with_scales(fa)
                     kb = _with_scales(fb)
                     m, s = match_descriptors(fa["descriptors"], fb["descriptors"], cfg, ka, kb,
-                                             fa["image_size"][::-1], fb["image_size"][::-1])
+                                             fa["image_size"][::-1], fb["image_size"][::-1],
+                                             fa.get("orientations"), fb.get("orientations"))
                     hloc_io.write_matches(fm, a, b, m, s, len(fa["keypoints"]))
                     summary.done.append(key)
                     bar.set_postfix(matches=len(m))
@@ -336,9 +352,9 @@ def match_images(image0: PathLike, image1: PathLike, extractor: Optional[Extract
     'size0', 'size1' (width, height)}`` (the Python API behind ``match_demo.py``)."""
     fcfg = feature_config or FeatureConfig()
     ex = extractor or build_extractor(fcfg)
-    k0, d0, s0, _ = extract_image(ex, image0, fcfg.max_image_size)
-    k1, d1, s1, _ = extract_image(ex, image1, fcfg.max_image_size)
-    m, sc = match_descriptors(d0, d1, matcher, k0, k1, (s0[1], s0[0]), (s1[1], s1[0]))
+    k0, d0, s0, o0 = extract_image(ex, image0, fcfg.max_image_size)
+    k1, d1, s1, o1 = extract_image(ex, image1, fcfg.max_image_size)
+    m, sc = match_descriptors(d0, d1, matcher, k0, k1, (s0[1], s0[0]), (s1[1], s1[0]), o0, o1)
     return {"kpts0": k0, "kpts1": k1, "matches": m, "scores": sc, "size0": np.array(s0), "size1": np.array(s1)}
 
 

@@ -119,6 +119,38 @@ def test_adalam_rejects_geometrically_inconsistent_matches():
     assert bad[ada[:, 0]].mean() < 0.05
 
 
+def test_adalam_checks_the_orientations_of_oriented_features():
+    """Image 1 is image 0 turned by 20 degrees (and shifted); every descriptor matches its
+    twin. With orientations, a quarter of the points get an orientation in image 1 that does
+    not turn with the image: AdaLAM keeps them out of the neighbourhoods of the consistent
+    seeds (its 30-degree rule), so it drops most of them (those that seed a neighbourhood of
+    their own, being well placed, may survive) and keeps the others; without orientations
+    (upright features) it keeps them all."""
+    rng = np.random.default_rng(1)
+    n = 1200
+    xy0 = rng.uniform(0, [640, 480], (n, 2))
+    t = np.deg2rad(20.0)
+    xy1 = xy0 @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]).T + [60, -40]
+    desc = unit(rng.standard_normal((n, 128)))
+    d1 = unit(desc + 0.05 * rng.standard_normal((n, 128)))
+    k0, k1 = np.column_stack([xy0, np.full(n, 2.0)]), np.column_stack([xy1, np.full(n, 2.0)])
+    ori0 = rng.uniform(0, 360, n)
+    ori1 = (ori0 + 20.0) % 360
+    off = rng.random(n) < 0.25
+    ori1[off] = (ori1[off] + rng.uniform(90, 270, off.sum())) % 360
+    cfg = MatcherConfig("adalam")
+    upright, _ = match_descriptors(desc, d1, cfg, k0, k1, (480, 640), (600, 800))
+    oriented, _ = match_descriptors(desc, d1, cfg, k0, k1, (480, 640), (600, 800), ori0, ori1)
+    assert np.all(oriented[:, 0] == oriented[:, 1]) and np.all(upright[:, 0] == upright[:, 1])
+    assert off[upright[:, 0]].sum() > 0.9 * off.sum()
+    assert off[oriented[:, 0]].sum() < 0.6 * off.sum()
+    assert (~off[oriented[:, 0]]).sum() > 0.9 * (~off).sum()
+    lafs = matching.lafs_from_keypoints(k0, ori0)
+    from kornia.feature import get_laf_orientation
+    kornia_deg = get_laf_orientation(lafs).flatten().numpy()
+    assert np.abs(((kornia_deg + ori0 + 180.0) % 360.0) - 180.0).max() < 1e-3  # kornia's angle = -ours
+
+
 # ----------------------------------------------------------------------------- pairs
 def test_pair_generation(tmp_path):
     names = [f"{i}.jpg" for i in range(5)]
