@@ -112,6 +112,18 @@ def add_bool_flag(parser: Any, name: str, default: bool, help: str, *aliases: st
     _add_bool(parser, (name, *aliases), name.lstrip("-").replace("-", "_"), default, help)
 
 
+def add_auto_flag(parser: Any, name: str, help: str) -> None:
+    """A three-valued switch ``--name auto|true|false`` (default ``auto``: the command decides
+    from its other options); read its value with :func:`auto_flag`."""
+    parser.add_argument(name, choices=("auto", "true", "false"), default="auto", help=help)
+
+
+def auto_flag(value: str, auto: Optional[bool] = None) -> Optional[bool]:
+    """The value of an :func:`add_auto_flag` switch: ``true``/``false`` -> bool, ``auto`` ->
+    ``auto`` (``None`` unless the caller gives the automatic choice)."""
+    return auto if value == "auto" else value == "true"
+
+
 def add_device_arg(parser: Any, default: str = "auto", help: str = DEVICE_HELP) -> None:
     """``--device``: ``auto`` (parsed as ``None``: CUDA when available, else CPU) or a torch
     device name."""

@@ -20,7 +20,7 @@ from keynet.benchmark.rotation_cache import FeatureStore
 from keynet.benchmark.rotation_methods import METHOD_NAMES, MethodError, build_methods, check_methods
 from keynet.benchmark.rotation_report import wide_table, write_reports
 from keynet.benchmark.report import to_markdown
-from kpcore.cli import ArgumentParser, add_bool_flag, add_device_arg
+from kpcore.cli import ArgumentParser, add_auto_flag, add_bool_flag, add_device_arg, auto_flag
 from kpcore.geometry import HomographyError
 from kpcore.images import ImageReadError
 
@@ -77,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "the oriented Key.Net variants (learned, gradient, kornia-orinet) detect with score maps averaged "
                   "over the four right-angle turns of each level, as 'keynet extract --upright false'; upright is "
                   "always today's pipeline")
-    ap.add_argument("--subpixel", choices=("auto", "true", "false"), default="auto",
-                    help="sub-pixel keypoints (SubpixelKeyNetDetector). auto: for the oriented Key.Net variants, "
-                         "as 'keynet extract --upright false', while upright stays today's pipeline; true: for "
-                         "upright too (the like-for-like comparison); false: for none (default: auto)")
+    add_auto_flag(ap, "--subpixel",
+                  "sub-pixel keypoints (SubpixelKeyNetDetector). auto: for the oriented Key.Net variants, as "
+                  "'keynet extract --upright false', while upright stays today's pipeline; true: for upright too "
+                  "(the like-for-like comparison); false: for none")
     add_device_arg(ap)
     ap.add_argument("--out-dir", default="HSequences_bench/results/rotation",
                     help="output folder: CSV, rotation.md, PNG, cache/ (default: HSequences_bench/results/rotation)")
@@ -160,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         methods, skipped = build_methods(args.methods, args.num_points, args.orientation_weights,
                                          args.kornia_orinet_weights, args.device, args.rotation_average,
                                          None if args.descriptor == "default" else args.descriptor,
-                                         subpixel=None if args.subpixel == "auto" else args.subpixel == "true")
+                                         subpixel=auto_flag(args.subpixel))
         notes += [f"skipping '{m}': {why}" for m, why in skipped.items()]
         for n in notes:
             print(f"note: {n}", flush=True)

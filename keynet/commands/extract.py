@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from hardnet import HardNetWeightsError
-from kpcore.cli import ArgumentParser, add_bool_flag, add_device_arg
+from kpcore.cli import ArgumentParser, add_auto_flag, add_bool_flag, add_device_arg, auto_flag
 from kpcore.runner import Shard, gather_summaries
 from test_im import IMAGE_LIST
 
@@ -51,15 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Orientation estimator when --upright false: 'learned' (the shipped OriNet, "
                         "pretrained_nets/orinet.pt), 'gradient' (classical dominant gradient, SIFT's rule) "
                         "or an OriNet weights file from train_orientation.py.")
-    p.add_argument("--rotation-average", choices=("auto", "true", "false"), default="auto",
-                   help="average each pyramid level's score map over its four right-angle turns (4x the detector "
+    add_auto_flag(p, "--rotation-average",
+                  "average each pyramid level's score map over its four right-angle turns (4x the detector "
                         "time; Key.Net alone is not rotation-equivariant: on HSequences pairs turned by 180 degrees "
                         "its repeatability falls from 70.8%% to 56.7%%, with the average it stays at 71.0%%; "
                         "README, Results, Rotation). auto: on with --upright false")
-    p.add_argument("--subpixel", choices=("auto", "true", "false"), default="auto",
-                   help="move each keypoint to the sub-pixel maximum of its level's score map, mapped by pixel "
-                        "centres (not the official positions; docs/matching.md, Sub-pixel keypoints). auto: on with --upright false, "
-                        "where the points of a turned image fall between the pixels of its pyramid levels")
+    add_auto_flag(p, "--subpixel",
+                  "move each keypoint to the sub-pixel maximum of its level's score map, mapped by pixel centres "
+                  "(not the official positions; docs/matching.md, Sub-pixel keypoints). auto: on with --upright "
+                  "false, where the points of a turned image fall between the pixels of its pyramid levels")
     add_bool_flag(p, "--extract-MS", True, "Multi-scale extraction (off: single scale, original image only)")
     p.add_argument("--num-points", type=int, default=1500, help="Number of keypoints per image.")
     p.add_argument("--pyramid-levels", "--pyramid_levels", dest="pyramid_levels", type=int, default=5,
@@ -79,11 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _auto(choice: str, auto_value: bool) -> bool:
-    """An ``auto|true|false`` option's value."""
-    return auto_value if choice == "auto" else choice == "true"
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
@@ -100,8 +95,8 @@ def main(argv=None) -> int:
                             pyramid_levels=args.pyramid_levels, upsampled_levels=args.upsampled_levels,
                             scale_factor_levels=args.scale_factor_levels, nms_size=args.nms_size,
                             border_size=args.border_size, multi_scale=args.extract_MS,
-                            rotation_average=_auto(args.rotation_average, not args.upright),
-                            subpixel=_auto(args.subpixel, not args.upright))
+                            rotation_average=auto_flag(args.rotation_average, not args.upright),
+                            subpixel=auto_flag(args.subpixel, not args.upright))
         desc = load_descriptor(args.descriptor, device=args.device)
         ori = None if args.upright else load_orientation(args.orientation, device=args.device)
     except (WeightsError, HardNetWeightsError, ValueError) as e:
