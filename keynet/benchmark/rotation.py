@@ -253,6 +253,28 @@ def orientation_errors(src: FeatureSet, dst: FeatureSet, correspondences: np.nda
     return err
 
 
+def selected_points(src: FeatureSet, dst: FeatureSet, case: RotationCase, cfg: BenchConfig
+                    ) -> Tuple[FeatureSet, FeatureSet, np.ndarray, np.ndarray]:
+    """The main benchmark's selection for one case: the features of both images in the common
+    region, the ``cfg.top_k`` best of each, and their keypoints in one frame (the source's
+    with ``cfg.dst_to_src``): ``(src kept, dst kept, src points, dst points)``."""
+    h_d2s = case.h_dst_to_src
+    mask_src, mask_dst = common_region_masks(h_d2s, case.shape_src, case.shape_dst, border=cfg.border,
+                                             threshold=cfg.mask_threshold)
+    s, d = _select(src, mask_src, cfg.top_k), _select(dst, mask_dst, cfg.top_k)
+    if cfg.dst_to_src:
+        return s, d, s.keypoints, warp_points(d.keypoints, h_d2s)
+    return s, d, warp_points(s.keypoints, case.h_src_to_dst), d.keypoints
+
+
+def matched_errors(s: FeatureSet, d: FeatureSet, p_src: np.ndarray, p_dst: np.ndarray, distance: str = "l2"
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest-neighbour matches ``(K, 2)`` of the selected features and each match's
+    error (px) under the ground truth (``p_src``/``p_dst`` from :func:`selected_points`)."""
+    matches = mutual_nearest_neighbours(s.descriptors, d.descriptors, distance)
+    return matches, match_distances(p_src, p_dst, matches)
+
+
 def pair_metrics(src: FeatureSet, dst: FeatureSet, case: RotationCase, cfg: Optional[BenchConfig] = None,
                  distance: str = "l2") -> Dict[str, float]:
     """Metrics of one case for one method.
@@ -269,15 +291,8 @@ def pair_metrics(src: FeatureSet, dst: FeatureSet, case: RotationCase, cfg: Opti
     cfg = cfg or default_config()
     src = FeatureSet(*src)
     dst = FeatureSet(*dst)
-    h_d2s = case.h_dst_to_src
-    mask_src, mask_dst = common_region_masks(h_d2s, case.shape_src, case.shape_dst, border=cfg.border,
-                                             threshold=cfg.mask_threshold)
     rec: Dict[str, float] = {"num_kpts": float(len(dst.keypoints)), "num_kpts_src": float(len(src.keypoints))}
-    s, d = _select(src, mask_src, cfg.top_k), _select(dst, mask_dst, cfg.top_k)
-    if cfg.dst_to_src:
-        p_src, p_dst = s.keypoints, warp_points(d.keypoints, h_d2s)
-    else:
-        p_src, p_dst = warp_points(s.keypoints, case.h_src_to_dst), d.keypoints
+    s, d, p_src, p_dst = selected_points(src, dst, case, cfg)
     rep = compute_repeatability(p_src, p_dst, overlap=cfg.overlap, radius=cfg.radius,
                                 dist_match_thresh=cfg.pixel_threshold, max_distance=cfg.max_distance)
     total = int(rep["total_num_points"])
@@ -290,8 +305,7 @@ def pair_metrics(src: FeatureSet, dst: FeatureSet, case: RotationCase, cfg: Opti
     rec["ori_err_median"] = float(np.median(err)) if err.size else float("nan")
     rec["ori_points"] = float(err.size) if has_ori else float("nan")
 
-    matches = mutual_nearest_neighbours(s.descriptors, d.descriptors, distance)
-    dist = match_distances(p_src, p_dst, matches)
+    matches, dist = matched_errors(s, d, p_src, p_dst, distance)
     for t, prec in zip(cfg.thresholds, mma_precision(dist, cfg.thresholds)):
         rec[f"mma@{t}"] = float(prec)
         rec[f"ms@{t}"] = matching_scores(dist, total, rep["possible_matches"], t)["match_score"]
