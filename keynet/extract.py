@@ -57,8 +57,8 @@ def load_detector(path_or_name: Optional[Union[str, os.PathLike]] = None,
     ``subpixel``: a :class:`~keynet.subpixel.SubpixelKeyNetDetector` (the same points moved
     to their sub-pixel maxima, mapped by pixel centres; not the official positions)."""
     model, _ = load_keynet(resolve_detector_weights(path_or_name))
-    det = KeyNetDetector(model, DetectorSettings(**settings), device=device, engine=engine)
-    return SubpixelKeyNetDetector.from_detector(det) if subpixel else det
+    cls = SubpixelKeyNetDetector if subpixel else KeyNetDetector
+    return cls(model, DetectorSettings(**settings), device=device, engine=engine)
 
 
 def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
