@@ -53,7 +53,7 @@ from kpcore.images import read_image_grey
 
 from . import hloc_io
 from .extract import Extractor, load_descriptor, load_detector, load_orientation
-from .options import add_weights_args
+from .options import DEFAULT_ROTATION_TURNS, add_rotation_turns_arg, add_weights_args
 from .pairs import Pair
 
 PathLike = Union[str, os.PathLike]
@@ -170,7 +170,8 @@ class FeatureConfig:
     (sub-pixel maxima, exact level mapping); ``orientation``: ``'none'`` (upright patches),
     ``'learned'`` (shipped OriNet), ``'gradient'`` or an OriNet weights file: patches are cut
     rotated by each keypoint's orientation, stored as ``orientations`` in ``features.h5``, and
-    the detector averages its score maps over right-angle turns (``rotation_average``);
+    the detector averages its score maps over ``rotation_turns`` evenly spaced turns
+    (``DetectorSettings.rotation_average``, ``rotation_average_turns``);
     ``device``: torch device (auto when ``None``).
     """
 
@@ -181,11 +182,14 @@ class FeatureConfig:
     max_image_size: int = 1600
     nms_size: int = 15
     subpixel: bool = True
+    rotation_turns: int = DEFAULT_ROTATION_TURNS
     device: Optional[str] = field(default=None, compare=False)
 
     def fingerprint(self) -> str:
         d = asdict(self)
         d.pop("device")
+        if d["orientation"] == "none" or d["rotation_turns"] == 4:
+            d.pop("rotation_turns")  # unused, or the only setting before it was an option: old caches stay valid
         for k in ("detector", "descriptor", "orientation"):
             if d[k] not in ("default", "none", "learned", "gradient"):
                 d[k] = str(Path(d[k]).resolve())
@@ -195,7 +199,8 @@ class FeatureConfig:
 def build_extractor(cfg: FeatureConfig) -> Extractor:
     """Key.Net + HardNet per ``cfg`` (:class:`MatchingError` without descriptor weights)."""
     det = load_detector(cfg.detector, device=cfg.device, num_points=cfg.num_points, nms_size=cfg.nms_size,
-                        rotation_average=cfg.orientation != "none", subpixel=cfg.subpixel)
+                        rotation_average=cfg.orientation != "none", rotation_average_turns=cfg.rotation_turns,
+                        subpixel=cfg.subpixel)
     desc = load_descriptor(cfg.descriptor, device=cfg.device)
     if desc is None:
         raise MatchingError(f"no HardNet weights ({cfg.descriptor!r}): matching needs descriptors; "
@@ -380,13 +385,15 @@ def add_feature_args(p: argparse.ArgumentParser, defaults: Optional[FeatureConfi
     g.add_argument("--orientation", default=d.orientation if d.orientation != "none" else "learned",
                    help="orientation estimator when --upright false: 'learned' (shipped OriNet), 'gradient' "
                         "(dominant gradient) or an OriNet weights file")
+    add_rotation_turns_arg(g, d.rotation_turns)
     add_device_arg(g, d.device or "auto")
 
 
 def feature_config_from_args(args: argparse.Namespace) -> FeatureConfig:
     return FeatureConfig(detector=args.detector, descriptor=args.descriptor, num_points=args.num_points,
                          max_image_size=args.max_image_size, nms_size=args.nms_size, subpixel=args.subpixel,
-                         orientation="none" if args.upright else args.orientation, device=args.device)
+                         orientation="none" if args.upright else args.orientation,
+                         rotation_turns=args.rotation_turns, device=args.device)
 
 
 def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfig] = None) -> None:

@@ -24,6 +24,7 @@ from kornia.feature import LAFOrienter, OriNet, get_laf_orientation
 
 from keynet.benchmark.baselines import opencv_features
 from keynet.benchmark.rotation import FeatureSet, Method
+from keynet.options import DEFAULT_ROTATION_TURNS
 from keynet.extract import (DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, Extractor, Features, load_descriptor,
                             load_detector, load_orientation, resolve_detector_weights)
 
@@ -174,13 +175,14 @@ def check_methods(names: Sequence[str], orientation_weights: Optional[PathLike],
 def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weights: Optional[PathLike] = None,
                   kornia_orinet_weights: Optional[PathLike] = None,
                   device: Optional[Union[str, torch.device]] = None, rotation_average: bool = True,
-                  descriptor_weights: Optional[PathLike] = None, subpixel: Optional[bool] = None
-                  ) -> Tuple[List[Method], Dict[str, str]]:
+                  descriptor_weights: Optional[PathLike] = None, subpixel: Optional[bool] = None,
+                  rotation_turns: int = DEFAULT_ROTATION_TURNS) -> Tuple[List[Method], Dict[str, str]]:
     """The methods ``names`` (in that order) with at most ``num_points`` keypoints each, and
     ``{method: why}`` for those skipped (default weights absent). ``rotation_average``: the
     oriented Key.Net variants detect with rotation-averaged score maps
-    (``DetectorSettings.rotation_average``, as ``extract --upright false``); ``upright`` is
-    always today's pipeline. ``subpixel``: sub-pixel keypoints (``None``: for the oriented
+    (``DetectorSettings.rotation_average``, as ``extract --upright false``) over
+    ``rotation_turns`` evenly spaced turns (``DetectorSettings.rotation_average_turns``);
+    ``upright`` is always today's pipeline. ``subpixel``: sub-pixel keypoints (``None``: for the oriented
     variants only, as ``extract --upright false``; ``True``: for every Key.Net variant,
     ``upright`` included; ``False``: none). ``descriptor_weights``: the HardNet of the Key.Net
     variants (default: the shipped one). Raises :class:`MethodError`
@@ -208,8 +210,10 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
         else:  # the oriented pipeline: rotation-averaged score maps, sub-pixel points
             rot_detection = SharedDetection(load_detector("default", device=device, num_points=num_points,
                                                           rotation_average=rotation_average,
+                                                          rotation_average_turns=rotation_turns,
                                                           subpixel=sub_oriented))
-            rot_base = common + (" rotavg" if rotation_average else "") + (" subpix" if sub_oriented else "")
+            turns = "" if rotation_turns == 4 else str(rotation_turns)  # 4: the tag of earlier caches
+            rot_base = common + (f" rotavg{turns}" if rotation_average else "") + (" subpix" if sub_oriented else "")
     for n in names:
         if n in OPENCV_METHODS:
             methods.append(opencv_method(n, num_points))

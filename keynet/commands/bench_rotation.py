@@ -25,6 +25,7 @@ from kpcore.geometry import HomographyError
 from kpcore.images import ImageReadError
 
 from ..detection import ImageTooSmallError
+from ..options import add_rotation_turns_arg
 from ..weights import WeightsError
 from .bench import top_k
 
@@ -75,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="HardNet weights of the Key.Net variants ('default': pretrained_nets/hardnet.pt)")
     add_bool_flag(ap, "--rotation-average", True,
                   "the oriented Key.Net variants (learned, gradient, kornia-orinet) detect with score maps averaged "
-                  "over the four right-angle turns of each level, as 'keynet extract --upright false'; upright is "
+                  "over turns of each level (--rotation-turns), as 'keynet extract --upright false'; upright is "
                   "always today's pipeline")
+    add_rotation_turns_arg(ap)
     add_auto_flag(ap, "--subpixel",
                   "sub-pixel keypoints (SubpixelKeyNetDetector). auto: for the oriented Key.Net variants, as "
                   "'keynet extract --upright false', while upright stays today's pipeline; true: for upright too "
@@ -160,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         methods, skipped = build_methods(args.methods, args.num_points, args.orientation_weights,
                                          args.kornia_orinet_weights, args.device, args.rotation_average,
                                          None if args.descriptor == "default" else args.descriptor,
-                                         subpixel=auto_flag(args.subpixel))
+                                         subpixel=auto_flag(args.subpixel), rotation_turns=args.rotation_turns)
         notes += [f"skipping '{m}': {why}" for m, why in skipped.items()]
         for n in notes:
             print(f"note: {n}", flush=True)

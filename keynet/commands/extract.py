@@ -27,7 +27,7 @@ from kpcore.files import feature_paths
 
 from ..extract import (Extractor, h5_output_path, load_descriptor, load_detector, load_orientation, run_extraction,
                        run_extraction_h5)
-from ..options import add_weights_args
+from ..options import add_rotation_turns_arg, add_weights_args
 from ..weights import WeightsError
 
 
@@ -52,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "pretrained_nets/orinet.pt), 'gradient' (classical dominant gradient, SIFT's rule) "
                         "or an OriNet weights file from train_orientation.py.")
     add_auto_flag(p, "--rotation-average",
-                  "average each pyramid level's score map over its four right-angle turns (4x the detector "
-                        "time; Key.Net alone is not rotation-equivariant: on HSequences pairs turned by 180 degrees "
-                        "its repeatability falls from 70.8%% to 56.7%%, with the average it stays at 71.0%%; "
-                        "README, Results, Rotation). auto: on with --upright false")
+                  "average each pyramid level's score map over turns of the level (--rotation-turns), each "
+                  "turned back (Key.Net alone is not rotation-equivariant: on HSequences pairs turned by 180 "
+                  "degrees its repeatability falls from 70.8%% to 56.7%%, with the average it stays at 71%%; "
+                  "docs/rotation.md). auto: on with --upright false")
+    add_rotation_turns_arg(p)
     add_auto_flag(p, "--subpixel",
                   "move each keypoint to the sub-pixel maximum of its level's score map, mapped by pixel centres "
                   "(not the official positions; docs/matching.md, Sub-pixel keypoints). auto: on with --upright "
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
                             scale_factor_levels=args.scale_factor_levels, nms_size=args.nms_size,
                             border_size=args.border_size, multi_scale=args.extract_MS,
                             rotation_average=auto_flag(args.rotation_average, not args.upright),
+                            rotation_average_turns=args.rotation_turns,
                             subpixel=auto_flag(args.subpixel, not args.upright))
         desc = load_descriptor(args.descriptor, device=args.device)
         ori = None if args.upright else load_orientation(args.orientation, device=args.device)

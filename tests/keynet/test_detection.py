@@ -122,10 +122,12 @@ def test_detector_bad_inputs():
         det.detect(np.ones((5, 50)))
 
 
-def test_rotation_average_makes_detection_equivariant_to_right_angles():
-    """With ``rotation_average`` the score maps are averaged over the four right-angle turns:
-    the keypoints of the image turned by 90 degrees are the turned keypoints (single scale,
-    where the level is the image itself); without it, far fewer are."""
+@pytest.mark.parametrize("turns", [4, 8])
+def test_rotation_average_makes_detection_equivariant_to_right_angles(turns):
+    """With ``rotation_average`` the score maps are averaged over evenly spaced turns (the
+    right angles, and with 8 turns also the 45-degree ones): the keypoints of the image turned
+    by 90 degrees are the turned keypoints (single scale, where the level is the image
+    itself); without it, far fewer are."""
     import cv2 as _cv2
     from pathlib import Path as _Path
 
@@ -137,7 +139,7 @@ def test_rotation_average_makes_detection_equivariant_to_right_angles():
 
     def shared(rotation_average: bool) -> float:
         det = load_detector("default", num_points=300, multi_scale=False, device="cpu",
-                            rotation_average=rotation_average)
+                            rotation_average=rotation_average, rotation_average_turns=turns)
         a = det.detect(img)
         b = det.detect(np.ascontiguousarray(np.rot90(img)))
         # np.rot90: (x, y) -> (y, w - 1 - x)
@@ -147,3 +149,35 @@ def test_rotation_average_makes_detection_equivariant_to_right_angles():
 
     assert shared(True) > 0.98
     assert shared(False) < shared(True) - 0.1
+
+
+def test_eight_turn_rotation_average_follows_a_45_degree_turn():
+    """The 45-degree turns of ``rotation_average_turns=8`` make the detection follow an image
+    turned by 45 degrees (bilinearly, on an expanded canvas) far better than the right angles
+    alone: the share of keypoints found again within 1 px rises from about 0.3 to 0.65."""
+    import cv2 as _cv2
+    from pathlib import Path as _Path
+
+    from keynet import load_detector
+    from keynet.benchmark.rotation import rotate_image
+
+    img = _cv2.imread(str(_Path(__file__).resolve().parents[2] / "test_im" / "test_im.png"),
+                      _cv2.IMREAD_GRAYSCALE)[60:380, 40:440].astype(np.float32)
+    turned, h_rot = rotate_image(img, 45.0)
+
+    def found_again(turns: int) -> float:
+        det = load_detector("default", num_points=300, multi_scale=False, device="cpu", subpixel=True,
+                            rotation_average=True, rotation_average_turns=turns)
+        a, b = det.detect(img), det.detect(turned)
+        m = np.c_[a[:, :2], np.ones(len(a))] @ h_rot.T
+        d = np.linalg.norm(m[:, None, :2] / m[:, None, 2:] - b[None, :, :2], axis=-1).min(1)
+        return float(np.mean(d < 1.0))
+
+    four, eight = found_again(4), found_again(8)
+    assert eight > 0.55 and eight > four + 0.2, (four, eight)
+
+
+def test_rotation_average_turns_must_be_a_multiple_of_four():
+    for bad in (0, 2, 6):
+        with pytest.raises(ValueError, match="multiple of 4"):
+            DetectorSettings(rotation_average_turns=bad)

@@ -251,6 +251,11 @@ def test_build_methods_keynet_variants_on_a_real_image(real_image_dir, tmp_path)
     moved = np.abs(sub[:, :2] - official[:, :2])
     assert moved.max() > 0.05 and np.median(moved) < 1.0  # moved, by a fraction of a pixel for most
     assert auto[0].tag != plain[0].tag and auto[1].tag == plain[1].tag != both[0].tag
+    # the default rotation average (8 turns) and the right angles only are cached apart; the
+    # right angles keep the tag of the caches written before the turns were an option
+    four, _ = build_methods(["learned"], num_points=100, orientation_weights=tmp_path / "orinet.pt",
+                            device="cpu", rotation_turns=4)
+    assert " rotavg8 " in methods[0].tag and " rotavg " in four[0].tag
     _, skipped = build_methods(["kornia-orinet", "sift"], num_points=10)
     assert list(skipped) == ["kornia-orinet"]
 
