@@ -11,9 +11,11 @@ options, same `--out-dir`), so after a benchmark run nothing is extracted again:
 
     python benchmarks/rotation_errors.py --data-dir ../shared/data/hsequences-mini \\
         ../shared/data/hsequences-extra --angles 30 60 150 --methods learned sift \\
+        --out-dir runs/rotbench_single8
+    # the rotation average over the right angles only, with and without sub-pixel points:
+    python benchmarks/rotation_errors.py ... --methods learned --rotation-turns 4 \\
         --out-dir runs/rotbench_single3 --edge-ratio 10
-    # the oriented pipeline with the official positions:
-    python benchmarks/rotation_errors.py ... --methods learned --subpixel false
+    python benchmarks/rotation_errors.py ... --methods learned --rotation-turns 4 --subpixel false
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from keynet.benchmark.rotation_methods import MethodError, build_methods
 from keynet.commands.bench_rotation import find_sequences
 from keynet.detection import build_pyramid, nms, remove_border
 from keynet.extract import load_detector
+from keynet.options import add_rotation_turns_arg
 from kpcore.cli import add_auto_flag, auto_flag
 
 
@@ -59,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["learned", "sift"])
     ap.add_argument("--out-dir", required=True, help="the bench-rotation output folder whose cache/ is used")
     add_auto_flag(ap, "--subpixel", "as bench-rotation's --subpixel")
+    add_rotation_turns_arg(ap)
     ap.add_argument("--edge-ratio", type=float, default=0.0, help="also run the edge-test count (0: no)")
     args = ap.parse_args(argv)
     cfg = default_config()
@@ -66,7 +70,8 @@ def main(argv=None) -> int:
         sequences, _ = find_sequences(args.data_dir, "all", "", None)
         angles = parse_angles(args.angles)
         cases = [c for d, s in sequences for c in single_cases(d, s, angles)]
-        methods, skipped = build_methods(args.methods, subpixel=auto_flag(args.subpixel))
+        methods, skipped = build_methods(args.methods, subpixel=auto_flag(args.subpixel),
+                                         rotation_turns=args.rotation_turns)
     except (DatasetError, AngleError, MethodError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
