@@ -24,9 +24,9 @@ from kornia.feature import LAFOrienter, OriNet, get_laf_orientation
 
 from keynet.benchmark.baselines import opencv_features
 from keynet.benchmark.rotation import FeatureSet, Method
-from keynet.options import DEFAULT_ROTATION_TURNS
 from keynet.extract import (DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, Extractor, Features, load_descriptor,
                             load_detector, load_orientation, resolve_detector_weights)
+from keynet.options import DEFAULT_ROTATION_TURNS
 
 PathLike = Union[str, os.PathLike]
 
