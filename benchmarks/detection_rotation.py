@@ -20,6 +20,7 @@ from scipy.spatial import cKDTree
 
 from keynet.benchmark.rotation import read_grey_float, rotate_image
 from keynet.extract import load_detector
+from keynet.options import ROTATION_TURNS_CHOICES
 from kpcore.geometry import warp_points
 
 RADII = (1, 2, 3, 5)
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", nargs="+", required=True, help="HPatches-layout folder(s): image 1 of each sequence")
     ap.add_argument("--angles", nargs="+", type=float, default=[30.0, 60.0, 150.0])
-    ap.add_argument("--turns", nargs="+", type=int, default=[4, 8], help="rotation_average_turns to compare")
+    ap.add_argument("--turns", nargs="+", type=int, choices=ROTATION_TURNS_CHOICES, default=list(ROTATION_TURNS_CHOICES),
+                    help="rotation_average_turns to compare")
     ap.add_argument("--shift", action="store_true", help="also a half-pixel bilinear shift (x and y)")
     ap.add_argument("--num-points", type=int, default=1000)
     args = ap.parse_args(argv)

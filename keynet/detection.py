@@ -26,6 +26,9 @@ _SCALE_EPS = math.sqrt(1.0 + float(np.finfo(np.float32).eps))
 #: Turns the rotation average uses unless told otherwise: the right angles and the 45-degree
 #: turns (docs/rotation.md, Rotation-averaged detection, has the measurements behind it).
 DEFAULT_ROTATION_TURNS = 8
+#: The right angles only: the rotation average before the number of turns was a setting (the
+#: caches written then carry no turn count).
+RIGHT_ANGLE_TURNS = 4
 
 
 class ImageTooSmallError(ValueError):

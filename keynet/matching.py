@@ -52,6 +52,7 @@ from kpcore.cli import add_bool_flag, add_device_arg
 from kpcore.images import read_image_grey
 
 from . import hloc_io
+from .detection import RIGHT_ANGLE_TURNS
 from .extract import Extractor, load_descriptor, load_detector, load_orientation
 from .options import DEFAULT_ROTATION_TURNS, add_rotation_turns_arg, add_weights_args
 from .pairs import Pair
@@ -188,8 +189,8 @@ class FeatureConfig:
     def fingerprint(self) -> str:
         d = asdict(self)
         d.pop("device")
-        if d["orientation"] == "none" or d["rotation_turns"] == 4:
-            d.pop("rotation_turns")  # unused, or the only setting before it was an option: old caches stay valid
+        if d["orientation"] == "none" or d["rotation_turns"] == RIGHT_ANGLE_TURNS:
+            d.pop("rotation_turns")  # unused, or the setting of caches made before it was an option
         for k in ("detector", "descriptor", "orientation"):
             if d[k] not in ("default", "none", "learned", "gradient"):
                 d[k] = str(Path(d[k]).resolve())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .detection import DEFAULT_ROTATION_TURNS
+from .detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
 
 #: Option strings, the canonical first (the others: the official script's names).
 DETECTOR_FLAGS = ("--detector", "--checkpoint-det-dir")
@@ -24,7 +24,7 @@ DESCRIPTOR_HELP = ("HardNet weights (project format or the official HardNet++.pt
 
 #: The rotation average of oriented extraction (``--upright false``): how many evenly spaced
 #: turns of each pyramid level (``DetectorSettings.rotation_average_turns``).
-ROTATION_TURNS_CHOICES = (4, 8)
+ROTATION_TURNS_CHOICES = (RIGHT_ANGLE_TURNS, 8)
 ROTATION_TURNS_HELP = ("turns of each pyramid level the rotation average uses: 4 = the right angles (4x the "
                        "detector time), 8 = also the 45-degree ones (about 3x the time of 4; detection much closer "
                        "to invariant between the right angles; docs/rotation.md)")

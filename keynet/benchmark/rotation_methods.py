@@ -26,6 +26,7 @@ from keynet.benchmark.baselines import opencv_features
 from keynet.benchmark.rotation import FeatureSet, Method
 from keynet.extract import (DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, Extractor, Features, load_descriptor,
                             load_detector, load_orientation, resolve_detector_weights)
+from keynet.detection import RIGHT_ANGLE_TURNS
 from keynet.options import DEFAULT_ROTATION_TURNS
 
 PathLike = Union[str, os.PathLike]
@@ -212,7 +213,7 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
                                                           rotation_average=rotation_average,
                                                           rotation_average_turns=rotation_turns,
                                                           subpixel=sub_oriented))
-            turns = "" if rotation_turns == 4 else str(rotation_turns)  # 4: the tag of earlier caches
+            turns = "" if rotation_turns == RIGHT_ANGLE_TURNS else str(rotation_turns)  # the tag of earlier caches
             rot_base = common + (f" rotavg{turns}" if rotation_average else "") + (" subpix" if sub_oriented else "")
     for n in names:
         if n in OPENCV_METHODS:
