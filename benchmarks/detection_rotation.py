@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from keynet.benchmark.rotation import read_grey_float, rotate_image
-from keynet.extract import load_detector
-from keynet.options import ROTATION_TURNS_CHOICES
-from kpcore.geometry import warp_points
+from HSequences_bench.rotation import read_grey_float, rotate_image
+from keynet.base.geometry import warp_points
+from keynet.commands.options import ROTATION_TURNS_CHOICES
+from keynet.pipeline.extraction import load_detector
 
 RADII = (1, 2, 3, 5)
 MARGIN = 20  # px: true positions closer to the turned image's frame are not counted

@@ -22,15 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import keynet  # noqa: E402
-from keynet.benchmark.evaluate import BenchConfig, evaluate_pair  # noqa: E402
-from keynet.benchmark.hsequences import sequence_pairs  # noqa: E402
-from kpcore.files import atomic_save_npy  # noqa: E402
+from HSequences_bench.evaluate import BenchConfig, evaluate_pair  # noqa: E402
+from HSequences_bench.hsequences import sequence_pairs  # noqa: E402
+from keynet.base.files import atomic_save_npy  # noqa: E402
 
 
 def _sequences(folder: Path):

@@ -10,16 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from hardnet import HardNet, load_hardnet  # noqa: E402
 from hardnet.data import load_split  # noqa: E402
-from hardnet.training import (HardNetConfig, init_weights, same_photo_partners, validate,  # noqa: E402
-                              validation_indices)
+from hardnet.training import HardNetConfig, init_weights, same_photo_partners, validate, validation_indices  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ detector folders, each with its own descriptors:
   so k = 10.67 gives the HardNet patch's 64 * scale support).
 
 Then hsequences_bench.py is run on all of them in one call (plus ``--extra-detectors``,
-e.g. ``sift`` = SIFT with its own detector from extract_baselines.py), so every number
+e.g. ``sift`` = SIFT with its own detector from keynet baselines), so every number
 comes from the same benchmark run.
 
 Example (after the Key.Net and baseline extraction commands of docs/benchmark.md):
@@ -32,13 +32,11 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from hardnet import HardNetDescriptor, load_hardnet  # noqa: E402
-from keynet.benchmark.hsequences import (DEFAULT_SPLITS, check_sequences, get_split, image_list_lines,  # noqa: E402
-                                         resolve_image_path)
-from kpcore.files import atomic_save_npy, feature_paths
-from kpcore.images import read_image_grey  # noqa: E402
+from HSequences_bench.hsequences import DEFAULT_SPLITS, check_sequences, get_split, image_list_lines, resolve_image_path  # noqa: E402
+from keynet.base.files import atomic_save_npy, feature_paths
+from keynet.base.images import read_image_grey  # noqa: E402
 
 HARDNET_SUPPORT = 64.0  # px per unit of keypoint scale covered by the HardNet patch
 SIFT_WIDTH_PER_SIZE = 6.0  # OpenCV SIFT: 4 cells of 3 * (size / 2) px

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from keynet.engine import EngineConfig  # noqa: E402
-from keynet.extract import Extractor, load_descriptor, load_detector  # noqa: E402
+from keynet.pipeline.extraction import Extractor, load_descriptor, load_detector  # noqa: E402
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 """Descriptor matchers on HSequences-layout sequences: for each matcher, the matches of
 every pair (image 1 with images 2..6), how many are correct (reprojection error under the
 ground-truth homography < --pixel-threshold px) and the precision. The evidence behind
-the default matcher of keynet.matching (not the SfM scenes).
+the default matcher of keynet.pipeline.matching (not the SfM scenes).
 
     python benchmarks/matchers_hsequences.py --data-dirs ../shared/data/hsequences-mini ../shared/data/hsequences-extra
 """
@@ -14,14 +14,14 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keynet import matching  # noqa: E402
-from keynet.matching import MatcherConfig, match_descriptors  # noqa: E402
-from kpcore.geometry import read_homography  # noqa: E402
+from keynet.base.geometry import read_homography  # noqa: E402
+from keynet.commands import options
+from keynet.pipeline import matching  # noqa: E402
+from keynet.pipeline.matching import MatcherConfig, match_descriptors  # noqa: E402
 
 MATCHERS = [("mnn", None), ("smnn", 0.8), ("smnn", 0.85), ("smnn", 0.9), ("smnn", 0.95), ("snn", 0.8),
             ("snn", 0.9), ("adalam", None)]
@@ -32,10 +32,10 @@ def main(argv=None) -> int:
     p.add_argument("--data-dirs", nargs="+", default=[str(ROOT.parent / "shared" / "data" / "hsequences-mini"),
                                                       str(ROOT.parent / "shared" / "data" / "hsequences-extra")])
     p.add_argument("--pixel-threshold", type=float, default=3.0)
-    matching.add_feature_args(p, matching.FeatureConfig(num_points=4000, max_image_size=0))
+    options.add_feature_args(p, matching.FeatureConfig(num_points=4000, max_image_size=0))
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")
-    ex = matching.build_extractor(matching.feature_config_from_args(args))
+    ex = matching.build_extractor(options.feature_config_from_args(args))
     seqs = [s for d in args.data_dirs for s in sorted(Path(d).iterdir()) if (s / "1.ppm").is_file()]
     totals = {m: [0, 0] for m in MATCHERS}
     for seq in seqs:

@@ -7,9 +7,6 @@ Example:
       --angles 0 90 --methods upright gradient sift orb --out-dir /tmp/rotbench
 """
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keynet.commands.bench_rotation import main  # noqa: E402
 

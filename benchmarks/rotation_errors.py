@@ -26,16 +26,22 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from keynet.benchmark.hsequences import DatasetError
-from keynet.benchmark.rotation import (AngleError, default_config, matched_errors, parse_angles, selected_points,
-                                       single_cases)
-from keynet.benchmark.rotation_cache import FeatureStore
-from keynet.benchmark.rotation_methods import MethodError, build_methods
+from HSequences_bench.harness.rotation_methods import MethodError, build_methods
+from HSequences_bench.hsequences import DatasetError
+from HSequences_bench.rotation import (
+    AngleError,
+    default_config,
+    matched_errors,
+    parse_angles,
+    selected_points,
+    single_cases,
+)
+from HSequences_bench.rotation_cache import FeatureStore
+from keynet.base.cli import add_auto_flag, auto_flag
 from keynet.commands.bench_rotation import find_sequences
+from keynet.commands.options import add_rotation_turns_arg
 from keynet.detection import build_pyramid, nms, remove_border
-from keynet.extract import load_detector
-from keynet.options import add_rotation_turns_arg
-from kpcore.cli import add_auto_flag, auto_flag
+from keynet.pipeline.extraction import load_detector
 
 
 def edge_test_counts(image_path: Path, ratio: float, level: int = 1) -> tuple:

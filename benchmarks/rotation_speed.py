@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from keynet.extract import Extractor, load_descriptor, load_detector, load_orientation
+from keynet.pipeline.extraction import Extractor, load_descriptor, load_detector, load_orientation
 
 
 def main(argv=None) -> int:

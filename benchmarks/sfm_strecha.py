@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """SfM against ground truth on Strecha scenes: our Key.Net + HardNet pipeline
-(``keynet.reconstruction``) vs COLMAP's own SIFT pipeline (``pycolmap.extract_features`` +
+(``keynet.pipeline.reconstruction``) vs COLMAP's own SIFT pipeline (``pycolmap.extract_features`` +
 ``match_exhaustive``), both with the ground-truth intrinsics held fixed and the same
 COLMAP verification and incremental mapper, so that only features and matching differ.
 
@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pycolmap  # noqa: E402
 
-from keynet import matching, reconstruction  # noqa: E402
-from keynet.reconstruction import CameraConfig, ReconstructionConfig  # noqa: E402
-from kpcore.cli import str2bool  # noqa: E402
+from keynet.base.cli import str2bool  # noqa: E402
+from keynet.commands import options
+from keynet.pipeline import matching, reconstruction  # noqa: E402
+from keynet.pipeline.reconstruction import CameraConfig, ReconstructionConfig  # noqa: E402
 
 GroundTruth = Dict[str, Tuple[np.ndarray, np.ndarray]]
 
@@ -151,8 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reuse features/matches of a previous run in --work-dir")
     # --max-image-size 1536 by default: half of Strecha's 3072 (an exact factor 2), for both
     # pipelines; full resolution takes ~4x longer on a 2-core CPU
-    matching.add_feature_args(p, matching.FeatureConfig(max_image_size=1536))
-    matching.add_matcher_args(p)
+    options.add_feature_args(p, matching.FeatureConfig(max_image_size=1536))
+    options.add_matcher_args(p)
     return p.parse_args(argv)
 
 
@@ -164,13 +164,13 @@ def main(argv=None) -> int:
         print(f"[ERROR] Strecha folder not found: {data}", file=sys.stderr)
         return 2
     scenes = args.scenes or sorted(p.name for p in data.iterdir() if (p / "gt_dense_cameras").is_dir())
-    fcfg = matching.feature_config_from_args(args)
+    fcfg = options.feature_config_from_args(args)
     rows: List[Dict[str, object]] = []
     agreement: List[str] = []
     for scene in scenes:
         sdir = data / scene
         names, gt, K, size = load_scene(sdir)
-        cfg = ReconstructionConfig(features=fcfg, matcher=matching.matcher_config_from_args(args),
+        cfg = ReconstructionConfig(features=fcfg, matcher=options.matcher_config_from_args(args),
                                    camera=CameraConfig("single", "PINHOLE", pinhole(K), refine_intrinsics=False),
                                    num_threads=args.num_threads, overwrite=not args.keep)
         models: Dict[str, pycolmap.Reconstruction] = {}

@@ -33,9 +33,6 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from hardnet import HardNet, HardNetDescriptor  # noqa: E402
 from hardnet.descriptor import fused_layers  # noqa: E402
 from hardnet.patches import extract_patches  # noqa: E402
@@ -196,9 +193,8 @@ def time_training(args) -> Dict:
           f"{r['pairs_per_s']:.2f} pairs/s")
     if not args.train_images:
         return out
+    from keynet.base.files import atomic_save_npy, list_images
     from keynet.data import PairConfig, PairDataset, generate_pairs
-    from kpcore.files import list_images
-    from kpcore.files import atomic_save_npy
     from keynet.training import _collate
 
     files = list_images(args.train_images)[: args.train_pairs]

@@ -20,12 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch  # noqa: E402
-
 from detector_repeatability import evaluate_weights  # noqa: E402
+
 from keynet.data import PairDataset  # noqa: E402
 from keynet.training import validate  # noqa: E402
 from keynet.weights import load_keynet  # noqa: E402

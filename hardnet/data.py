@@ -2,14 +2,14 @@
 
 For each photo and each of ``views_per_image`` draws:
 
-1. view A = the photo with a random photometric change (``kpcore.augment.photometric_jitter``,
+1. view A = the photo with a random photometric change (``keynet.base.augment.photometric_jitter``,
    optional blur and noise); view B = the photo with another photometric change, warped
    by a random homography ``H`` (A -> B): the affine part comes from
-   ``kpcore.augment.random_homography`` (rotation, zoom, shear), centred on the image
+   ``keynet.base.augment.random_homography`` (rotation, zoom, shear), centred on the image
    centre, plus a random perspective part and a small translation.
 2. keypoints are detected in view A (OpenCV DoG by default, or Key.Net with given
    weights), de-duplicated, and ``points_per_view`` of them are drawn at random;
-3. each keypoint ``(x, y, scale)`` is mapped to view B with ``kpcore.geometry.warp_points``
+3. each keypoint ``(x, y, scale)`` is mapped to view B with ``keynet.base.geometry.warp_points``
    (scale transferred by ``sqrt|det J|``), optionally perturbed to imitate detector noise
    (position and scale, as a second detection would be), and kept only when both patch
    squares lie inside the valid part of both views;
@@ -44,11 +44,11 @@ import cv2
 import numpy as np
 import torch
 
-from kpcore.augment import photometric_jitter, random_homography
-from kpcore.files import image_source
-from kpcore.geometry import invert_homography, local_rotation, warp_points
-from kpcore import cache
-from kpcore.files import atomic_save_npy
+from keynet.base.augment import photometric_jitter, random_homography
+from keynet.base.files import image_source
+from keynet.base.geometry import invert_homography, local_rotation, warp_points
+from keynet.base import cache
+from keynet.base.files import atomic_save_npy
 
 from .orientation import OrientationEstimator
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
@@ -84,7 +84,7 @@ class PatchPairConfig:
     max_perspective: float = field(default=0.0006, metadata={"help": '|H[2,0]|, |H[2,1]| (per pixel, image centred)'})
     max_shift: float = field(default=0.1, metadata={"help": 'translation, fraction of the image size'})
     # photometric
-    photometric: bool = field(default=True, metadata={"help": 'kpcore.augment.photometric_jitter on both views'})
+    photometric: bool = field(default=True, metadata={"help": 'keynet.base.augment.photometric_jitter on both views'})
     max_blur_sigma: float = field(default=1.0, metadata={"help": 'Gaussian blur sigma ~ U(0, this) with p = 0.5'})
     max_noise_std: float = field(default=3.0, metadata={"help": 'Gaussian noise std ~ U(0, this) grey levels'})
     # detector noise in view B
@@ -131,7 +131,7 @@ def sample_homography(rng: np.random.Generator, shape: Tuple[int, int], cfg: Pat
     return m / m[2, 2]
 
 
-relative_rotation = local_rotation  # the target angle of a pair (kpcore.geometry.local_rotation)
+relative_rotation = local_rotation  # the target angle of a pair (keynet.base.geometry.local_rotation)
 
 
 def _corners(kpts: np.ndarray, magnification: float, patch_size: int = PATCH_SIZE) -> np.ndarray:
@@ -180,7 +180,7 @@ def dedupe(kpts: np.ndarray, min_dist: float = 2.0, max_scale_ratio: float = 1.3
 # --------------------------------------------------------------------------- detection
 
 #: A keypoint detector handed in by the caller: grey uint8 (H, W) image -> (N, >=3) array of
-#: x, y, scale (Key.Net units), best first. ``train_hardnet.py`` builds one from Key.Net for
+#: x, y, scale (Key.Net units), best first. ``keynet train-hardnet`` builds one from Key.Net for
 #: ``detector='keynet'`` (this package does not import the detector).
 KeypointFn = Callable[[np.ndarray], np.ndarray]
 
@@ -197,7 +197,7 @@ class _Detector:
         self.sift = cv2.SIFT_create() if cfg.detector == "dog" else None
         self.keynet = keypoint_fn
         if cfg.detector == "keynet" and keypoint_fn is None:
-            raise ValueError("detector='keynet' needs a keypoint function (train_hardnet.py makes one from "
+            raise ValueError("detector='keynet' needs a keypoint function (keynet train-hardnet makes one from "
                              "--keynet-weights)")
 
     def __call__(self, grey: np.ndarray) -> np.ndarray:

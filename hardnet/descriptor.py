@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kpcore.ops import bn_scale_shift, conv2d_act
+from keynet.base.device import resolve_device
+from keynet.base.ops import bn_scale_shift, conv2d_act
 
 from .model import HardNet
 from .patches import DEFAULT_MAGNIFICATION, extract_patches
@@ -71,8 +72,7 @@ class HardNetDescriptor:
     def __init__(self, model: HardNet, device: Optional[Union[str, torch.device]] = None,
                  batch_size: Optional[int] = None, magnification: float = DEFAULT_MAGNIFICATION,
                  fast: bool = True) -> None:
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         # Patches per forward pass: memory stays bounded whatever the number of keypoints.
         # On the CPU 128 keeps a layer's activations (16 MB) in cache: ~20% faster than 512.
@@ -96,11 +96,14 @@ class HardNetDescriptor:
         return HardNet.output(forward_fused(x, layers or fused_layers(self.model)))
 
     @torch.no_grad()
-    def describe(self, image: np.ndarray, kpts: np.ndarray, orientations: Optional[np.ndarray] = None) -> np.ndarray:
+    def describe(self, image: np.ndarray, kpts: np.ndarray, orientations: Optional[np.ndarray] = None,
+                 shapes: Optional[np.ndarray] = None) -> np.ndarray:
         """``image``: (H, W) float grey (full resolution); ``kpts``: (N, >=3) x, y, scale;
         ``orientations``: optional (N,) degrees (project convention, see
         :mod:`hardnet.orientation`): each patch is cut rotated by its keypoint's angle
-        (``None``: upright patches, the official behaviour)."""
+        (``None``: upright patches, the official behaviour); ``shapes``: optional (N, 2, 2)
+        affine shapes (:mod:`hardnet.affnet`): the patch is cut through the full frame, shape
+        first, then orientation."""
         n = len(kpts)
         out = np.zeros((n, 128), dtype=np.float32)
         if n == 0:
@@ -113,9 +116,15 @@ class HardNetDescriptor:
                 raise ValueError(f"{len(orientations)} orientations for {n} keypoints")
             ori = torch.from_numpy(np.deg2rad(np.asarray(orientations, dtype=np.float64)).astype(np.float32)
                                    ).to(self.device)
+        shp = None
+        if shapes is not None:
+            if len(shapes) != n:
+                raise ValueError(f"{len(shapes)} affine shapes for {n} keypoints")
+            shp = torch.from_numpy(np.asarray(shapes, dtype=np.float32).reshape(n, 2, 2)).to(self.device)
         layers = fused_layers(self.model) if self.fast else None
         for i in range(0, n, self.batch_size):
             patches = extract_patches(img, k[i:i + self.batch_size], magnification=self.magnification,
-                                      orientation=None if ori is None else ori[i:i + self.batch_size])
+                                      orientation=None if ori is None else ori[i:i + self.batch_size],
+                                      shapes=None if shp is None else shp[i:i + self.batch_size])
             out[i:i + len(patches)] = self.describe_patches(patches, layers).float().cpu().numpy()
         return out

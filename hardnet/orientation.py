@@ -1,5 +1,5 @@
 """Keypoint orientation: a small learned patch network (:class:`OriNet`, trained by
-``train_orientation.py`` on our own patch pairs) and the classical dominant gradient
+``keynet train-orientation`` on our own patch pairs) and the classical dominant gradient
 orientation (SIFT's histogram, kornia's ``PatchDominantGradientOrientation``).
 
 Convention, everywhere in the project: an orientation is an angle in **degrees** in
@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from keynet.base.device import resolve_device
 
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
 
@@ -128,8 +130,7 @@ class OrientationEstimator:
         if method == "learned" and model is None:
             raise ValueError("orientation method 'learned' needs an OriNet (hardnet.load_orinet)")
         self.method = method
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval() if model is not None else None
         if method == "gradient":
             from kornia.feature import PatchDominantGradientOrientation
@@ -145,16 +146,22 @@ class OrientationEstimator:
         return -self.model(patches)  # kornia's angles are the negative of ours
 
     @torch.no_grad()
-    def estimate(self, image: np.ndarray, kpts: np.ndarray) -> np.ndarray:
-        """``image``: (H, W) float grey; ``kpts``: (N, >=3) x, y, scale -> (N,) float32 degrees."""
+    def estimate(self, image: np.ndarray, kpts: np.ndarray, shapes: Optional[np.ndarray] = None) -> np.ndarray:
+        """``image``: (H, W) float grey; ``kpts``: (N, >=3) x, y, scale -> (N,) float32 degrees.
+        ``shapes``: optional (N, 2, 2) affine shapes (:mod:`hardnet.affnet`): the orientation
+        is estimated on the shape-normalised patch (shape first, then orientation, as kornia
+        composes them), i.e. it is the angle inside the frame ``A``."""
         n = len(kpts)
         out = np.zeros(n, dtype=np.float32)
         if n == 0:
             return out
         img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
         k = torch.from_numpy(np.asarray(kpts[:, :3], dtype=np.float32)).to(self.device)
+        shp = None if shapes is None else torch.from_numpy(
+            np.asarray(shapes, dtype=np.float32).reshape(n, 2, 2)).to(self.device)
         for i in range(0, n, self.batch_size):
-            p = extract_patches(img, k[i:i + self.batch_size], magnification=self.magnification)
+            p = extract_patches(img, k[i:i + self.batch_size], magnification=self.magnification,
+                                shapes=None if shp is None else shp[i:i + self.batch_size])
             a = self.angles_of_patches(p)
             out[i:i + len(p)] = torch.rad2deg(a).remainder(360.0).float().cpu().numpy()
         return np.mod(out, 360.0).astype(np.float32)

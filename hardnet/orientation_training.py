@@ -1,5 +1,5 @@
 """Training the orientation network (:class:`hardnet.orientation.OriNet`) on our own patch
-pairs, self-supervised, with the project's one training skeleton (:func:`kpcore.training.fit`).
+pairs, self-supervised, with the project's one training skeleton (:func:`keynet.base.training.fit`).
 
 Data: the HardNet patch-pair generator (:mod:`hardnet.data`) with rotations over the whole
 circle between the views (``max_angle=180``); each pair carries the rotation ``angle`` of
@@ -19,21 +19,20 @@ classical dominant gradient orientation is scored on the same pairs for referenc
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from kpcore.geometry import angle_difference
-from kpcore.training import LoopConfig, Task, fit
+from keynet.base.geometry import angle_difference
+from keynet.base.training import LoopConfig, fit
 
-from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
-from .orientation import OriNet, OrientationEstimator, rotate_patches, rotation_matrices
+from .data import KeypointFn, PatchPairConfig
+from .orientation import OrientationEstimator, OriNet, rotate_patches, rotation_matrices
+from .patch_task import PatchPairTask
 from .training import to_tensor
 from .weights import export_checkpoint, load_orinet_checkpoint, save_orinet
 
@@ -110,17 +109,16 @@ def validation_indices(n_total: int, n: int, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the task
-class OriNetTask(Task):
-    """OriNet on patch pairs with known relative rotation, for :func:`kpcore.training.fit`."""
+class OriNetTask(PatchPairTask):
+    """OriNet on patch pairs with known relative rotation, for :func:`keynet.base.training.fit`."""
 
     metric = "mean_err"
     maximise = False
+    order_salt = 505
+    checkpoint_io = (save_orinet, load_orinet_checkpoint)
 
     def __init__(self, cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> None:
-        self.cfg = cfg
-        self.keypoint_fn = keypoint_fn
-        self.train_set: Dict[str, np.ndarray] = {}
-        self.val_set: Dict[str, np.ndarray] = {}
+        super().__init__(cfg, keypoint_fn)
         self.baseline: Dict[str, float] = {}
 
     def build_model(self) -> nn.Module:
@@ -128,13 +126,7 @@ class OriNetTask(Task):
 
     def prepare_data(self, main: bool) -> Dict[str, Any]:
         cfg = self.cfg
-        if main:
-            if not cfg.image_dir:
-                raise ValueError("no photo folder given (--image-dir)")
-            prepare_patch_pairs(cfg.image_dir, cfg.dataset_dir, cfg.data, progress=cfg.loop.progress,
-                                force=cfg.regenerate, max_images=cfg.max_images, keypoint_fn=self.keypoint_fn)
-        self.train_set = load_split(cfg.dataset_dir, "train")
-        self.val_set = load_split(cfg.dataset_dir, "val")
+        info = self.load_patch_pairs(main)
         if len(self.val_set["a"]) == 0:
             raise ValueError(f"no validation pairs in {cfg.dataset_dir} (more photos or --val-images)")
         self.val_idx = validation_indices(len(self.val_set["a"]), cfg.net.val_pairs, cfg.loop.seed)
@@ -144,12 +136,7 @@ class OriNetTask(Task):
                              patch_angles(grad.angles_of_patches, v["b"][self.val_idx], "cpu"),
                              v["angle"][self.val_idx])
         self.baseline = error_summary(err, "gradient_")
-        man = read_manifest(cfg.dataset_dir)
-        return {"dataset": str(cfg.dataset_dir), "params": man.get("params"), "source": man.get("source"),
-                "counts": man.get("counts"), "gradient_baseline": self.baseline}
-
-    def train_size(self) -> int:
-        return len(self.train_set["a"])
+        return {**info, "gradient_baseline": self.baseline}
 
     def batches(self, indices: np.ndarray, batch_size: int, device: torch.device, workers: int) -> Iterable[Any]:
         tr = self.train_set
@@ -180,23 +167,9 @@ class OriNetTask(Task):
         model.train(was)
         return {**error_summary(err), **self.baseline}
 
-    def save(self, path: Path, model: nn.Module, metadata: Dict[str, Any], extra: Optional[Dict[str, Any]] = None
-             ) -> None:
-        save_orinet(path, model, metadata, extra)
-
-    def load(self, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-        model, _, extra = load_orinet_checkpoint(path, "cpu")
-        return model.state_dict(), extra
-
-    def order_key(self, seed: int):
-        return (seed, 505, 0)
-
-    def config_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self.cfg)
-
 
 def train(cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> Dict[str, Any]:
-    """Train (or resume) the orientation network; returns the summary of :func:`kpcore.training.fit`."""
+    """Train (or resume) the orientation network; returns the summary of :func:`keynet.base.training.fit`."""
     return fit(OriNetTask(cfg, keypoint_fn), cfg.loop, cfg.out_dir, resume=cfg.resume, command=cfg.command)
 
 

@@ -15,7 +15,8 @@ DEFAULT_MAGNIFICATION = 2.0
 
 def extract_patches(image: torch.Tensor, kpts: torch.Tensor, patch_size: int = PATCH_SIZE,
                     magnification: float = DEFAULT_MAGNIFICATION,
-                    orientation: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    orientation: Optional[torch.Tensor] = None,
+                    shapes: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Bilinearly sample one ``patch_size`` square patch per keypoint.
 
     Args:
@@ -24,6 +25,9 @@ def extract_patches(image: torch.Tensor, kpts: torch.Tensor, patch_size: int = P
         magnification: the patch covers ``magnification * patch_size * scale`` pixels
             (64 * scale for the defaults), as the official extraction.
         orientation: optional (N,) angles in radians; the patch is rotated with the point.
+        shapes: optional (N, 2, 2) affine shapes ``A`` (:mod:`hardnet.affnet`'s convention):
+            the patch samples ``c + r * A @ R(orientation) @ u`` (shape first, then orientation,
+            as kornia composes them); ``None``: the isotropic frame.
     Returns:
         (N, 1, patch_size, patch_size) patches. Samples outside the image repeat the border.
     """
@@ -43,6 +47,10 @@ def extract_patches(image: torch.Tensor, kpts: torch.Tensor, patch_size: int = P
         c = torch.cos(orientation.to(k))[:, None, None]
         s = torch.sin(orientation.to(k))[:, None, None]
         ox, oy = c * ox - s * oy, s * ox + c * oy
+    if shapes is not None:  # A @ (R u): the oriented offsets through the shape
+        a = shapes.to(k).reshape(n, 2, 2)
+        ox, oy = (a[:, 0, 0, None, None] * ox + a[:, 0, 1, None, None] * oy,
+                  a[:, 1, 0, None, None] * ox + a[:, 1, 1, None, None] * oy)
     x = k[:, 0, None, None] + ox
     y = k[:, 1, None, None] + oy
     # align_corners=True: normalised -1 / +1 are the centres of the first / last pixel
@@ -54,15 +62,19 @@ def extract_patches(image: torch.Tensor, kpts: torch.Tensor, patch_size: int = P
 
 
 def patch_lafs(kpts: torch.Tensor, orientation: Optional[torch.Tensor] = None,
-               magnification: float = DEFAULT_MAGNIFICATION, patch_size: int = PATCH_SIZE) -> torch.Tensor:
-    """kornia local affine frames ``(1, N, 2, 3)`` of the patches :func:`extract_patches` cuts.
+               magnification: float = DEFAULT_MAGNIFICATION, patch_size: int = PATCH_SIZE,
+               shapes: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """kornia local affine frames ``(1, N, 2, 3)`` of the patches :func:`extract_patches` cuts:
+    THE one LAF builder of the project (extraction, matching, benchmarks).
 
-    Centre ``(x, y)``, rotation by ``orientation`` (radians, image coordinates; kornia's
-    ``get_laf_orientation`` of the frame is ``-orientation`` in degrees, kornia's sign
-    convention) and half-size ``magnification * scale * patch_size / 2 * P / (P - 1)``: kornia
-    samples pixel centres at ``+-(P - 1) / P`` of the frame (``align_corners=False``) where we
-    sample the ends of ``+-magnification * scale * patch_size / 2``, so that
-    ``kornia.feature.extract_patches_simple(img, lafs, P)`` gives our patches.
+    Centre ``(x, y)``, frame ``half * A @ R(orientation)``: the affine ``shapes`` ``A`` ((N, 2, 2),
+    identity when ``None``), the rotation by ``orientation`` (radians, image coordinates;
+    kornia's ``get_laf_orientation`` of an upright-shaped frame is ``-orientation`` in degrees,
+    kornia's sign convention) and the half-size ``magnification * scale * patch_size / 2 * P /
+    (P - 1)``: kornia samples pixel centres at ``+-(P - 1) / P`` of the frame
+    (``align_corners=False``) where we sample the ends of ``+-magnification * scale *
+    patch_size / 2``, so that ``kornia.feature.extract_patches_simple(img, lafs, P)`` gives our
+    patches.
     """
     k = kpts.to(torch.float32)
     n = k.shape[0]
@@ -70,6 +82,8 @@ def patch_lafs(kpts: torch.Tensor, orientation: Optional[torch.Tensor] = None,
     a = orientation.to(k) if orientation is not None else torch.zeros(n, dtype=k.dtype, device=k.device)
     c, s = torch.cos(a) * half, torch.sin(a) * half
     laf = torch.stack([torch.stack([c, -s, k[:, 0]], -1), torch.stack([s, c, k[:, 1]], -1)], -2)
+    if shapes is not None:
+        laf = torch.cat([shapes.to(k).reshape(n, 2, 2) @ laf[:, :, :2], laf[:, :, 2:]], 2)
     return laf[None]
 
 

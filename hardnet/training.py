@@ -1,5 +1,5 @@
 """Training HardNet on cached patch pairs (:mod:`hardnet.data`) with the project's one
-training skeleton (:func:`kpcore.training.fit`): :class:`HardNetTask` brings the network,
+training skeleton (:func:`keynet.base.training.fit`): :class:`HardNetTask` brings the network,
 the pairs, the HardNet loss and the validation; the loop, schedule, checkpoints, resume,
 history and early stopping are the skeleton's (shared with Key.Net).
 
@@ -14,7 +14,6 @@ history and early stopping are the skeleton's (shared with Key.Net).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from kpcore.training import LoopConfig, Task, fit
+from keynet.base.training import LoopConfig, fit
 
-from .data import KeypointFn, PatchPairConfig, load_split, prepare_patch_pairs, read_manifest
+from .data import KeypointFn, PatchPairConfig
 from .loss import hardnet_loss, same_point_mask
 from .model import HardNet
+from .patch_task import PatchPairTask
 from .weights import HardNetWeightsError, export_checkpoint, load_hardnet, load_hardnet_checkpoint, save_hardnet
 
 
@@ -183,17 +183,13 @@ def validate(model: HardNet, val: Dict[str, np.ndarray], idx: np.ndarray, partne
 
 
 # --------------------------------------------------------------------------- the task
-class HardNetTask(Task):
-    """HardNet on patch pairs, for :func:`kpcore.training.fit`."""
+class HardNetTask(PatchPairTask):
+    """HardNet on patch pairs, for :func:`keynet.base.training.fit`."""
 
     metric = "fpr95"
     maximise = False
-
-    def __init__(self, cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> None:
-        self.cfg = cfg
-        self.keypoint_fn = keypoint_fn
-        self.train_set: Dict[str, np.ndarray] = {}
-        self.val_set: Dict[str, np.ndarray] = {}
+    order_salt = 101
+    checkpoint_io = (save_hardnet, load_hardnet_checkpoint)
 
     def build_model(self) -> nn.Module:
         model = HardNet(dropout=self.cfg.net.dropout)
@@ -207,23 +203,12 @@ class HardNetTask(Task):
         cfg = self.cfg
         if cfg.init_weights and not Path(cfg.init_weights).is_file():  # before any run folder exists
             raise HardNetWeightsError(f"HardNet weights not found: {cfg.init_weights} (--init-weights)")
-        if main:
-            if not cfg.image_dir:
-                raise ValueError("no photo folder given (--image-dir)")
-            prepare_patch_pairs(cfg.image_dir, cfg.dataset_dir, cfg.data, progress=cfg.loop.progress,
-                                force=cfg.regenerate, max_images=cfg.max_images, keypoint_fn=self.keypoint_fn)
-        self.train_set = load_split(cfg.dataset_dir, "train")
-        self.val_set = load_split(cfg.dataset_dir, "val")
+        info = self.load_patch_pairs(main)
         seed = cfg.loop.seed
         self.val_idx, self.val_partner = validation_indices(self.val_set, cfg.net.val_pairs, seed)
         radius = cfg.net.ignore_radius if cfg.net.ignore_radius > 0 else 4.0
         self.val_same = same_photo_partners(self.val_set, self.val_idx, seed, radius)
-        man = read_manifest(cfg.dataset_dir)
-        return {"dataset": str(cfg.dataset_dir), "params": man.get("params"), "source": man.get("source"),
-                "counts": man.get("counts")}
-
-    def train_size(self) -> int:
-        return len(self.train_set["a"])
+        return info
 
     def batches(self, indices: np.ndarray, batch_size: int, device: torch.device, workers: int) -> Iterable[Any]:
         tr = self.train_set
@@ -250,23 +235,9 @@ class HardNetTask(Task):
         model.train(was)
         return v
 
-    def save(self, path: Path, model: nn.Module, metadata: Dict[str, Any], extra: Optional[Dict[str, Any]] = None
-             ) -> None:
-        save_hardnet(path, model, metadata, extra)
-
-    def load(self, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-        model, _, extra = load_hardnet_checkpoint(path, "cpu")
-        return model.state_dict(), extra
-
-    def order_key(self, seed: int):
-        return (seed, 101, 0)
-
-    def config_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self.cfg)
-
 
 def train(cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> Dict[str, Any]:
-    """Train (or resume) HardNet; returns the summary of :func:`kpcore.training.fit`.
+    """Train (or resume) HardNet; returns the summary of :func:`keynet.base.training.fit`.
     ``keypoint_fn``: the detector when ``cfg.data.detector == 'keynet'``."""
     return fit(HardNetTask(cfg, keypoint_fn), cfg.loop, cfg.out_dir, resume=cfg.resume, command=cfg.command)
 

@@ -9,8 +9,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from kpcore.files import atomic_write_bytes
+from keynet.base.files import atomic_write_bytes
 
+from .affnet import AffNet
 from .model import HardNet
 from .orientation import OriNet
 
@@ -106,11 +107,11 @@ def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device =
     """``(eval-mode OriNet, metadata, extra)`` from a file written by :func:`save_orinet`."""
     p = Path(path)
     obj = _read_torch_file(p, "orientation network weights", "an orientation network written by "
-                           "train_orientation.py (pretrained_nets/orinet.pt)")
+                           "keynet train-orientation (pretrained_nets/orinet.pt)")
     if not isinstance(obj, Mapping) or obj.get("format") != ORINET_FORMAT:
         raise HardNetWeightsError(f"{p}: not an orientation network file (format "
                                   f"{obj.get('format') if isinstance(obj, Mapping) else type(obj).__name__!r}); "
-                                  "expected one written by train_orientation.py (pretrained_nets/orinet.pt)")
+                                  "expected one written by keynet train-orientation (pretrained_nets/orinet.pt)")
     model = OriNet(**obj.get("config", {}))
     try:
         model.load_state_dict(dict(obj["state_dict"]), strict=True)
@@ -124,4 +125,45 @@ def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device =
 def load_orinet(path: os.PathLike | str, device: str | torch.device = "cpu"):
     """``(eval-mode OriNet, metadata)`` from a file written by :func:`save_orinet`."""
     model, meta, _ = load_orinet_checkpoint(path, device)
+    return model, meta
+
+
+AFFNET_FORMAT = "affnet-pytorch"
+AFFNET_EXPECTED = "an affine shape network written by hardnet.affnet_training (pretrained_nets/affnet.pt)"
+
+
+def save_affnet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
+                extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write :class:`hardnet.affnet.AffNet` weights (with its width and dropout), atomically."""
+    obj = {"format": AFFNET_FORMAT, "format_version": FORMAT_VERSION,
+           "config": {"width": model.width, "dropout": model.dropout},
+           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+           "metadata": dict(metadata or {}), "extra": dict(extra or {})}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_affnet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
+    """``(eval-mode AffNet, metadata, extra)`` from a file written by :func:`save_affnet`."""
+    p = Path(path)
+    obj = _read_torch_file(p, "affine shape network weights", AFFNET_EXPECTED)
+    if not isinstance(obj, Mapping) or obj.get("format") != AFFNET_FORMAT:
+        raise HardNetWeightsError(f"{p}: not an affine shape network file (format "
+                                  f"{obj.get('format') if isinstance(obj, Mapping) else type(obj).__name__!r}); "
+                                  f"expected {AFFNET_EXPECTED}")
+    try:
+        model = AffNet(**obj.get("config", {}))
+        model.load_state_dict(dict(obj["state_dict"]), strict=True)
+    except (RuntimeError, TypeError, KeyError) as e:
+        raise HardNetWeightsError(f"{p}: weights do not fit AffNet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                                  ) from None
+    meta = dict(obj.get("metadata", {}))
+    meta["path"] = str(p)
+    return model.to(device).eval(), meta, dict(obj.get("extra", {}))
+
+
+def load_affnet(path: os.PathLike | str, device: str | torch.device = "cpu"):
+    """``(eval-mode AffNet, metadata)`` from a file written by :func:`save_affnet`."""
+    model, meta, _ = load_affnet_checkpoint(path, device)
     return model, meta

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kpcore import cache
-from kpcore.augment import photometric_jitter, random_homography
-from kpcore.files import atomic_save_npy, image_source
+from keynet.base import cache
+from keynet.base.augment import photometric_jitter, random_homography
+from keynet.base.files import atomic_save_npy, image_source
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import pyramid_gaussian
 
-from kpcore.geometry import remove_border, rotation_homography
-from kpcore.images import normalise_image, read_image_grey
+from keynet.base.device import resolve_device
+from keynet.base.geometry import remove_border, rotation_homography
+from keynet.base.images import normalise_image, read_image_grey
+
 from .engine import EngineConfig, KeyNetEngine
 from .model import KeyNet
 
@@ -110,6 +112,69 @@ def level_quotas(num_points: int, levels: int, up_levels: int, factor: float) ->
     return [int(num_points * wi / tot) for wi in w]
 
 
+# ----------------------------------------------------------------------------- sub-pixel refinement
+# (``DetectorSettings.subpixel``, an option beyond the official extraction.) The official
+# extraction places a keypoint found at pixel ``(r, c)`` of a pyramid level of scale ``s`` at
+# ``(c * s, r * s)`` in the input. Two things limit its precision, which matters for
+# homographies and Structure-from-Motion: the maxima are integer pixels of the level
+# (quantised to ``s`` input pixels, up to 4 px on the coarsest default level), and ``c * s``
+# ignores that the level's pixel centres sit at ``(c + 0.5) * W / W_level - 0.5``
+# (scikit-image's down-sampled levels, whose sizes are rounded up so that ``W / W_level`` is
+# not exactly ``s``: on a 1600-px image the coarsest level's points are off by up to ~2.5 px)
+# or at ``(c + 0.5) * s - 0.5`` (the level up-sampled by ``cv2.resize``, which maps with its
+# nominal factor). With the setting on, the same detection (same points, scales, scores,
+# order) moves each point to the vertex of the parabola through its score and its two
+# neighbours along x and along y, mapped to the input by the pixel centres and the level's
+# actual size.
+def subpixel_offsets(score: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """(N, 2) offsets (dx, dy) in [-0.5, 0.5] of the maxima at rows/cols ``rc`` of
+    ``score``: the vertex of the parabola through the value and its two neighbours, along
+    each axis separately (0 where the three values are not strictly concave, and for
+    points on the map's outer frame)."""
+    rc = np.asarray(rc, dtype=np.int64).reshape(-1, 2)
+    out = np.zeros((len(rc), 2))
+    if len(rc) == 0:
+        return out
+    s = np.asarray(score, dtype=np.float64)
+    h, w = s.shape
+    r = np.clip(rc[:, 0], 1, h - 2)
+    c = np.clip(rc[:, 1], 1, w - 2)
+    for axis, (lo, mid, hi) in enumerate(((s[r, c - 1], s[r, c], s[r, c + 1]),
+                                          (s[r - 1, c], s[r, c], s[r + 1, c]))):
+        curv = lo - 2.0 * mid + hi
+        safe = np.where(curv < 0, curv, -1.0)
+        out[:, axis] = np.where(curv < 0, np.clip(0.5 * (lo - hi) / safe, -0.5, 0.5), 0.0)
+    inside = (rc[:, 0] >= 1) & (rc[:, 0] <= h - 2) & (rc[:, 1] >= 1) & (rc[:, 1] <= w - 2)
+    out[~inside] = 0.0
+    return out
+
+
+def refine_points(pts: np.ndarray, shape: Tuple[int, int], levels, maps: Dict[Tuple[int, int], np.ndarray]) -> np.ndarray:
+    """Refine official keypoints ``pts`` (N, 4) (x = c * s, y = r * s on the level of
+    scale s, identified by the keypoint's scale) with the levels' raw score ``maps``
+    (keyed by level shape); ``levels``: [(scale, (rows, cols))]."""
+    out = np.array(pts, dtype=np.float64, copy=True)
+    if len(out) == 0:
+        return out
+    scales = np.array([s for s, _ in levels])
+    # the keypoint scale is the level scale times sqrt(1 + eps): the nearest level is it
+    li = np.argmin(np.abs(np.log(out[:, 2:3]) - np.log(scales[None, :])), axis=1)
+    for k, (sc, lshape) in enumerate(levels):
+        sel = np.flatnonzero(li == k)
+        if len(sel) == 0 or lshape not in maps:
+            continue
+        rc = np.stack([np.rint(out[sel, 1] / sc), np.rint(out[sel, 0] / sc)], 1).astype(np.int64)
+        off = subpixel_offsets(maps[lshape], rc)
+        if sc < 1:  # up-sampled by cv2.resize(fx=1/sc): OpenCV maps with the nominal factor
+            fx = fy = sc
+        else:  # scikit-image pyramid levels: mapped by the actual size ratio
+            fx, fy = shape[1] / lshape[1], shape[0] / lshape[0]
+        out[sel, 0] = (rc[:, 1] + off[:, 0] + 0.5) * fx - 0.5
+        out[sel, 1] = (rc[:, 0] + off[:, 1] + 0.5) * fy - 0.5
+    return out
+
+
+
 # ----------------------------------------------------------------------------- detector
 @dataclass
 class DetectorSettings:
@@ -130,6 +195,10 @@ class DetectorSettings:
     #: 45-degree turns (bilinear, on an expanded canvas; about 3x the time of 4), which makes
     #: the detection much closer to invariant between the right angles
     rotation_average_turns: int = DEFAULT_ROTATION_TURNS
+    #: move each keypoint to the sub-pixel maximum of its level's score map and map it to the
+    #: input by pixel centres and the level's actual size (same points, scales, scores and
+    #: order; not the official positions: see :func:`refine_points`)
+    subpixel: bool = False
 
     def __post_init__(self) -> None:
         if self.num_points < 0:
@@ -176,8 +245,7 @@ class KeyNetDetector:
 
     def __init__(self, model: KeyNet, settings: Optional[DetectorSettings] = None,
                  device: Optional[Union[str, torch.device]] = None, engine: Optional[EngineConfig] = None) -> None:
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.settings = settings or DetectorSettings()
         self.engine = KeyNetEngine(self.model, engine)
@@ -246,12 +314,16 @@ class KeyNetDetector:
         pts: List[np.ndarray] = []
         n_found = 0
         skipped = []
+        raw_maps: Dict[Tuple[int, int], np.ndarray] = {}  # the levels' score maps, for sub-pixel refinement
         for i, lvl in enumerate(levels):
             want = quotas[i] if i == 0 else int(sum(quotas[: i + 1]) - n_found)
             if min(lvl.image.shape) < min_side:
                 skipped.append(lvl.image.shape)
                 continue
-            score = remove_border(self.score_map(lvl.image), s.border_size)
+            raw = self.score_map(lvl.image)
+            if s.subpixel:
+                raw_maps[tuple(lvl.image.shape[:2])] = raw
+            score = remove_border(raw, s.border_size)
             rc, vals = nms_top_points(score, s.nms_size, want)
             if len(rc):
                 vals = vals.astype(np.float64)
@@ -265,5 +337,9 @@ class KeyNetDetector:
             return np.zeros((0, 4), dtype=np.float64)
         allp = np.concatenate(pts, 0)
         allp = allp[(-1 * allp[:, 3]).argsort()]  # same (non-stable) sort as the original
-        return allp[: s.num_points]
+        allp = allp[: s.num_points]
+        if s.subpixel:
+            allp = refine_points(allp, img.shape[:2], [(lvl.scale, tuple(lvl.image.shape[:2])) for lvl in levels],
+                                 raw_maps)
+        return allp
 

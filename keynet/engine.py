@@ -10,7 +10,7 @@ them. The fast path (default, eval-mode inference only):
   CPU (``use_opencv``), straight into channels-last memory;
 * batch norm folded into the convolutions (cached until a weight or statistic changes),
   fused conv + ReLU, and on the CPU convolutions over horizontal pixel pairs
-  (``pair_convs``, :class:`kpcore.ops.PairConv`);
+  (``pair_convs``, :class:`keynet.base.ops.PairConv`);
 * the head as per-level 1xK convolutions summed row by row (no concatenation), the
   smaller levels interpolated along y after that convolution;
 * horizontal strips of about ``strip_pixels`` output pixels with exact halos (bounded
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kpcore.ops import PairConv, bilinear_rows, bn_scale_shift, conv2d_act, lerp_rows
+from keynet.base.ops import PairConv, bilinear_rows, bn_scale_shift, conv2d_act, lerp_rows
 
 from .model import LOCAL_NORM_WINDOW, PT_CHANNELS, TF_CHANNELS, KeyNet, local_norm
 
@@ -128,6 +128,21 @@ def blur_cv2(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(planes))[:, None]
 
 
+class FastWeights(NamedTuple):
+    """The inference weights of the fast path (:meth:`KeyNetEngine._fast_weights`)."""
+
+    #: the learnable blocks, batch norms folded: PairConv layers, or (weight, bias, padding)
+    convs: List[Any]
+    #: per internal level, the head's 1xK convolutions (one output channel per kernel row)
+    heads: List[Any]
+    #: (K, K) response of the head batch norm's shift per kernel tap (None without a head BN)
+    shift_taps: Optional[torch.Tensor]
+    #: the head convolution's bias
+    bias: torch.Tensor
+    #: the head kernel size K
+    kernel: int
+
+
 class KeyNetEngine:
     """Response maps of ``model`` as configured by ``config`` (see the module doc)."""
 
@@ -171,7 +186,7 @@ class KeyNetEngine:
             fused.append((w, b, blk.conv.padding[0]))
         return fused
 
-    def _fast_weights(self, pairs: bool) -> Dict[str, Any]:
+    def _fast_weights(self, pairs: bool) -> "FastWeights":
         """Inference weights of the fast path (batch norms folded, pair layout), cached
         until a parameter or buffer changes (their version counters and storage)."""
         tensors = list(self.model.parameters()) + list(self.model.buffers())
@@ -195,8 +210,8 @@ class KeyNetEngine:
             wl = wk_s[lvl * nf:(lvl + 1) * nf].permute(1, 0, 2)[:, :, None, :]
             heads.append(PairConv(wl, None, relu=False) if pairs
                          else wl.contiguous(memory_format=torch.channels_last))
-        kk = (wk * shift[:, None, None]).sum(0) if shift is not None else None  # shift response per tap
-        out = {"convs": convs, "heads": heads, "kk": kk, "bias": conv.bias, "k": conv.kernel_size[0]}
+        shift_taps = (wk * shift[:, None, None]).sum(0) if shift is not None else None  # shift response per tap
+        out = FastWeights(convs, heads, shift_taps, conv.bias, conv.kernel_size[0])
         self._fast_cache = (key, out)
         return out
 
@@ -217,7 +232,7 @@ class KeyNetEngine:
         cfg = self.model.config
         cpu = x.device.type == "cpu" and self.config.use_opencv
         pairs = self._pairs(x)
-        fw = self._fast_weights(pairs)
+        weights = self._fast_weights(pairs)
         normed = []
         for xi in self.model.level_inputs(x, smooth=blur_cv2(x) if cpu and cfg.num_levels > 1 and cfg.variant != "pt"
                                           else None):
@@ -231,8 +246,8 @@ class KeyNetEngine:
         for a0 in range(0, h, rows):
             a1 = min(h, a0 + rows)
             f0, f1 = max(0, a0 - rh), min(h, a1 + rh)  # feature rows the head reads
-            feats = [self._strip_features(n, fw["convs"], f0, f1, h, w, pairs) for n in normed]
-            o = self._head_fast(feats, fw, w, row0=f0, height=h)
+            feats = [self._strip_features(n, weights.convs, f0, f1, h, w, pairs) for n in normed]
+            o = self._head_fast(feats, weights, w, row0=f0, height=h)
             out[:, :, a0:a1] = o[:, :, a0 - f0:a1 - f0]
         return out
 
@@ -242,7 +257,7 @@ class KeyNetEngine:
         input width (W, or W + 1 with pairs and odd W). Returns ``(features, rows)``: for
         the full-resolution level the features of rows [f0, f1) and ``None``; for a smaller
         level the features of its own source rows, up-sampled along x only, and the
-        ``(r0, r1, lam)`` that interpolate them along y (:func:`~kpcore.ops.lerp_rows`). The head
+        ``(r0, r1, lam)`` that interpolate them along y (:func:`~keynet.base.ops.lerp_rows`). The head
         applies that last step after its 1xK convolution, which acts along x only and so
         commutes with it: 5 channels to interpolate instead of 8, on fewer rows."""
         cfg = self.model.config
@@ -277,7 +292,7 @@ class KeyNetEngine:
             up = F.pad(up.permute(0, 2, 3, 1), (0, 0, 0, 1)).permute(0, 3, 1, 2)
         return up, interp
 
-    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], fw: Dict[str, Any], width: int,
+    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], weights: "FastWeights", width: int,
                    row0: int = 0, height: Optional[int] = None) -> torch.Tensor:
         """Head BN + KxK convolution to one channel without concatenating the levels: per
         level one C->K convolution with a 1xK kernel gives, for each kernel row dy, the row
@@ -286,34 +301,36 @@ class KeyNetEngine:
         faster. The BN scale folds into the weights; its shift, which the convolution's
         zero padding does not see at the border, is added as the exact rank-K map
         ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``feats``: the
-        ``(features, rows)`` of :meth:`_strip_features` per level; ``fw``: the weights of
+        ``(features, rows)`` of :meth:`_strip_features` per level; ``weights``: the weights of
         :meth:`_fast_weights`. ``width``: the true width (the features may carry one extra
         zero column, see :class:`PairConv`); ``row0``, ``height``: where the rows of
         ``feats`` lie in an image of ``height`` rows (a strip; rows within K//2 of a strip
         edge inside the image are not exact)."""
-        k = fw["k"]
+        k = weights.kernel
         r = k // 2
         full = next(f for f, interp in feats if interp is None)
         b, _, h, wp = full.shape
         height = h if height is None else height
         pairs = self._pairs(full)
-        g = None
-        for (f, interp), hw in zip(feats, fw["heads"]):
+        rows_per_tap = None  # (B, K, H, Wp): the response of each kernel row dy, summed over the levels
+        for (f, interp), head in zip(feats, weights.heads):
             if pairs:
-                gl = hw(f, width)
+                level_rows = head(f, width)
             else:
-                gl = conv2d_act(f, hw, None, (0, r), relu=False)
+                level_rows = conv2d_act(f, head, None, (0, r), relu=False)
             if interp is not None:  # bilinear along y, after the x-only convolution
-                gl = torch.stack([lerp_rows(gb.permute(1, 2, 0), *interp) for gb in gl]).permute(0, 3, 1, 2)
-            g = gl if g is None else g.add_(gl)
+                level_rows = torch.stack([lerp_rows(one.permute(1, 2, 0), *interp)
+                                          for one in level_rows]).permute(0, 3, 1, 2)
+            rows_per_tap = level_rows if rows_per_tap is None else rows_per_tap.add_(level_rows)
+        g = rows_per_tap
         dev, dt = g.device, g.dtype
-        bias, kk = fw["bias"], fw["kk"]
-        if kk is not None:
+        bias, shift_taps = weights.bias, weights.shift_taps
+        if shift_taps is not None:
             ys = row0 + torch.arange(h, device=dev)[:, None] + torch.arange(k, device=dev) - r
             xs = torch.arange(wp, device=dev)[:, None] + torch.arange(k, device=dev) - r
             rows = ((ys >= 0) & (ys < height)).to(dt)
             cols = ((xs >= 0) & (xs < width)).to(dt)
-            out = torch.addmm(bias.to(dt), rows @ kk, cols.t())  # (H, Wp)
+            out = torch.addmm(bias.to(dt), rows @ shift_taps, cols.t())  # (H, Wp)
             out = out.expand(b, h, wp) + g[:, r]
         else:
             out = g[:, r] + bias

@@ -3,9 +3,9 @@
 :class:`TrainConfig` gathers the configuration of every part, each declared once where it
 belongs (the network :class:`~keynet.model.KeyNetConfig`, the pair generator
 :class:`~keynet.data.PairConfig`, the loss :class:`~keynet.loss.MSIPConfig`, the validation
-:class:`ValConfig` and the loop :class:`~kpcore.training.LoopConfig`); ``train.py`` generates
+:class:`ValConfig` and the loop :class:`~keynet.base.training.LoopConfig`); ``train.py`` generates
 its options from them. :class:`KeyNetTask` is what Key.Net brings to the project's one
-training skeleton (:func:`kpcore.training.fit`): the pairs (generated or reused,
+training skeleton (:func:`keynet.base.training.fit`): the pairs (generated or reused,
 :mod:`keynet.data`), TF's initialisation, a step that runs the network on the source and
 destination batches separately (so batch-norm statistics are per view, as the two TF graph
 calls) and minimises M-SIP, the official validation repeatability, and the project
@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from kpcore.geometry import common_region_masks, warp_points
-from kpcore.training import LoopConfig, Task, TrainingDiverged, fit
+from HSequences_bench.evaluate import BenchConfig, evaluate_pair
+from HSequences_bench.hsequences import ImagePair
+from HSequences_bench.repeatability import compute_repeatability
+from keynet.base.geometry import common_region_masks, warp_points
+from keynet.base.training import LoopConfig, Task, TrainingDiverged, fit
 
 from . import data as kdata
-from .benchmark.evaluate import BenchConfig, evaluate_pair
-from .benchmark.hsequences import ImagePair
-from .benchmark.repeatability import compute_repeatability
 from .detection import DetectorSettings, KeyNetDetector, nms_top_points
 from .engine import KeyNetEngine
 from .loss import MSIPConfig, msip_loss
@@ -171,7 +171,7 @@ def validate_benchmark(model: nn.Module, dataset, device: torch.device, top_k: i
                        progress: bool = False) -> Dict[str, float]:
     """The test protocol on the validation pairs (mean over pairs, percent): both views
     through the multi-scale detector (the official extraction settings, ``1.5 * top_k``
-    points), then the HSequences pair evaluation (:func:`keynet.benchmark.evaluate.evaluate_pair`:
+    points), then the HSequences pair evaluation (:func:`HSequences_bench.evaluate.evaluate_pair`:
     common region, the ``top_k`` best, circle-overlap repeatability at IoU 0.6). Metric
     keys: ``bench_rep`` (single scale) and ``bench_rep_multi``."""
     was_training = model.training
@@ -196,7 +196,7 @@ def validate_benchmark(model: nn.Module, dataset, device: torch.device, top_k: i
 
 # --------------------------------------------------------------------------- the task
 class KeyNetTask(Task):
-    """Key.Net on synthetic pairs with M-SIP, for :func:`kpcore.training.fit`."""
+    """Key.Net on synthetic pairs with M-SIP, for :func:`keynet.base.training.fit`."""
 
     metric = "rep_single_scale"
     maximise = True
@@ -261,7 +261,7 @@ class KeyNetTask(Task):
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
-    """Run (or resume) a Key.Net training; returns the summary of :func:`kpcore.training.fit`."""
+    """Run (or resume) a Key.Net training; returns the summary of :func:`keynet.base.training.fit`."""
     if isinstance(cfg.data_dir, (list, tuple)):
         cfg = dataclasses.replace(cfg, data_dir=os.pathsep.join(cfg.data_dir))
     return fit(KeyNetTask(cfg), cfg.loop, cfg.out_dir, resume=cfg.resume, command=cfg.command)

@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from kpcore.files import atomic_write_bytes
+from keynet.base.files import atomic_write_bytes
 from .model import KeyNet, KeyNetConfig
 
 FORMAT_NAME = "keynet-pytorch"
@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 PROJECT_SUFFIXES = (".pt", ".pth", ".npz")
 
 EXPECTED = (
-    "a Key.Net checkpoint: the project format (train.py / convert_weights.py), the official TF "
+    "a Key.Net checkpoint: the project format (train.py / keynet convert), the official TF "
     "weights as .npz (keys 'model_deep_detector_conv_1/kernel', ...), the unofficial reproduction's "
     ".pt (keys 'learner', 'last_layer_learner') or the authors' PyTorch .pth "
     "(state_dict keys 'feature_extractor.lb_block...', 'last_conv.0...')"

@@ -1,29 +1,39 @@
-"""The package layering, checked on the source (no import needed):
+"""The rooms of the house and who may import whom, checked on the source (no import needed),
+plus what importing the light packages loads (checked in a fresh interpreter).
 
-* ``kpcore`` (the base) imports neither ``keynet`` nor ``hardnet``;
-* ``hardnet`` imports no ``keynet``;
-* the detector modules of ``keynet`` import no ``hardnet``: only the composition modules
-  (feature extraction with a descriptor, matching, reconstruction) combine the two;
-* no module imports one of the project's modules inside a function or class;
-* no import cycle between the project's modules.
+Rooms (docs/architecture.md):
+
+* ``keynet.base``: the shared base; imports no other project module;
+* ``hardnet``: the descriptor (and the patch networks: orientation, affine shape); imports
+  only the base;
+* the detector: every other module of ``keynet`` outside ``keynet.pipeline`` and
+  ``keynet.commands`` (network, engine, detection, weights, and its training task); imports
+  the base, the detector and the benchmark's metrics, never ``hardnet``;
+* ``HSequences_bench``: the benchmark's metrics and protocols; import only the base and
+  each other;
+* ``HSequences_bench.harness``: extracts features for a benchmark; sits above the pipeline;
+* ``keynet.pipeline``: the only place where detector and descriptor meet;
+* ``keynet.commands`` (and the dispatcher ``keynet.cli``): one module per command, which
+  imports no other command (``options`` and ``common`` are shared parts, not commands);
+  nothing below imports a command;
+* the packages' ``__init__`` modules export lazily: they import only ``keynet.base.lazy``;
+* no module imports one of the project's modules inside a function or class, and there is
+  no import cycle.
 """
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("kpcore", "keynet", "hardnet")
-#: keynet modules that compose detector and descriptor (allowed to import hardnet)
-COMPOSITION = {"keynet", "keynet.extract", "keynet.matching", "keynet.reconstruction", "keynet.hloc_io",
-               "keynet.pairs", "keynet.cli", "keynet.commands"}
-
-
-def _composition(mod: str) -> bool:
-    return mod in COMPOSITION or mod.startswith("keynet.commands.")
+PACKAGES = ("keynet", "hardnet", "HSequences_bench")
+SHARED_COMMAND_PARTS = {"keynet.commands", "keynet.commands.options", "keynet.commands.common"}
 
 
 def _modules() -> Dict[str, Path]:
@@ -38,6 +48,31 @@ def _modules() -> Dict[str, Path]:
 
 
 MODULES = _modules()
+
+
+def room(mod: str) -> str:
+    """The room of a module: base, hardnet, detector, bench, harness, pipeline, commands, api."""
+    if mod in ("keynet", "keynet.pipeline"):
+        return "api"
+    for prefix, name in (("keynet.base", "base"), ("keynet.pipeline", "pipeline"), ("keynet.commands", "commands"),
+                         ("keynet.cli", "commands"), ("HSequences_bench.harness", "harness"),
+                         ("HSequences_bench", "bench"), ("hardnet", "hardnet"), ("keynet", "detector")):
+        if mod == prefix or mod.startswith(prefix + "."):
+            return name
+    raise AssertionError(mod)
+
+
+#: room -> the rooms it may import
+ALLOWED = {
+    "base": {"base"},
+    "hardnet": {"base", "hardnet"},
+    "detector": {"base", "detector", "bench"},
+    "bench": {"base", "bench"},
+    "pipeline": {"base", "detector", "hardnet", "pipeline"},
+    "harness": {"base", "detector", "hardnet", "pipeline", "bench", "harness"},
+    "commands": {"base", "detector", "hardnet", "pipeline", "bench", "harness", "commands"},
+    "api": {"base"},
+}
 
 
 def _resolve(mod: str, is_pkg: bool, node: ast.ImportFrom) -> str:
@@ -77,23 +112,33 @@ GRAPH: Dict[str, Set[str]] = {m: {i for i, _ in _imports(m)} - {m} for m in MODU
 
 
 def test_modules_found():
-    assert {"kpcore.geometry", "keynet.model", "keynet.engine", "hardnet.model", "kpcore.training"} <= set(MODULES)
+    assert {"keynet.base.geometry", "keynet.model", "keynet.engine", "hardnet.model", "keynet.base.training",
+            "keynet.pipeline.extraction", "HSequences_bench.evaluate", "keynet.commands.extract"} <= set(MODULES)
+    assert not (ROOT / "kpcore").exists() and not (ROOT / "keynet" / "benchmark").exists()
 
 
 @pytest.mark.parametrize("mod", sorted(MODULES))
-def test_layering(mod):
-    deps = {d.split(".")[0] for d in GRAPH[mod]}
-    if mod.startswith("kpcore"):
-        assert not deps & {"keynet", "hardnet"}, f"{mod} (base layer) imports {deps}"
-    if mod.startswith("hardnet"):
-        assert "keynet" not in deps, f"{mod} imports keynet"
-    if mod.startswith("keynet") and not _composition(mod):
-        assert "hardnet" not in deps, f"{mod} (detector) imports hardnet; compose them in {sorted(COMPOSITION)}"
+def test_rooms(mod):
+    mine = room(mod)
+    for dep in sorted(GRAPH[mod]):
+        # a package's __init__ is imported by Python before any of its modules: not a dependency
+        if dep in ("keynet",) and mine != "api":
+            continue
+        assert room(dep) in ALLOWED[mine], f"{mod} ({mine}) imports {dep} ({room(dep)})"
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if room(m) == "commands" and m not in SHARED_COMMAND_PARTS
+                                       and m != "keynet.cli"))
+def test_commands_import_no_other_command(mod):
+    others = sorted(d for d in GRAPH[mod] if room(d) == "commands" and d not in SHARED_COMMAND_PARTS)
+    assert not others, f"{mod} imports the commands {others}: share through keynet.commands.options / common"
 
 
 @pytest.mark.parametrize("mod", sorted(MODULES))
 def test_no_function_local_imports_of_our_modules(mod):
     local = sorted(name for name, top in _imports(mod) if not top)
+    if mod == "keynet.cli":  # the dispatcher imports the chosen command by name (importlib), nothing else
+        assert not local
     assert not local, f"{mod} imports {local} inside a function or class"
 
 
@@ -117,3 +162,38 @@ def test_no_import_cycles():
     for m in sorted(GRAPH):
         if m not in state:
             visit(m)
+
+
+def _loaded_after(code: str) -> Set[str]:
+    probe = ("import sys\n" + code + "\nimport json\n"
+             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_import_keynet_and_help_load_no_heavy_package():
+    heavy = {"torch", "hardnet", "h5py", "pycolmap", "cv2", "kornia"}
+    assert not _loaded_after("import keynet") & heavy
+    assert not _loaded_after("import keynet.cli\nkeynet.cli.main(['--help'])\nkeynet.cli.main(['--version'])") & heavy
+
+
+def test_the_detector_loads_no_descriptor_h5py_or_pycolmap():
+    loaded = _loaded_after("import keynet.detection, keynet.training, keynet.weights, keynet.subpixel")
+    assert not loaded & {"hardnet", "h5py", "pycolmap"}, loaded & {"hardnet", "h5py", "pycolmap"}
+
+
+def test_the_api_names_resolve_lazily():
+    import importlib
+
+    import keynet
+    import keynet.pipeline
+    for m in MODULES:  # importing every module must not shadow an API name (a submodule named like a function)
+        if room(m) in ("pipeline", "detector", "api"):
+            importlib.import_module(m)
+    for name in keynet.__all__:
+        assert getattr(keynet, name) is not None, name
+    assert callable(keynet.extract) and keynet.extract is keynet.pipeline.extract
+    assert callable(keynet.reconstruct) and callable(keynet.match_images)
+    assert keynet.load_detector.__module__ == "keynet.pipeline.extraction"
+    with pytest.raises(AttributeError):
+        keynet.no_such_name  # noqa: B018

@@ -82,7 +82,7 @@ def test_shipped_orientation_turns_with_the_image():
     1.7 degrees when recorded) and fail less often than the dominant gradient's."""
     from hardnet import OrientationEstimator
     from keynet import load_detector
-    from kpcore.geometry import angle_difference, rotation_homography, transfer_orientation, warp_points
+    from keynet.base.geometry import angle_difference, rotation_homography, transfer_orientation, warp_points
 
     img = IMG.astype(np.float32)
     kpts = load_detector("default", num_points=300, device="cpu").detect(img)

@@ -4,13 +4,12 @@ that hsequences_bench.py evaluates them like Key.Net. See docs/benchmark.md."""
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 
-from keynet.benchmark.baselines import METHODS, extract_list
-from keynet.benchmark.hsequences import DEFAULT_IMAGE_LIST
-from kpcore.cli import ArgumentParser, add_bool_flag
-from kpcore.files import DEFAULT_PREFIX, locate_image, read_image_list
+from HSequences_bench.baselines import METHODS, extract_list
+from HSequences_bench.hsequences import DEFAULT_IMAGE_LIST
+from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.files import DEFAULT_PREFIX, locate_image, read_image_list
 
 
 def build_parser() -> ArgumentParser:

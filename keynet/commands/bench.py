@@ -7,24 +7,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
-from keynet.benchmark.evaluate import BenchConfig, evaluate_detector, official_results
-from keynet.benchmark.features import FeatureFileError
-from keynet.benchmark.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, folder_sequences, get_split
-from keynet.benchmark.report import console_summary, plot_curves, save_pickle, write_tables
-from kpcore.cli import ArgumentParser, add_bool_flag
-from kpcore.geometry import HomographyError
+from HSequences_bench.evaluate import BenchConfig, evaluate_detector, official_results
+from HSequences_bench.features import FeatureFileError
+from HSequences_bench.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, folder_sequences, get_split
+from HSequences_bench.report import console_summary, plot_curves, save_pickle, write_tables
+from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.geometry import HomographyError
 
-
-def top_k(v: str) -> Optional[int]:
-    """Integer number of points, or 'none'/'all'/0 for all points."""
-    if str(v).strip().lower() in ("none", "all", "0"):
-        return None
-    n = int(v)
-    if n < 0:
-        raise argparse.ArgumentTypeError("--top-k-points must be >= 0 or 'none'")
-    return n
+from . import options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--split-path", default=str(DEFAULT_SPLITS), help="splits json (ours or the official file)")
     add_bool_flag(ap, "--allow-missing", False,
                   "evaluate the sequences of the split present in --data-dir and report the others")
-    ap.add_argument("--top-k-points", type=top_k, default=1000, help="best points kept per image; none/0 = all")
+    ap.add_argument("--top-k-points", type=options.top_k, default=1000, help="best points kept per image; none/0 = all")
     ap.add_argument("--overlap", type=float, default=0.6, help="minimum circle IoU of a repeated point")
     ap.add_argument("--pixel-threshold", type=float, default=5.0,
                     help="distance (px) of a correct match for the headline matching score")

@@ -12,22 +12,37 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from hardnet import HardNetWeightsError
-from keynet.benchmark.hsequences import (DEFAULT_SPLITS, NUM_IMAGES, DatasetError, folder_sequences, get_split,
-                                         sequence_files)
-from keynet.benchmark.rotation import (DEFAULT_ANGLES, PROTOCOLS, AngleError, RotationCase, default_config,
-                                       evaluate_cases, pair_cases, parse_angles, single_cases)
-from keynet.benchmark.rotation_cache import FeatureStore
-from keynet.benchmark.rotation_methods import METHOD_NAMES, MethodError, build_methods, check_methods
-from keynet.benchmark.rotation_report import wide_table, write_reports
-from keynet.benchmark.report import to_markdown
-from kpcore.cli import ArgumentParser, add_auto_flag, add_bool_flag, add_device_arg, auto_flag
-from kpcore.geometry import HomographyError
-from kpcore.images import ImageReadError
+from HSequences_bench.harness.rotation_methods import METHOD_NAMES, MethodError, build_methods, check_methods
+from HSequences_bench.hsequences import (
+    DEFAULT_SPLITS,
+    NUM_IMAGES,
+    DatasetError,
+    folder_sequences,
+    get_split,
+    sequence_files,
+)
+from HSequences_bench.report import to_markdown
+from HSequences_bench.rotation import (
+    DEFAULT_ANGLES,
+    PROTOCOLS,
+    AngleError,
+    RotationCase,
+    default_config,
+    evaluate_cases,
+    pair_cases,
+    parse_angles,
+    single_cases,
+)
+from HSequences_bench.rotation_cache import FeatureStore
+from HSequences_bench.rotation_report import wide_table, write_reports
+from keynet.base.cli import ArgumentParser, add_auto_flag, add_bool_flag, add_device_arg, auto_flag
+from keynet.base.geometry import HomographyError
+from keynet.base.images import ImageReadError
+from keynet.detection import ImageTooSmallError
+from keynet.weights import WeightsError
 
-from ..detection import ImageTooSmallError
-from ..options import add_rotation_turns_arg
-from ..weights import WeightsError
-from .bench import top_k
+from . import options
+from .options import add_rotation_turns_arg
 
 #: Errors that are the user's (bad option, missing file): one ``[ERROR]`` line, exit code 2.
 USER_ERRORS = (AngleError, MethodError, DatasetError, HomographyError, WeightsError, HardNetWeightsError,
@@ -63,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                          + " (learned: skipped without pretrained_nets/orinet.pt or --orientation-weights; "
                            "kornia-orinet: only with --kornia-orinet-weights) (default: all)")
     ap.add_argument("--num-points", type=int, default=1500, help="keypoints per image, every method (default: 1500)")
-    ap.add_argument("--top-k-points", type=top_k, default=1000,
+    ap.add_argument("--top-k-points", type=options.top_k, default=1000,
                     help="best points kept in the common region, as the main benchmark; none = all (default: 1000)")
     ap.add_argument("--max-pairs", type=int, default=0,
                     help="pairs protocol: only the first N pairs (1, k) of each sequence; 0 = all 5 (default: 0)")
@@ -80,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "always today's pipeline")
     add_rotation_turns_arg(ap)
     add_auto_flag(ap, "--subpixel",
-                  "sub-pixel keypoints (SubpixelKeyNetDetector). auto: for the oriented Key.Net variants, as "
+                  "sub-pixel keypoints (DetectorSettings.subpixel). auto: for the oriented Key.Net variants, as "
                   "'keynet extract --upright false', while upright stays today's pipeline; true: for upright too "
                   "(the like-for-like comparison); false: for none")
     add_device_arg(ap)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from kpcore.cli import ArgumentParser, add_bool_flag
-
-from ..weights import WeightsError, average_weights, convert, save_checkpoint
+from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.weights import WeightsError, average_weights, convert, save_checkpoint
 
 
 def build_parser() -> ArgumentParser:

@@ -14,8 +14,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from kpcore.cli import ArgumentParser, add_bool_flag
-from kpcore.download import Artefact, DownloadError, fetch, sha256_of
+from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.download import Artefact, DownloadError, fetch, sha256_of
 
 _TF = "https://github.com/axelBarroso/Key.Net/raw/master/keyNet/pretrained_nets/KeyNet_default/"
 ARTEFACTS: Dict[str, List[Artefact]] = {

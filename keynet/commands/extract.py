@@ -19,16 +19,23 @@ from pathlib import Path
 import torch
 
 from hardnet import HardNetWeightsError
-from kpcore.cli import ArgumentParser, add_auto_flag, add_bool_flag, add_device_arg, auto_flag
-from kpcore.runner import Shard, gather_summaries
-from test_im import IMAGE_LIST
+from keynet.base.cli import ArgumentParser, add_auto_flag, add_bool_flag, add_device_arg, auto_flag
+from keynet.base.files import feature_paths
+from keynet.base.resources import TEST_IMAGE_LIST as IMAGE_LIST
+from keynet.base.runner import Shard, gather_summaries
+from keynet.pipeline.extraction import (
+    Extractor,
+    h5_output_path,
+    load_affine,
+    load_descriptor,
+    load_detector,
+    load_orientation,
+    run_extraction,
+    run_extraction_h5,
+)
+from keynet.weights import WeightsError
 
-from kpcore.files import feature_paths
-
-from ..extract import (Extractor, h5_output_path, load_descriptor, load_detector, load_orientation, run_extraction,
-                       run_extraction_h5)
-from ..options import add_rotation_turns_arg, add_weights_args
-from ..weights import WeightsError
+from .options import add_affine_arg, add_rotation_turns_arg, add_weights_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orientation", default="learned",
                    help="Orientation estimator when --upright false: 'learned' (the shipped OriNet, "
                         "pretrained_nets/orinet.pt), 'gradient' (classical dominant gradient, SIFT's rule) "
-                        "or an OriNet weights file from train_orientation.py.")
+                        "or an OriNet weights file from keynet train-orientation.")
     add_auto_flag(p, "--rotation-average",
                   "average each pyramid level's score map over turns of the level (--rotation-turns), each "
                   "turned back (Key.Net alone is not rotation-equivariant: on HSequences pairs turned by 180 "
                   "degrees its repeatability falls from 70.8%% to 56.7%%, with the average it stays at 71%%; "
                   "docs/rotation.md). auto: on with --upright false")
     add_rotation_turns_arg(p)
+    add_affine_arg(p)
     add_auto_flag(p, "--subpixel",
                   "move each keypoint to the sub-pixel maximum of its level's score map, mapped by pixel centres "
                   "(not the official positions; docs/matching.md, Sub-pixel keypoints). auto: on with --upright "
@@ -101,6 +109,7 @@ def main(argv=None) -> int:
                             subpixel=auto_flag(args.subpixel, not args.upright))
         desc = load_descriptor(args.descriptor, device=args.device)
         ori = None if args.upright else load_orientation(args.orientation, device=args.device)
+        aff = load_affine(args.affine, device=args.device)
     except (WeightsError, HardNetWeightsError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
@@ -114,11 +123,11 @@ def main(argv=None) -> int:
     try:
         if args.output_format == "h5":
             summary = run_extraction_h5(args.list_images, args.results_dir, args.network_version,
-                                        Extractor(det, desc, ori), overwrite=args.overwrite,
+                                        Extractor(det, desc, ori, aff), overwrite=args.overwrite,
                                         progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard)
         else:
             summary = run_extraction(args.list_images, args.results_dir, args.network_version,
-                                     Extractor(det, desc, ori), overwrite=args.overwrite, order_coord=args.order_coord,
+                                     Extractor(det, desc, ori, aff), overwrite=args.overwrite, order_coord=args.order_coord,
                                      progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard)
     except (FileNotFoundError, ValueError) as e:
         print(f"[ERROR] {e}", file=sys.stderr)

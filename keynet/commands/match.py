@@ -14,36 +14,22 @@ import sys
 import warnings
 from pathlib import Path
 
-from hardnet import HardNetWeightsError
-from keynet import matching
-from keynet.detection import ImageTooSmallError
-from keynet.pairs import PAIR_MODES, PairsError, make_pairs, write_pairs
-from keynet.reconstruction import ReconstructionError, image_names
-from keynet.weights import WeightsError
-from kpcore.cli import ArgumentParser, add_bool_flag
-from kpcore.images import ImageReadError
+from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.pipeline import matching
+from keynet.pipeline.pairs import make_pairs, write_pairs
+from keynet.pipeline.reconstruction import image_names
 
-USER_ERRORS = (ReconstructionError, PairsError, matching.MatchingError, ImageReadError, ImageTooSmallError,
-               WeightsError, HardNetWeightsError, FileNotFoundError, ValueError)
-
-
-def add_pair_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("pairs")
-    g.add_argument("--pairs", choices=[m for m in PAIR_MODES if m != "file"], default="exhaustive",
-                   help="exhaustive: every pair; sequential: each image with the next --window ones (by name)")
-    g.add_argument("--window", type=int, default=10, help="images after each one for --pairs sequential")
-    g.add_argument("--pairs-file", default=None,
-                   help="text file with one 'name0 name1' pair per line (names relative to --image-dir); "
-                        "overrides --pairs")
+from . import options
+from .common import USER_ERRORS
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
-    add_pair_args(p)
-    matching.add_feature_args(p)
-    matching.add_matcher_args(p)
+    options.add_pair_args(p)
+    options.add_feature_args(p)
+    options.add_matcher_args(p)
     add_bool_flag(p, "--export-npz", False, "also write one matches/<name0>__<name1>.npz per pair")
     add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
     add_bool_flag(p, "--progress", True, "progress bars")
@@ -59,8 +45,8 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")  # small images: expected
     out = Path(args.out)
     try:
-        fcfg = matching.feature_config_from_args(args)
-        mcfg = matching.matcher_config_from_args(args)
+        fcfg = options.feature_config_from_args(args)
+        mcfg = options.matcher_config_from_args(args)
         names = image_names(args.image_dir)
         pairs = make_pairs(names, args.pairs, args.window, args.pairs_file)
         fs = matching.extract_features(args.image_dir, names, out / "features.h5", fcfg,

@@ -2,7 +2,7 @@
 a robust two-view fit (fundamental matrix by default, or a homography for planar scenes
 and HPatches-like pairs); inliers green, outliers red.
 
-    python match_demo.py IMAGE0 IMAGE1 [--out matches.png]
+    keynet demo IMAGE0 IMAGE1 [--out matches.png]
 """
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from keynet import matching
-from kpcore import twoview, viz
-from kpcore.cli import ArgumentParser
-from .match import USER_ERRORS
+from keynet.base import twoview, viz
+from keynet.base.cli import ArgumentParser
+from keynet.pipeline import matching
+
+from . import options
+from .common import USER_ERRORS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the keypoints of both images to this picture (circle radius: 5 x the "
                         "keypoint scale) (default: none)")
     defaults = matching.FeatureConfig(num_points=4000)
-    matching.add_feature_args(p, defaults)
-    matching.add_matcher_args(p)
+    options.add_feature_args(p, defaults)
+    options.add_matcher_args(p)
     return p
 
 
@@ -51,8 +53,8 @@ def main(argv=None) -> int:
         for path in (args.image0, args.image1):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"image not found: {path}")
-        res = matching.match_images(args.image0, args.image1, feature_config=matching.feature_config_from_args(args),
-                                    matcher=matching.matcher_config_from_args(args))
+        res = matching.match_images(args.image0, args.image1, feature_config=options.feature_config_from_args(args),
+                                    matcher=options.matcher_config_from_args(args))
         m = res["matches"]
         xy0, xy1 = res["kpts0"][m[:, 0], :2], res["kpts1"][m[:, 1], :2]
         if args.model == "homography":

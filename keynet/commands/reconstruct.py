@@ -1,8 +1,8 @@
 """Structure-from-Motion of an image folder with COLMAP (pycolmap): Key.Net + HardNet
 features, kornia matching, COLMAP geometric verification and incremental mapping.
 
-    python reconstruct.py --image-dir DIR --out OUT
-    python reconstruct.py --image-dir DIR --out OUT --camera-model PINHOLE \\
+    keynet reconstruct --image-dir DIR --out OUT
+    keynet reconstruct --image-dir DIR --out OUT --camera-model PINHOLE \\
         --camera-params fx,fy,cx,cy --no-refine-intrinsics
 
 Writes under --out: features.h5, matches.h5 (hloc layout), pairs.txt, database.db (COLMAP)
@@ -19,10 +19,12 @@ import warnings
 
 import pycolmap
 
-from keynet import matching, reconstruction
-from keynet.reconstruction import CAMERA_MODES, CameraConfig, ReconstructionConfig
-from kpcore.cli import ArgumentParser, add_bool_flag
-from .match import USER_ERRORS, add_pair_args
+from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.pipeline import reconstruction
+from keynet.pipeline.reconstruction import CAMERA_MODES, CameraConfig, ReconstructionConfig
+
+from . import options
+from .common import USER_ERRORS
 
 
 def camera_params(v: str):
@@ -36,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
-    add_pair_args(p)
-    matching.add_feature_args(p)
-    matching.add_matcher_args(p)
+    options.add_pair_args(p)
+    options.add_feature_args(p)
+    options.add_matcher_args(p)
     d = ReconstructionConfig()
     g = p.add_argument_group("cameras")
     g.add_argument("--camera-mode", choices=tuple(CAMERA_MODES), default=d.camera.mode,
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
         pycolmap.logging.minloglevel = 3  # our messages say what failed
     try:
         cfg = ReconstructionConfig(
-            features=matching.feature_config_from_args(args), matcher=matching.matcher_config_from_args(args),
+            features=options.feature_config_from_args(args), matcher=options.matcher_config_from_args(args),
             camera=CameraConfig(args.camera_mode, args.camera_model, args.camera_params, args.refine_intrinsics),
             pair_mode=args.pairs, window=args.window, pairs_file=args.pairs_file,
             min_num_matches=args.min_num_matches, num_threads=args.num_threads, seed=args.seed,

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from kpcore.cli import ArgumentParser, add_config_args, config_from_args, set_config_defaults
+from keynet.base.cli import ArgumentParser, add_config_args, config_from_args, set_config_defaults
 from keynet.model import PRESETS
 from keynet.training import TrainConfig, TrainingDiverged, train
 

@@ -9,8 +9,8 @@ dominant gradient orientation on the same pairs. Every option is generated from 
 configuration dataclasses (hardnet.orientation_training.TrainConfig).
 
 Example:
-  python train_orientation.py --image-dir PHOTOS --out-dir runs/orinet --export pretrained_nets/orinet.pt
-  python train_orientation.py ... --resume            # continue from <out-dir>/last.pt
+  keynet train-orientation --image-dir PHOTOS --out-dir runs/orinet --export pretrained_nets/orinet.pt
+  keynet train-orientation ... --resume            # continue from <out-dir>/last.pt
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import shlex
 import sys
 
 from hardnet.orientation_training import TrainConfig, export_weights, train
-from kpcore.cli import ArgumentParser, add_config_args, config_from_args
+from keynet.base.cli import ArgumentParser, add_config_args, config_from_args
 
-from .train_hardnet import run_patch_training
+from .common import run_patch_training
 
 
 def build_parser() -> ArgumentParser:
@@ -40,7 +40,7 @@ def parse_config(argv):
     args = build_parser().parse_args(argv)
     cfg = config_from_args(TrainConfig(), args)
     cfg = cfg.__class__(**{**cfg.__dict__, "image_dir": os.pathsep.join(cfg.image_dir),
-                           "command": "python train_orientation.py " + " ".join(shlex.quote(a) for a in argv)})
+                           "command": "keynet train-orientation " + " ".join(shlex.quote(a) for a in argv)})
     return cfg, args
 
 

@@ -14,8 +14,8 @@ from hardnet.data import (PatchPairConfig, dedupe, load_split, pairs_from_photo,
 from hardnet.loss import distance_matrix, hardnet_loss, same_point_mask
 from hardnet.patches import extract_patches
 from hardnet.training import HardNetConfig, TrainConfig, fpr_at_95, init_weights, train
-from kpcore.training import LoopConfig, make_optimizer
-from kpcore.geometry import warp_points
+from keynet.base.training import LoopConfig, make_optimizer
+from keynet.base.geometry import warp_points
 
 
 @pytest.fixture(autouse=True, scope="module")

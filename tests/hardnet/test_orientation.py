@@ -14,7 +14,7 @@ from hardnet.data import relative_rotation
 from hardnet.orientation import rotate_patches
 from hardnet.orientation_training import angular_errors, equivariance_loss
 from hardnet.patches import lafs_to_keypoints, patch_lafs
-from kpcore.geometry import angle_difference, rotation_homography, transfer_orientation, warp_points
+from keynet.base.geometry import angle_difference, rotation_homography, transfer_orientation, warp_points
 
 
 def smooth_image(h: int = 160, w: int = 200, seed: int = 0) -> np.ndarray:

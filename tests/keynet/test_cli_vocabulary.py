@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from keynet.cli import COMMANDS
-from kpcore.cli import DEVICE_HELP, str2bool
+from keynet.base.cli import DEVICE_HELP, str2bool
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
@@ -33,9 +33,9 @@ KNOWN_GAPS: set = set()
 
 def _parsers():
     out = {}
-    for name, (main, _, _) in COMMANDS.items():
-        module = importlib.import_module(main.__module__)
-        assert hasattr(module, "build_parser"), f"{name}: {main.__module__} has no build_parser()"
+    for name, (module_name, _, _) in COMMANDS.items():
+        module = importlib.import_module(f"keynet.commands.{module_name}")
+        assert hasattr(module, "build_parser"), f"{name}: {module_name} has no build_parser()"
         out[name] = module.build_parser()
     return out
 

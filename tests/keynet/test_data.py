@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from keynet import data as kd
-from kpcore import augment
-from kpcore import files as kfiles
+from keynet.base import augment
+from keynet.base import files as kfiles
 
 
 def _texture(h: int, w: int, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from torch import nn
 
 from keynet.detection import (DetectorSettings, ImageTooSmallError, KeyNetDetector, build_pyramid, level_quotas,
                               nms, nms_top_points, select_points)
-from kpcore.geometry import remove_border
+from keynet.base.geometry import remove_border
 
 
 @pytest.mark.parametrize("size", [3, 4, 15])
@@ -159,7 +159,7 @@ def test_eight_turn_rotation_average_follows_a_45_degree_turn():
     from pathlib import Path as _Path
 
     from keynet import load_detector
-    from keynet.benchmark.rotation import rotate_image
+    from HSequences_bench.rotation import rotate_image
 
     img = _cv2.imread(str(_Path(__file__).resolve().parents[2] / "test_im" / "test_im.png"),
                       _cv2.IMREAD_GRAYSCALE)[60:380, 40:440].astype(np.float32)

@@ -12,7 +12,7 @@ import torch
 
 import keynet
 from hardnet import HardNet, save_hardnet
-from kpcore.files import atomic_save_npy, feature_paths
+from keynet.base.files import atomic_save_npy, feature_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "extract_multiscale_features.py"
@@ -239,8 +239,8 @@ def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
     """--upright false: .kpt.npy stays N x 4, the angles go to .ori.npy and equal the API's,
     the descriptors are those of rotated patches, and hloc files / LAFs carry the same angles."""
     from hardnet import OrientationEstimator, OriNet, save_orinet
-    from kpcore.files import orientation_path
-    from keynet import hloc_io
+    from keynet.base.files import orientation_path
+    from keynet.pipeline import hloc_io
 
     torch.manual_seed(0)
     save_hardnet(tmp_path / "hn.pt", HardNet(), {"note": "random init, test only"})
@@ -305,9 +305,9 @@ def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
 
 def test_h5_output_resumes_and_matches_the_npy_outputs(tf_weights, images, tmp_path):
     """One hloc-layout HDF5 file per process instead of two .npy files per image."""
-    from keynet import hloc_io
-    from keynet.extract import h5_output_path, run_extraction_h5
-    from kpcore.runner import Shard
+    from keynet.pipeline import hloc_io
+    from keynet.pipeline.extraction import h5_output_path, run_extraction_h5
+    from keynet.base.runner import Shard
 
     det = keynet.load_detector(tf_weights, num_points=60, pyramid_levels=1, upsampled_levels=0, device="cpu")
     torch.manual_seed(0)

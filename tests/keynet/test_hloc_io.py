@@ -1,4 +1,4 @@
-"""features.h5 / matches.h5 in hloc's layout (keynet.hloc_io): round trips, the layout
+"""features.h5 / matches.h5 in hloc's layout (keynet.pipeline.hloc_io): round trips, the layout
 hloc reads, and the pixel convention (hloc file = ours; COLMAP = +0.5)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from keynet import hloc_io
+from keynet.pipeline import hloc_io
 
 
 def keynet_features(n=50, seed=0):

@@ -1,12 +1,12 @@
-"""Descriptor matchers (keynet.matching) on hand-made descriptor sets, and image pairs."""
+"""Descriptor matchers (keynet.pipeline.matching) on hand-made descriptor sets, and image pairs."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from keynet import matching
-from keynet.matching import MatcherConfig, match_descriptors
-from keynet.pairs import PairsError, exhaustive_pairs, make_pairs, read_pairs, sequential_pairs
+from keynet.pipeline import matching
+from keynet.pipeline.matching import MatcherConfig, match_descriptors
+from keynet.pipeline.pairs import PairsError, exhaustive_pairs, make_pairs, read_pairs, sequential_pairs
 
 
 def unit(v):

@@ -1,4 +1,4 @@
-"""COLMAP reconstruction (keynet.reconstruction, reconstruct.py): database writing and its
+"""COLMAP reconstruction (keynet.pipeline.reconstruction, keynet reconstruct): database writing and its
 pixel convention, an end-to-end reconstruction of a synthetic scene rendered from known
 cameras, and bad inputs."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 
 from keynet.commands import match as match_features
 from keynet.commands import reconstruct as reconstruct_cli
-from keynet import hloc_io, matching, reconstruction
-from keynet.reconstruction import CameraConfig, ReconstructionConfig, ReconstructionError, SceneNotReconstructed
-from kpcore.images import ImageReadError
+from keynet.pipeline import hloc_io, matching, reconstruction
+from keynet.pipeline.reconstruction import CameraConfig, ReconstructionConfig, ReconstructionError, SceneNotReconstructed
+from keynet.base.images import ImageReadError
 from synthetic_scene import make_scene
 
 pycolmap.logging.minloglevel = 2

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy.spatial import cKDTree
 
 import keynet
-from keynet.subpixel import SubpixelKeyNetDetector, subpixel_offsets
+from keynet.detection import subpixel_offsets
+from keynet.subpixel import SubpixelKeyNetDetector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +29,7 @@ def test_offsets_find_the_peak_of_a_sampled_blob():
 
 def test_same_detections_as_the_official_detector():
     det = keynet.load_detector("default", num_points=500)
-    sub = SubpixelKeyNetDetector.from_detector(det)
+    sub = keynet.load_detector("default", num_points=500, subpixel=True)
     img = ROOT / "test_im" / "test_im.png"
     a, b = det.detect(img), sub.detect(img)
     assert len(a) == len(b) > 400
@@ -41,7 +43,7 @@ def test_better_localised_on_a_real_pair(hseq_mini):
     """i_leuven 1 -> 2 (illumination change, known homography): repeated points land
     closer to each other with sub-pixel refinement."""
     det = keynet.load_detector("default", num_points=1000)
-    sub = SubpixelKeyNetDetector.from_detector(det)
+    sub = keynet.load_detector("default", num_points=1000, subpixel=True)
     H = np.loadtxt(hseq_mini / "i_leuven" / "H_1_2")
     errs = {}
     for name, d in (("official", det), ("subpixel", sub)):
@@ -51,3 +53,12 @@ def test_better_localised_on_a_real_pair(hseq_mini):
         errs[name] = dist[dist < 3].mean()
     assert errs["subpixel"] < 0.85 * errs["official"], errs
     assert subpixel_offsets(np.zeros((5, 5)), np.zeros((0, 2), int)).shape == (0, 2)
+
+
+def test_the_deprecated_subpixel_class_is_the_setting():
+    det = keynet.load_detector("default", num_points=300)
+    with pytest.warns(DeprecationWarning, match="subpixel=True"):
+        old = SubpixelKeyNetDetector.from_detector(det)
+    assert old.settings.subpixel and old.engine is det.engine
+    img = ROOT / "test_im" / "test_im.png"
+    assert np.array_equal(old.detect(img), keynet.load_detector("default", num_points=300, subpixel=True).detect(img))

@@ -13,7 +13,7 @@ import torch
 from keynet import data as kd
 from keynet import training as kt
 from keynet.model import KeyNet, KeyNetConfig
-from kpcore.training import TrainingDiverged
+from keynet.base.training import TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_benchmark_protocol_validation(reference_dir):
     validation pairs: identical views 100%; a view shifted by 24 px with its homography ~100%,
     and far lower with the identity in its place."""
     from keynet.weights import load_keynet
-    from test_im import IMAGE_LIST
+    from keynet.base.resources import TEST_IMAGE_LIST as IMAGE_LIST
 
     model, _ = load_keynet(reference_dir / "keynet_tf_official.npz")
     cam = cv2.imread(str(IMAGE_LIST.parent / "test_im.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32)

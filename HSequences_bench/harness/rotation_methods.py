@@ -1,0 +1,241 @@
+"""The methods compared by the rotation benchmark (:class:`HSequences_bench.rotation.Method`).
+
+* Key.Net keypoints + HardNet descriptors (ours), the keypoints detected once per image and
+  shared by the variants, which differ only in the patch orientation: ``upright`` (the
+  official pipeline), ``gradient`` (classical dominant gradient), ``learned`` (our OriNet,
+  ``pretrained_nets/orinet.pt`` or ``--orientation-weights``) and ``kornia-orinet``
+  (kornia's OriNet through ``LAFOrienter``, only with a weights file given by the user);
+* ``sift`` and ``orb`` (OpenCV, with their own detectors and angles; ORB matched with the
+  Hamming distance).
+
+Every method returns at most ``num_points`` keypoints.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from kornia.feature import LAFOrienter, OriNet, get_laf_orientation
+
+from HSequences_bench.baselines import opencv_features
+from HSequences_bench.rotation import FeatureSet, Method
+from keynet.base.device import resolve_device
+from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
+from keynet.pipeline.extraction import (
+    DEFAULT_DESCRIPTOR,
+    DEFAULT_ORIENTATION,
+    Extractor,
+    Features,
+    load_descriptor,
+    load_detector,
+    load_orientation,
+    resolve_detector_weights,
+)
+
+PathLike = Union[str, os.PathLike]
+
+KEYNET_VARIANTS = ("learned", "gradient", "upright", "kornia-orinet")
+OPENCV_METHODS = ("sift", "orb")
+METHOD_NAMES = KEYNET_VARIANTS + OPENCV_METHODS
+
+
+class MethodError(ValueError):
+    """A method cannot be built (unknown name, missing or unusable weights file)."""
+
+
+def file_digest(path: PathLike) -> str:
+    """Short SHA-1 of a file's content (weights in the cache key)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A 0..255 float image rounded to uint8 (the input of the OpenCV methods)."""
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ OpenCV
+def opencv_method(name: str, num_points: int) -> Method:
+    """``sift`` (OpenCV defaults, L2) or ``orb`` (OpenCV defaults, packed bits, Hamming)."""
+    if name == "sift":
+        make, distance = (lambda: cv2.SIFT_create(nfeatures=num_points)), "l2"
+    elif name == "orb":
+        make, distance = (lambda: cv2.ORB_create(nfeatures=num_points)), "hamming"
+    else:
+        raise MethodError(f"unknown OpenCV method {name!r}; expected one of {', '.join(OPENCV_METHODS)}")
+
+    def extract(image: np.ndarray) -> FeatureSet:
+        return FeatureSet(*opencv_features(make(), to_uint8(image), num_points))
+    return Method(name, extract, distance, tag=f"opencv={cv2.__version__} n={num_points}")
+
+
+# ------------------------------------------------------------------------------ Key.Net
+class SharedDetection:
+    """Key.Net on an image, remembered for the last image so that the variants of one image
+    detect once: ``detection(image) -> (prepared image, keypoints (N, 4))``."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+        self._last: Optional[Tuple[bytes, np.ndarray, np.ndarray]] = None
+        self.calls = 0  # detections actually run
+
+    @staticmethod
+    def _digest(image: np.ndarray) -> bytes:
+        a = np.ascontiguousarray(image)
+        h = hashlib.blake2b(a.tobytes(), digest_size=16)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        return h.digest()
+
+    def __call__(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        key = self._digest(image)
+        if self._last is None or self._last[0] != key:
+            img = self.detector.prepare(image)
+            self._last = (key, img, self.detector.detect_prepared(img))
+            self.calls += 1
+        return self._last[1], self._last[2]
+
+
+class KorniaOrienter:
+    """Orientation of keypoints by a kornia patch orientation network (e.g.
+    ``kornia.feature.OriNet``) through ``kornia.feature.LAFOrienter`` on the local affine
+    frames of our descriptor patches: ``estimate(image, kpts) -> (N,) degrees`` in the
+    project convention (kornia's LAF angle is the negative of ours)."""
+
+    def __init__(self, angle_detector: torch.nn.Module, device: Optional[Union[str, torch.device]] = None,
+                 patch_size: int = 32) -> None:
+        self.device = resolve_device(device)
+        self.orienter = LAFOrienter(patch_size, angle_detector=angle_detector).to(self.device).eval()
+
+    @torch.no_grad()
+    def estimate(self, image: np.ndarray, kpts: np.ndarray) -> np.ndarray:
+        """``image``: (H, W) float grey in [0, 1]; ``kpts``: (N, >=3) x, y, scale."""
+        if len(kpts) == 0:
+            return np.zeros(0, dtype=np.float32)
+        lafs = Features(np.asarray(kpts)).lafs().to(self.device)
+        img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
+        kornia_deg = get_laf_orientation(self.orienter(lafs, img)).reshape(-1)
+        return np.mod(-kornia_deg.double().cpu().numpy(), 360.0).astype(np.float32)
+
+
+def load_kornia_orinet(path: PathLike) -> OriNet:
+    """kornia's ``OriNet`` with the weights of ``path`` (a state dict, or a checkpoint with a
+    ``state_dict`` entry as the AffNet release). Nothing is downloaded."""
+    p = Path(path)
+    if not p.is_file():
+        raise MethodError(f"kornia OriNet weights not found: {p}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unreadable file is a user error)
+        raise MethodError(f"cannot read kornia OriNet weights {p}: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise MethodError(f"{p} holds no state dict of kornia's OriNet")
+    net = OriNet(pretrained=False)
+    try:
+        res = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise MethodError(f"{p} does not fit kornia's OriNet: {exc}") from None
+    missing = [k for k in res.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing:
+        raise MethodError(f"{p} is not a kornia OriNet state dict (missing {', '.join(missing[:3])} ...)")
+    return net.eval()
+
+
+def keynet_method(name: str, detection: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]], descriptor,
+                  orientation=None, tag: str = "") -> Method:
+    """Key.Net + HardNet with ``orientation`` (an object with ``estimate(image, kpts)``, or
+    None for upright patches): the steps of :meth:`keynet.pipeline.extraction.Extractor.features` on
+    the keypoints of the shared ``detection``."""
+    features = Extractor(None, descriptor, orientation)
+
+    def extract(image: np.ndarray) -> FeatureSet:
+        f = features.features_at(*detection(image))
+        return FeatureSet(f.keypoints, f.descriptors, f.orientations)
+    return Method(name, extract, "l2", tag)
+
+
+# ------------------------------------------------------------------------------- build
+def check_methods(names: Sequence[str], orientation_weights: Optional[PathLike],
+                  kornia_orinet_weights: Optional[PathLike]) -> Dict[str, str]:
+    """Validate the method names and the given weights paths (cheap, before loading anything).
+    Returns ``{method: why}`` for the methods that will be skipped (default weights absent);
+    raises :class:`MethodError`."""
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown:
+        raise MethodError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_NAMES)}")
+    for given, what in ((orientation_weights, "orientation network"), (kornia_orinet_weights, "kornia OriNet")):
+        if given is not None and not Path(given).is_file():
+            raise MethodError(f"{what} weights not found: {given}")
+    skipped = {}
+    if "learned" in names and orientation_weights is None and not DEFAULT_ORIENTATION.is_file():
+        skipped["learned"] = (f"no orientation network at {DEFAULT_ORIENTATION} (train one, or pass "
+                              "--orientation-weights)")
+    if "kornia-orinet" in names and kornia_orinet_weights is None:
+        skipped["kornia-orinet"] = "pass --kornia-orinet-weights PATH (weights are never downloaded)"
+    return skipped
+
+
+def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weights: Optional[PathLike] = None,
+                  kornia_orinet_weights: Optional[PathLike] = None,
+                  device: Optional[Union[str, torch.device]] = None, rotation_average: bool = True,
+                  descriptor_weights: Optional[PathLike] = None, subpixel: Optional[bool] = None,
+                  rotation_turns: int = DEFAULT_ROTATION_TURNS) -> Tuple[List[Method], Dict[str, str]]:
+    """The methods ``names`` (in that order) with at most ``num_points`` keypoints each, and
+    ``{method: why}`` for those skipped (default weights absent). ``rotation_average``: the
+    oriented Key.Net variants detect with rotation-averaged score maps
+    (``DetectorSettings.rotation_average``, as ``extract --upright false``) over
+    ``rotation_turns`` evenly spaced turns (``DetectorSettings.rotation_average_turns``);
+    ``upright`` is always today's pipeline. ``subpixel``: sub-pixel keypoints (``None``: for the oriented
+    variants only, as ``extract --upright false``; ``True``: for every Key.Net variant,
+    ``upright`` included; ``False``: none). ``descriptor_weights``: the HardNet of the Key.Net
+    variants (default: the shipped one). Raises :class:`MethodError`
+    for an unknown name or a given weights file that is missing, and the loaders' errors."""
+    skipped = check_methods(names, orientation_weights, kornia_orinet_weights)
+    names = [n for n in dict.fromkeys(names) if n not in skipped]
+    methods: List[Method] = []
+    detection, rot_detection, descriptor, base = None, None, None, ""
+    if any(n in KEYNET_VARIANTS for n in names):
+        sub_upright = bool(subpixel)
+        sub_oriented = subpixel is None or subpixel
+        detector = load_detector("default", device=device, num_points=num_points, subpixel=sub_upright)
+        desc_path = Path(descriptor_weights) if descriptor_weights is not None else DEFAULT_DESCRIPTOR
+        if descriptor_weights is not None and not desc_path.is_file():
+            raise MethodError(f"HardNet weights not found: {desc_path}")
+        descriptor = load_descriptor(str(desc_path) if descriptor_weights is not None else "default", device=device)
+        if descriptor is None:
+            raise MethodError(f"no HardNet weights at {DEFAULT_DESCRIPTOR}: the Key.Net variants need them")
+        detection = SharedDetection(detector)
+        common = (f"keynet={file_digest(resolve_detector_weights('default'))} "
+                  f"hardnet={file_digest(desc_path)} n={num_points}")
+        base = common + (" subpix" if sub_upright else "")
+        if not rotation_average and sub_oriented == sub_upright:
+            rot_detection, rot_base = detection, base
+        else:  # the oriented pipeline: rotation-averaged score maps, sub-pixel points
+            rot_detection = SharedDetection(load_detector("default", device=device, num_points=num_points,
+                                                          rotation_average=rotation_average,
+                                                          rotation_average_turns=rotation_turns,
+                                                          subpixel=sub_oriented))
+            turns = "" if rotation_turns == RIGHT_ANGLE_TURNS else str(rotation_turns)  # the tag of earlier caches
+            rot_base = common + (f" rotavg{turns}" if rotation_average else "") + (" subpix" if sub_oriented else "")
+    for n in names:
+        if n in OPENCV_METHODS:
+            methods.append(opencv_method(n, num_points))
+        elif n == "upright":
+            methods.append(keynet_method(n, detection, descriptor, None, base))
+        elif n == "gradient":
+            methods.append(keynet_method(n, rot_detection, descriptor, load_orientation("gradient", device=device),
+                                         rot_base + " ori=gradient"))
+        elif n == "learned":
+            spec = orientation_weights if orientation_weights is not None else DEFAULT_ORIENTATION
+            methods.append(keynet_method(n, rot_detection, descriptor, load_orientation(spec, device=device),
+                                         rot_base + f" ori=learned:{file_digest(spec)}"))
+        else:  # kornia-orinet
+            orienter = KorniaOrienter(load_kornia_orinet(kornia_orinet_weights), device=device)
+            methods.append(keynet_method(n, rot_detection, descriptor, orienter,
+                                         rot_base + f" ori=kornia:{file_digest(kornia_orinet_weights)}"))
+    return methods, skipped

@@ -1,0 +1,240 @@
+"""HSequences (HPatches sequences) data: splits, image lists and the image pairs 1-k.
+
+Data layout (HPatches): ``<data-dir>/<sequence>/{1..6}.ppm`` and ``H_1_k`` (k = 2..6)
+mapping pixels of image 1 to image k. Splits files map a split name to its sequence
+names; both our ``{split: [names]}`` and the official ``{split: {"test": [names]}}``
+forms are read (we write the official form, so the original script can read ours).
+
+Image lists (for the extraction scripts) hold one image per line, written with the
+official prefix ``hpatches-sequences-release/<sequence>/<k>.ppm``. Feature files are
+stored under ``<results>/<detector>/<that line>.kpt.npy``; :func:`resolve_image_path`
+finds the image on disk when the data lives elsewhere (``--data-dir``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from HSequences_bench import DATA_DIR
+from keynet.base.files import DEFAULT_PREFIX, resolve_image_path  # noqa: F401  (part of this module's API)
+from keynet.base.geometry import invert_homography, read_homography
+
+PathLike = Union[str, os.PathLike]
+
+#: Default splits file and image list, relative to the project root.
+DEFAULT_SPLITS = DATA_DIR / "splits.json"
+DEFAULT_IMAGE_LIST = DATA_DIR / "HPatches_images.txt"
+SPLIT_NAMES = ("full", "view", "illum", "view_test", "illum_test", "debug_view", "debug_illum", "all")
+#: The sequences of the official debug splits (5 of each kind).
+DEBUG_SEQUENCES = {
+    "debug_view": ["v_wormhole", "v_tabletop", "v_courses", "v_birdwoman", "v_gardens"],
+    "debug_illum": ["i_ajuntament", "i_resort", "i_table", "i_troulos", "i_bologna"],
+}
+NUM_IMAGES = 6
+
+
+class DatasetError(RuntimeError):
+    """The dataset folder or the splits file is unusable (named in the message)."""
+
+
+def split_kind(sequence: str) -> str:
+    """'view' for ``v_*`` sequences, 'illum' for ``i_*``, 'other' otherwise."""
+    return "view" if sequence.startswith("v_") else "illum" if sequence.startswith("i_") else "other"
+
+
+# --------------------------------------------------------------------------- splits
+def splits_from_tsv(tsv_path: PathLike) -> Dict[str, List[str]]:
+    """Build all splits from the sequence table (columns: sequence, split, kept in
+    view_test/illum_test yes/no; a header line is skipped). Names keep the table order."""
+    rows = []
+    with open(tsv_path, newline="") as f:
+        for rec in csv.reader(f, delimiter="\t"):
+            if not rec or rec[0].strip() in ("", "sequence") or rec[0].startswith("#"):
+                continue
+            if len(rec) < 3:
+                raise DatasetError(f"{tsv_path}: expected 3 tab-separated columns, got {rec}")
+            rows.append((rec[0].strip(), rec[1].strip(), rec[2].strip().lower() in ("yes", "true", "1")))
+    names = [r[0] for r in rows]
+    if len(set(names)) != len(names):
+        raise DatasetError(f"{tsv_path}: duplicated sequence names")
+    splits = {
+        "full": names,
+        "view": [n for n, s, _ in rows if s == "view"],
+        "illum": [n for n, s, _ in rows if s == "illum"],
+        "view_test": [n for n, s, t in rows if s == "view" and t],
+        "illum_test": [n for n, s, t in rows if s == "illum" and t],
+    }
+    for name, seqs in DEBUG_SEQUENCES.items():
+        splits[name] = [s for s in seqs if s in set(names)]
+    return splits
+
+
+def write_splits(splits: Dict[str, List[str]], path: PathLike) -> None:
+    """Write splits in the official form ``{split: {"test": [...], "name": split}}``."""
+    lines = [f"  {json.dumps(name)}: {json.dumps({'test': list(seqs), 'name': name})}"
+             for name, seqs in splits.items()]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def load_splits(path: PathLike) -> Dict[str, List[str]]:
+    """Read a splits file in either form; returns ``{split: [sequence names]}``."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"splits file not found: {p}")
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"splits file {p} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DatasetError(f"splits file {p} must hold a JSON object")
+    out = {}
+    for name, val in raw.items():
+        if isinstance(val, dict) and "test" in val:
+            val = val["test"]
+        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+            raise DatasetError(f"splits file {p}: split '{name}' must be a list of names or {{'test': [...]}}")
+        out[name] = list(val)
+    return out
+
+
+def folder_sequences(data_dir: PathLike) -> List[str]:
+    """Every sequence folder of ``data_dir`` (whatever its name): the sub-folders holding an
+    image ``1.ppm``, sorted. Incomplete ones are reported by :func:`check_sequences`."""
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DatasetError(f"data directory not found: {d}")
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "1.ppm").is_file())
+
+
+def get_split(path: PathLike, split: str, data_dir: Optional[PathLike] = None) -> List[str]:
+    """The sequence names of ``split`` in the splits file ``path``; ``all``: every sequence
+    found in ``data_dir`` (:func:`folder_sequences`)."""
+    if split == "all":
+        if data_dir is None:
+            raise DatasetError("split 'all' needs the data folder")
+        found = folder_sequences(data_dir)
+        if not found:
+            raise DatasetError(f"no sequence folder (a sub-folder with 1.ppm) in {data_dir}")
+        return found
+    splits = load_splits(path)
+    if split not in splits:
+        raise DatasetError(f"split '{split}' not in {path}; available: {', '.join(sorted(splits))}")
+    return splits[split]
+
+
+# ------------------------------------------------------------------- image lists
+def image_list_lines(sequences: Sequence[str], prefix: str = DEFAULT_PREFIX) -> List[str]:
+    """``<prefix>/<sequence>/<k>.ppm`` for k = 1..6 of every sequence."""
+    pre = prefix.strip("/")
+    return [f"{pre}/{s}/{k}.ppm" if pre else f"{s}/{k}.ppm" for s in sequences for k in range(1, NUM_IMAGES + 1)]
+
+
+# ------------------------------------------------------------------------ dataset
+@dataclass
+class ImagePair:
+    """One evaluation pair (image 1 -> image k) of a sequence."""
+    sequence: str
+    k: int
+    shape_src: Tuple[int, int]
+    shape_dst: Tuple[int, int]
+    h_src_to_dst: np.ndarray  # as in the file H_1_k
+    h_dst_to_src: np.ndarray = field(default=None)  # inverse, normalised [2,2] = 1
+
+    def __post_init__(self) -> None:
+        if self.h_dst_to_src is None:
+            self.h_dst_to_src = invert_homography(self.h_src_to_dst)
+
+
+def sequence_files(data_dir: PathLike, sequence: str) -> List[Path]:
+    """The files a sequence needs: images 1..6 and homographies H_1_2..H_1_6."""
+    d = Path(data_dir) / sequence
+    return [d / f"{k}.ppm" for k in range(1, NUM_IMAGES + 1)] + [d / f"H_1_{k}" for k in range(2, NUM_IMAGES + 1)]
+
+
+def check_sequences(data_dir: PathLike, sequences: Sequence[str], allow_missing: bool = False
+                    ) -> Tuple[List[str], Dict[str, List[str]]]:
+    """Split ``sequences`` into those complete in ``data_dir`` and the missing ones.
+
+    Returns ``(present, missing)`` with ``missing[name]`` the missing files. Raises
+    :class:`DatasetError` listing them unless ``allow_missing``; an empty result is
+    always an error.
+    """
+    if not Path(data_dir).is_dir():
+        raise DatasetError(f"data directory not found: {data_dir}")
+    present, missing = [], {}
+    for s in sequences:
+        lack = [str(p) for p in sequence_files(data_dir, s) if not p.is_file()]
+        if lack:
+            missing[s] = lack
+        else:
+            present.append(s)
+    if missing and not allow_missing:
+        names = ", ".join(list(missing)[:10]) + (" ..." if len(missing) > 10 else "")
+        raise DatasetError(f"{len(missing)} of {len(sequences)} sequences are missing or incomplete in "
+                           f"{data_dir}: {names} (first missing file: {next(iter(missing.values()))[0]}); "
+                           f"pass --allow-missing to evaluate the {len(present)} present ones")
+    if not present:
+        raise DatasetError(f"none of the {len(sequences)} requested sequences is in {data_dir}")
+    return present, missing
+
+
+def image_shape(path: PathLike) -> Tuple[int, int]:
+    """``(rows, cols)`` of an image file."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetError(f"cannot read image {path}")
+    return int(img.shape[0]), int(img.shape[1])
+
+
+def sequence_pairs(data_dir: PathLike, sequence: str) -> Iterator[ImagePair]:
+    """The pairs (1, k), k = 2..6, of a sequence with image shapes and homographies."""
+    d = Path(data_dir) / sequence
+    shape_src = image_shape(d / "1.ppm")
+    for k in range(2, NUM_IMAGES + 1):
+        yield ImagePair(sequence, k, shape_src, image_shape(d / f"{k}.ppm"), read_homography(d / f"H_1_{k}"))
+
+
+# ---------------------------------------------------------------------------- CLI
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m HSequences_bench.hsequences``: write splits.json / image lists."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("write-splits", help="splits.json and the image list from the sequence table")
+    a.add_argument("--tsv", required=True, help="sequence table (e.g. ../shared/reference/hpatches_sequences.tsv)")
+    a.add_argument("--out", default=str(DEFAULT_SPLITS))
+    a.add_argument("--image-list", default=str(DEFAULT_IMAGE_LIST), help="also write the full image list here")
+    b = sub.add_parser("image-list", help="image list of a split (only sequences present with --data-dir)")
+    b.add_argument("--split", default="full")
+    b.add_argument("--split-path", default=str(DEFAULT_SPLITS))
+    b.add_argument("--data-dir", default=None, help="keep only sequences complete in this folder")
+    b.add_argument("--prefix", default=DEFAULT_PREFIX)
+    b.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    if args.cmd == "write-splits":
+        splits = splits_from_tsv(args.tsv)
+        write_splits(splits, args.out)
+        Path(args.image_list).write_text("\n".join(image_list_lines(splits["full"])) + "\n")
+        print(f"wrote {args.out} ({', '.join(f'{k}: {len(v)}' for k, v in splits.items())}) and {args.image_list}")
+    else:
+        seqs = get_split(args.split_path, args.split)
+        if args.data_dir:
+            seqs, missing = check_sequences(args.data_dir, seqs, allow_missing=True)
+            if missing:
+                print(f"skipped {len(missing)} sequences not in {args.data_dir}")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(image_list_lines(seqs, args.prefix)) + "\n")
+        print(f"wrote {args.out}: {len(seqs)} sequences, {len(seqs) * NUM_IMAGES} images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

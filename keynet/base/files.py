@@ -1,0 +1,154 @@
+"""Files: image lists, image folders, the feature-file layout, and atomic writes so an
+interrupted run never leaves a truncated file."""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp")
+#: Folder name of the HPatches release: the prefix of the official image-list lines and of
+#: the feature-file layout.
+DEFAULT_PREFIX = "hpatches-sequences-release"
+
+
+def read_image_list(path: PathLike) -> List[str]:
+    """Read an image-list file: one path per line, blank lines and '#' comments skipped.
+
+    Relative paths are kept as written (the official layout mirrors them under the
+    results directory). Raises ``FileNotFoundError``/``ValueError`` naming the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image list not found: {p}")
+    items = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            items.append(line)
+    if not items:
+        raise ValueError(f"image list is empty: {p}")
+    return items
+
+
+def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:
+    """Save ``array`` to ``path`` (``.npy``) atomically: write a temp file, then rename."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def feature_paths(results_dir: PathLike, network_version: str, image_path: str) -> Tuple[Path, Path]:
+    """``(<results>/<version>/<image path>.kpt.npy, ... .dsc.npy)``, the official output layout.
+
+    Absolute image paths are placed under the results folder without their leading '/'.
+    """
+    rel = image_path.lstrip("/\\")
+    base = Path(results_dir) / network_version / rel
+    return Path(str(base) + ".kpt.npy"), Path(str(base) + ".dsc.npy")
+
+
+def orientation_path(results_dir: PathLike, network_version: str, image_path: str) -> Path:
+    """``<results>/<version>/<image path>.ori.npy``: the keypoints' orientations (N float32
+    degrees), next to :func:`feature_paths` (written only for oriented extraction)."""
+    return Path(str(Path(results_dir) / network_version / image_path.lstrip("/\\")) + ".ori.npy")
+
+
+def affine_path(results_dir: PathLike, network_version: str, image_path: str) -> Path:
+    """``<results>/<version>/<image path>.aff.npy``: the keypoints' affine shapes (N x 2 x 2
+    float32, :mod:`hardnet.affnet`'s convention), next to :func:`feature_paths` (written only
+    with an affine-shape estimator; ``.kpt.npy`` stays N x 4)."""
+    return Path(str(Path(results_dir) / network_version / image_path.lstrip("/\\")) + ".aff.npy")
+
+
+def image_folders(spec) -> List[Path]:
+    """The photo folders named by ``spec``: one path, several joined by ``os.pathsep``
+    (``a:b`` on POSIX), or a sequence of paths."""
+    parts = str(spec).split(os.pathsep) if isinstance(spec, (str, Path)) else [str(x) for x in spec]
+    folders = [Path(x) for x in parts if x.strip()]
+    if not folders:
+        raise ValueError("no image folder given")
+    return folders
+
+
+def images_root(spec) -> Path:
+    """The deepest folder holding every folder of ``spec`` (the folder itself when only one)."""
+    return Path(os.path.commonpath([str(f.resolve()) for f in image_folders(spec)]))
+
+
+def list_images(folder) -> List[Path]:
+    """Every image below the folder(s) of ``folder`` (see :func:`image_folders`), sorted per folder."""
+    files: List[Path] = []
+    for f in image_folders(folder):
+        if not f.is_dir():
+            raise FileNotFoundError(f"image folder not found: {f}")
+        found = sorted(p for p in f.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not found:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {f}")
+        files += [p.resolve() for p in found] if len(image_folders(folder)) > 1 else found
+    return files
+
+
+def image_source(spec) -> Tuple[List[Path], Path]:
+    """``(files, root)`` of a photo source (one folder or several, see :func:`image_folders`):
+    every image, and the folder their relative paths are taken from in a dataset manifest
+    (the folder itself, or the deepest folder holding all of them)."""
+    folders = image_folders(spec)
+    return list_images(spec), (folders[0] if len(folders) == 1 else images_root(spec))
+
+
+def resolve_image_path(line: str, data_dir: Optional[PathLike] = None, prefix: str = DEFAULT_PREFIX) -> Path:
+    """Where the image of an image-list line is, given a dataset folder.
+
+    Without ``data_dir`` the line is used as written. With ``data_dir``, a leading
+    ``<prefix>/`` component is replaced by ``data_dir`` (so the official list works for
+    data stored anywhere); other relative lines are taken relative to ``data_dir``.
+    """
+    if data_dir is None:
+        return Path(line)
+    pre = prefix.strip("/") + "/"
+    rel = line[len(pre):] if prefix and line.startswith(pre) else line
+    return Path(data_dir) / rel
+
+
+def locate_image(line: str, list_dir: Optional[PathLike] = None, data_dir: Optional[PathLike] = None) -> Path:
+    """The image of an image-list line, the same way for every script: with ``data_dir``,
+    :func:`resolve_image_path`; otherwise an absolute or existing relative path as written,
+    else the path relative to the list's folder ``list_dir``."""
+    if data_dir is not None:
+        return resolve_image_path(line, data_dir)
+    p = Path(line)
+    if p.is_absolute() or p.exists() or list_dir is None:
+        return p
+    alt = Path(list_dir) / p
+    return alt if alt.exists() else p

@@ -1,0 +1,150 @@
+"""Wide-baseline benchmark: methods side by side on the WxBS v1.1 pairs (fundamental matrix
+by MAGSAC++, recall of the hand-labelled correspondences, mAA over 0..19 px), the EVD pairs
+(homography by MAGSAC++, mean reprojection error over the visible part, mAA over ten
+thresholds 1..20 px) and synthetic extreme pairs made from HPatches-layout sequences (the
+EVD metric; the development stand-in for EVD). Every method at --num-points keypoints,
+matched by the same matcher (default: the pipeline's smnn). Writes per-pair CSV files,
+markdown tables, recall-versus-threshold plots and a cache of features, matches and
+estimates under <out-dir>/cache. See docs/wide_baseline.md."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, MethodError, MethodOptions,
+                                                            build_methods, default_peer_weights)
+from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_TILTS, BenchInputError, Case, Store,
+                                                        evd_cases, run_cases, summary_markdown, synthetic_cases,
+                                                        write_reports, wxbs_cases)
+from keynet.base.cli import ArgumentParser, add_bool_flag, add_device_arg
+from keynet.base.device import DeviceError, resolve_device
+from keynet.pipeline.matching import FeatureConfig
+from . import options
+
+#: Errors that are the user's (bad option, missing folder or weights): one ``error:`` line, exit code 2.
+USER_ERRORS = (MethodError, BenchInputError, DeviceError, FileNotFoundError, ValueError)
+
+
+class OptionError(ValueError):
+    """An option value that argparse cannot check alone."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = ArgumentParser(description=__doc__)
+    g = ap.add_argument_group("data (at least one of --wxbs-dir, --evd-dir, --synthetic-dir)")
+    g.add_argument("--wxbs-dir", default=None, metavar="DIR",
+                   help="the folder holding WxBS v1.1/ (<group>/<pair>/01,02.(png|jpg), corrs.txt) (default: none)")
+    g.add_argument("--wxbs-subset", choices=("all", "val", "test"), default="all",
+                   help="WxBS pairs: val (the two validation pairs), test (the others) or all (default: all)")
+    g.add_argument("--evd-dir", default=None, metavar="DIR",
+                   help="the folder holding EVD/ (1/, 2/, h/) (default: none)")
+    g.add_argument("--synthetic-dir", nargs="+", default=None, metavar="DIR",
+                   help="HPatches-layout sequence folders (1.ppm..6.ppm, H_1_k); each gives the synthetic extreme "
+                        "pairs of --synthetic-k x --synthetic-tilts, scored with the EVD metric (default: none)")
+    g.add_argument("--synthetic-k", nargs="+", type=int, default=list(SYNTHETIC_K), metavar="K",
+                   help="synthetic pairs: image 1 against these images k (2..6) (default: "
+                        + " ".join(map(str, SYNTHETIC_K)) + ")")
+    g.add_argument("--synthetic-tilts", nargs="+", type=float, default=list(SYNTHETIC_TILTS), metavar="T",
+                   help="synthetic pairs: image k squeezed along x by these tilts (ASIFT's t >= 1) (default: "
+                        + " ".join(f"{t:g}" for t in SYNTHETIC_TILTS) + ")")
+    m = ap.add_argument_group("methods")
+    m.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
+                   help="methods, compared in this order: " + ", ".join(METHODS)
+                        + ", or keynet:<field>=<value>,... (our pipeline with those FeatureConfig fields) (default: "
+                        + " ".join(DEFAULT_METHODS) + ")")
+    m.add_argument("--num-points", type=int, default=8000,
+                   help="keypoints per image, every method (8000: the count of the reference's SIFT baseline and the "
+                        "default of kornia's KeyNetAffNetHardNet) (default: 8000)")
+    m.add_argument("--max-image-size", type=int, default=FeatureConfig.max_image_size,
+                   help="longest side (px) every method sees; larger images are downscaled and the keypoints "
+                        "mapped back to full resolution; 0 = full resolution "
+                        f"(default: {FeatureConfig.max_image_size})")
+    for which, what in (("keynet", "the published Key.Net PyTorch weights (kornia's KeyNet layout)"),
+                        ("affnet", "kornia's AffNet weights (the AffNet release's AffNet.pth)"),
+                        ("orinet", "kornia's OriNet weights (the AffNet release's OriNet.pth)")):
+        m.add_argument(f"--peer-{which}", default=None, metavar="PATH",
+                       help=f"{what} for the kornia methods; never downloaded (default: "
+                            f"{default_peer_weights(which)} when present, else those methods are skipped)")
+    options.add_matcher_args(ap)
+    add_device_arg(ap)
+    ap.add_argument("--out-dir", default="HSequences_bench/results/wide_baseline",
+                    help="output folder: CSV, markdown, PNG, cache/ (default: HSequences_bench/results/wide_baseline)")
+    add_bool_flag(ap, "--overwrite", False, "recompute features, matches and estimates found in <out-dir>/cache")
+    add_bool_flag(ap, "--plot", True, "write the recall-versus-threshold PNGs")
+    add_bool_flag(ap, "--progress", True, "progress bars")
+    return ap
+
+
+def check_options(args: argparse.Namespace) -> None:
+    if not (args.wxbs_dir or args.evd_dir or args.synthetic_dir):
+        raise OptionError("give at least one of --wxbs-dir, --evd-dir, --synthetic-dir")
+    if args.num_points < 1:
+        raise OptionError(f"--num-points must be >= 1, got {args.num_points}")
+    if args.max_image_size < 0:
+        raise OptionError(f"--max-image-size must be >= 0, got {args.max_image_size}")
+    for which in ("keynet", "affnet", "orinet"):
+        given = getattr(args, f"peer_{which}")
+        if given is not None and not Path(given).is_file():
+            raise OptionError(f"--peer-{which}: file not found: {given}")
+    resolve_device(args.device)
+
+
+def collect_cases(args: argparse.Namespace, out: Path) -> Dict[str, List[Case]]:
+    cases: Dict[str, List[Case]] = {}
+    if args.wxbs_dir:
+        cases["wxbs"] = wxbs_cases(args.wxbs_dir, args.wxbs_subset)
+        if not cases["wxbs"]:
+            raise BenchInputError(f"no WxBS pair of subset '{args.wxbs_subset}' under {args.wxbs_dir}")
+    if args.evd_dir:
+        cases["evd"] = evd_cases(args.evd_dir)
+    if args.synthetic_dir:
+        cases["synthetic"] = synthetic_cases(args.synthetic_dir, out / "cache" / "synthetic", args.synthetic_k,
+                                             args.synthetic_tilts)
+    return cases
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    out = Path(args.out_dir)
+    try:
+        check_options(args)  # cheap checks first: nothing is loaded for a bad command line
+        cases = collect_cases(args, out)
+        opts = MethodOptions(num_points=args.num_points, max_image_size=args.max_image_size, device=args.device,
+                             matcher=options.matcher_config_from_args(args), peer_keynet=args.peer_keynet,
+                             peer_affnet=args.peer_affnet, peer_orinet=args.peer_orinet)
+        methods, skipped = build_methods(args.methods, opts)
+        for name, why in skipped.items():
+            print(f"note: skipping '{name}': {why}", flush=True)
+        if not methods:
+            raise OptionError("no method left to run")
+        print("; ".join(f"{b}: {len(c)} pairs" for b, c in cases.items())
+              + f"; methods: {', '.join(m.name for m in methods)}", flush=True)
+        store = Store(out / "cache", overwrite=args.overwrite)
+        t0 = time.time()
+        results, warnings = {}, []
+        for b, bc in cases.items():
+            results[b], w = run_cases(bc, methods, store, progress=args.progress, desc=b)
+            warnings += w
+    except USER_ERRORS as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    header = ("Command: `keynet bench-wxbs " + shlex.join(argv) + "`\n") if argv else ""
+    paths = write_reports(results, out, plot=args.plot, header=header)
+    print("\n" + summary_markdown(results))
+    c = store.counts
+    print(f"{c['features']} image(s) extracted, {c['features_reused']} from the cache; {c['matches']} pair(s) "
+          f"matched, {c['matches_reused']} from the cache ({time.time() - t0:.0f} s); wrote "
+          + ", ".join(str(p) for p in paths))
+    if warnings:
+        print(f"{len(warnings)} pair(s) failed (warnings above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

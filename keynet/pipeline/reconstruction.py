@@ -1,0 +1,344 @@
+"""Structure-from-Motion with COLMAP (pycolmap) from Key.Net + HardNet features.
+
+Pipeline of :func:`reconstruct` (``keynet reconstruct``), every stage writing under ``out``:
+
+1. images of ``image_dir`` (recursively; names are paths relative to it);
+2. features -> ``features.h5`` and matches of the chosen pairs -> ``matches.h5`` (hloc
+   layout, :mod:`keynet.pipeline.matching`; both resumable: an interrupted run reuses what exists;
+   with ``MatcherConfig(view_synthesis='auto'|'full')`` the features of synthesised views too,
+   and only the matches verified by a fundamental matrix, :mod:`keynet.pipeline.views`);
+3. a fresh COLMAP database ``database.db``: cameras, rigs, frames and images by
+   ``pycolmap.import_images`` (COLMAP's camera modes, EXIF focal lengths, or the given
+   camera model and parameters), keypoints and matches written with
+   ``pycolmap.Database`` -- keypoints shifted by +0.5 px into COLMAP's pixel convention
+   (top-left pixel centre at (0.5, 0.5); ours and hloc's put it at (0, 0));
+4. geometric verification (``pycolmap.verify_matches``, COLMAP's two-view geometries);
+5. ``pycolmap.incremental_mapping`` -> ``sparse/<k>/`` (cameras.bin, images.bin,
+   points3D.bin, ... and ``points3D.ply``), models sorted by size (``sparse/0`` largest).
+
+Camera intrinsics given with ``CameraConfig(model='PINHOLE', params=(fx, fy, cx, cy))``
+are in COLMAP's convention and full-resolution pixels (whatever ``max_image_size`` the
+features are computed at); ``refine_intrinsics=False`` holds them fixed in every bundle
+adjustment and pose estimate.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pycolmap
+
+from keynet.base import twoview
+from keynet.base.files import list_images
+
+from . import hloc_io
+from .matching import FeatureConfig, MatcherConfig, extract_features, match_pairs
+from .pairs import make_pairs, write_pairs
+
+PathLike = Union[str, os.PathLike]
+
+CAMERA_MODES = {"auto": pycolmap.CameraMode.AUTO, "single": pycolmap.CameraMode.SINGLE,
+                "per-image": pycolmap.CameraMode.PER_IMAGE, "per-folder": pycolmap.CameraMode.PER_FOLDER}
+CAMERA_MODELS = tuple(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
+
+
+class ReconstructionError(RuntimeError):
+    """The input cannot be reconstructed (message: one line naming the culprit)."""
+
+
+class SceneNotReconstructed(ReconstructionError):
+    """COLMAP built no model from the images (the message says how many registered)."""
+
+
+@dataclass
+class CameraConfig:
+    """Cameras: ``mode`` (``auto``: COLMAP's default; ``single``: one camera shared by all
+    images; ``per-image``; ``per-folder``), ``model`` (a COLMAP camera model; ``None``:
+    COLMAP's default SIMPLE_RADIAL), ``params`` (the model's parameters in COLMAP order,
+    full-resolution pixels; ``None``: from the image size and EXIF focal length, as COLMAP
+    does), ``refine_intrinsics`` (False: the intrinsics stay as given)."""
+
+    mode: str = "auto"
+    model: Optional[str] = None
+    params: Optional[Tuple[float, ...]] = None
+    refine_intrinsics: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in CAMERA_MODES:
+            raise ValueError(f"unknown camera mode {self.mode!r}; choose one of {', '.join(CAMERA_MODES)}")
+        if self.model is not None and self.model not in CAMERA_MODELS:
+            raise ValueError(f"unknown camera model {self.model!r}; COLMAP's models: {', '.join(CAMERA_MODELS)}")
+        if self.params is not None:
+            model = self.model or "SIMPLE_RADIAL"
+            need = len(pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1).params)
+            if len(self.params) != need:
+                names = pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1).params_info
+                raise ValueError(f"camera model {model} takes {need} parameters ({names}), got {len(self.params)}")
+            self.params = tuple(float(p) for p in self.params)
+
+    def reader_options(self) -> pycolmap.ImageReaderOptions:
+        o = pycolmap.ImageReaderOptions()
+        if self.model is not None:
+            o.camera_model = self.model
+        if self.params is not None:
+            o.camera_params = ",".join(repr(p) for p in self.params)
+        return o
+
+
+@dataclass
+class ReconstructionConfig:
+    """Everything :func:`reconstruct` does, with its defaults."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    pair_mode: str = "exhaustive"
+    window: int = 10
+    pairs_file: Optional[str] = None
+    #: COLMAP's minimum number of verified inlier matches to use a pair (its default 15).
+    min_num_matches: int = 15
+    num_threads: int = -1
+    #: COLMAP's random seed (a fixed seed makes a run repeatable up to thread scheduling).
+    seed: int = 0
+    overwrite: bool = False
+
+
+@dataclass
+class ReconstructionResult:
+    """What :func:`reconstruct` produced."""
+
+    models: List[pycolmap.Reconstruction]
+    model_dirs: List[Path]
+    num_images: int
+    image_names: List[str]
+    seconds: Dict[str, float]
+
+    @property
+    def best(self) -> pycolmap.Reconstruction:
+        return self.models[0]
+
+
+def model_stats(rec: pycolmap.Reconstruction) -> Dict[str, float]:
+    """Registered images, 3D points, observations, mean track length and mean
+    reprojection error (px) of a model."""
+    return {"registered": int(rec.num_reg_images()), "points": int(rec.num_points3D()),
+            "observations": int(rec.compute_num_observations()),
+            "track_length": float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0,
+            "reproj_error": float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else float("nan")}
+
+
+def format_summary(result: ReconstructionResult) -> str:
+    """The printed summary: one line per model, then the timing."""
+    lines = []
+    for k, (rec, d) in enumerate(zip(result.models, result.model_dirs)):
+        s = model_stats(rec)
+        lines.append(f"model {k} ({d}): {s['registered']}/{result.num_images} images registered, "
+                     f"{s['points']} points, mean track length {s['track_length']:.2f}, "
+                     f"mean reprojection error {s['reproj_error']:.3f} px")
+    lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    return "\n".join(lines)
+
+
+def image_names(image_dir: PathLike) -> List[str]:
+    """Image names (paths relative to ``image_dir``, ``/``-separated), sorted;
+    :class:`ReconstructionError` for a missing or empty folder."""
+    d = Path(image_dir)
+    try:
+        files = list_images(d)
+    except (FileNotFoundError, ValueError) as e:
+        raise ReconstructionError(str(e)) from None
+    return sorted(p.relative_to(d).as_posix() for p in files)
+
+
+def write_database(db_path: PathLike, image_dir: PathLike, names: Sequence[str], features_path: PathLike,
+                   matches_path: PathLike, pairs: Sequence[Tuple[str, str]], camera: CameraConfig) -> Dict[str, int]:
+    """A fresh COLMAP database at ``db_path``: cameras / rigs / frames / images by
+    ``pycolmap.import_images``, keypoints (+0.5 px, COLMAP's convention) and raw matches
+    through ``pycolmap.Database``. Returns ``{image name: image id}``."""
+    db_path = Path(db_path)
+    if db_path.exists():
+        db_path.unlink()
+    pycolmap.Database.open(str(db_path)).close()
+    pycolmap.import_images(str(db_path), str(image_dir), CAMERA_MODES[camera.mode], list(names),
+                           camera.reader_options())
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        missing = [n for n in names if n not in ids]
+        if missing:
+            raise ReconstructionError(f"COLMAP could not import image {missing[0]} "
+                                      f"({len(missing)} image(s) not imported)")
+        cams = {c.camera_id: c for c in db.read_all_cameras()}
+        with hloc_io.open_h5(features_path, "r") as ff:
+            for name in names:
+                im = db.read_image(ids[name])
+                cam = cams[im.camera_id]
+                size = tuple(int(v) for v in hloc_io.read_features(ff, name)["image_size"])
+                if size != (cam.width, cam.height):
+                    raise ReconstructionError(f"{name}: features were computed on a {size[0]}x{size[1]} image, "
+                                              f"COLMAP reads {cam.width}x{cam.height}")
+                db.write_keypoints(ids[name], hloc_io.keypoints_for_colmap(ff, name))
+        with hloc_io.open_h5(matches_path, "r") as fm:
+            for a, b in pairs:
+                m, _ = hloc_io.read_matches(fm, a, b)
+                if len(m):
+                    db.write_matches(ids[a], ids[b], m.astype(np.uint32))
+    finally:
+        db.close()
+    return ids
+
+
+def mapper_options(cfg: ReconstructionConfig) -> pycolmap.IncrementalPipelineOptions:
+    """COLMAP's incremental mapper defaults, with fixed intrinsics when asked."""
+    o = pycolmap.IncrementalPipelineOptions()
+    o.min_num_matches = int(cfg.min_num_matches)
+    o.num_threads = int(cfg.num_threads)
+    o.random_seed = int(cfg.seed)
+    refine = bool(cfg.camera.refine_intrinsics)
+    o.ba_refine_focal_length = refine
+    o.ba_refine_extra_params = refine
+    o.ba_refine_principal_point = False  # COLMAP's default; never refined when fixed either
+    o.mapper.abs_pose_refine_focal_length = refine
+    o.mapper.abs_pose_refine_extra_params = refine
+    return o
+
+
+def verification_options(cfg: ReconstructionConfig) -> pycolmap.TwoViewGeometryOptions:
+    o = pycolmap.TwoViewGeometryOptions()
+    o.min_num_inliers = int(cfg.min_num_matches)
+    o.ransac.random_seed = int(cfg.seed)
+    return o
+
+
+def reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: Optional[ReconstructionConfig] = None,
+                progress: bool = True, log: Callable[[str], None] = print,
+                image_list: Optional[Sequence[str]] = None) -> ReconstructionResult:
+    """Reconstruct the images of ``image_dir`` into ``out_dir`` (see the module doc).
+
+    Raises :class:`ReconstructionError` (empty folder, unreadable image, bad pairs, no
+    model: the message says how many images registered),
+    :class:`keynet.base.images.ImageReadError` for an unreadable image and
+    :class:`keynet.WeightsError` for unusable weights.
+    """
+    cfg = cfg or ReconstructionConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(image_list) if image_list is not None else image_names(image_dir)
+    if len(names) < 2:
+        raise ReconstructionError(f"{image_dir}: {len(names)} image(s); a reconstruction needs at least 2")
+    pairs = make_pairs(names, cfg.pair_mode, cfg.window, cfg.pairs_file)
+    seconds: Dict[str, float] = {}
+    features_path, matches_path = out / "features.h5", out / "matches.h5"
+
+    t = time.time()
+    fs = extract_features(image_dir, names, features_path, cfg.features, overwrite=cfg.overwrite, progress=progress,
+                          view_synthesis=cfg.matcher.view_synthesis)
+    seconds["features"] = time.time() - t
+    if fs.reused:
+        log(f"features: {len(fs.reused)} image(s) reused from {features_path}, {len(fs.done)} extracted")
+    t = time.time()
+    ms = match_pairs(pairs, features_path, matches_path, cfg.matcher, overwrite=cfg.overwrite, progress=progress)
+    seconds["matching"] = time.time() - t
+    if ms.reused:
+        log(f"matches: {len(ms.reused)} pair(s) reused from {matches_path}, {len(ms.done)} matched")
+
+    t = time.time()
+    db_path = out / "database.db"
+    write_database(db_path, image_dir, names, features_path, matches_path, pairs, cfg.camera)
+    pairs_path = write_pairs(out / "pairs.txt", pairs)
+    pycolmap.verify_matches(str(db_path), str(pairs_path), verification_options(cfg))
+    seconds["verification"] = time.time() - t
+
+    t = time.time()
+    sparse = out / "sparse"
+    if sparse.exists():
+        shutil.rmtree(sparse)
+    sparse.mkdir(parents=True)
+    models = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(sparse), mapper_options(cfg))
+    seconds["mapping"] = time.time() - t
+    recs = sorted(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()), reverse=True)
+    recs = [r for r in recs if r.num_reg_images() > 0]
+    if not recs:
+        raise SceneNotReconstructed(f"the scene did not reconstruct: 0 of {len(names)} images registered "
+                                  f"({_verified_pairs(db_path)} of {len(pairs)} pairs passed geometric verification)")
+    # rewrite the models largest first, each with a PLY of its points
+    shutil.rmtree(sparse)
+    dirs = []
+    for k, rec in enumerate(recs):
+        d = sparse / str(k)
+        d.mkdir(parents=True)
+        rec.write(str(d))
+        rec.export_PLY(str(d / "points3D.ply"))
+        dirs.append(d)
+    return ReconstructionResult(recs, dirs, len(names), names, seconds)
+
+
+def _verified_pairs(db_path: PathLike) -> int:
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        return int(db.num_verified_image_pairs())
+    finally:
+        db.close()
+
+
+# ----------------------------------------------------------------------------- evaluation
+@dataclass
+class PoseErrors:
+    """Accuracy of a model's cameras against ground truth."""
+
+    registered: int
+    centre_errors: np.ndarray  # per registered camera, after the similarity alignment (scene units)
+    rotation_errors: np.ndarray  # degrees, per pair of registered cameras (relative rotations)
+    sim3_scale: float
+
+    def summary(self, unit_scale: float = 1.0) -> Dict[str, float]:
+        c = self.centre_errors * unit_scale
+        r = self.rotation_errors
+        nan = float("nan")
+        return {"centre_mean": float(c.mean()) if c.size else nan, "centre_max": float(c.max()) if c.size else nan,
+                "rot_mean": float(r.mean()) if r.size else nan, "rot_max": float(r.max()) if r.size else nan}
+
+
+def pose_errors(rec: pycolmap.Reconstruction, gt: Mapping[str, Tuple[np.ndarray, np.ndarray]]) -> PoseErrors:
+    """Compare the registered images of ``rec`` with ground-truth cameras ``gt``:
+    ``{name: (R_cam_from_world (3, 3), centre (3,))}``.
+
+    Camera centres: the similarity (scale, rotation, translation) that best maps the
+    estimated centres onto the true ones (Umeyama, ``pycolmap.estimate_sim3d``; 3 cameras
+    at least), then the distance of each aligned centre to its true one. Rotations: for
+    every pair (i, j) the angle between the estimated and the true relative rotation
+    ``R_j R_i^T`` (independent of the alignment).
+    """
+    names, est_c, est_r = [], [], []
+    for _, im in rec.images.items():
+        if im.has_pose and im.name in gt:
+            names.append(im.name)
+            est_c.append(np.asarray(im.projection_center(), np.float64).reshape(3))
+            est_r.append(np.asarray(im.cam_from_world().rotation.matrix(), np.float64))
+    n = len(names)
+    gt_c = np.array([np.asarray(gt[k][1], np.float64).reshape(3) for k in names]).reshape(n, 3)
+    gt_r = [np.asarray(gt[k][0], np.float64) for k in names]
+    centre = np.zeros(0)
+    scale = float("nan")
+    if n >= 3:
+        sim = pycolmap.estimate_sim3d(np.array(est_c), gt_c)
+        if sim is not None:
+            scale = float(sim.scale)
+            aligned = scale * np.array(est_c) @ np.asarray(sim.rotation.matrix()).T + np.asarray(sim.translation)
+            centre = np.linalg.norm(aligned - gt_c, axis=1)
+    rot = np.array([twoview.rotation_angle_deg((est_r[j] @ est_r[i].T) @ (gt_r[j] @ gt_r[i].T).T)
+                    for i, j in combinations(range(n), 2)])
+    return PoseErrors(n, centre, rot, scale)
+
+
+__all__ = [
+    "CAMERA_MODELS", "CAMERA_MODES", "CameraConfig", "PoseErrors", "ReconstructionConfig", "ReconstructionError",
+    "ReconstructionResult", "SceneNotReconstructed", "format_summary", "image_names", "mapper_options", "model_stats", "pose_errors",
+    "reconstruct", "write_database",
+]

@@ -1,0 +1,284 @@
+"""View synthesis for extreme viewpoint changes (ASIFT / MODS): affine views of an image,
+their features mapped back to the image, and the merging of the duplicate matches that
+several views find.
+
+Views
+-----
+A view (Morel & Yu, "ASIFT", SIAM J. Imaging Sci. 2009) is the image turned in-plane by
+``phi`` degrees (counter-clockwise on screen, :func:`keynet.base.geometry.rotation_homography`,
+onto a canvas that holds the whole turned image), then tilted by ``t``: blurred along x with
+a Gaussian of ``sigma = 0.8 * sqrt(t^2 - 1)`` px (ASIFT's anti-aliasing) and compressed by
+``1 / t`` along x. Its 2x3 affine ``A_view`` maps pixel centres of the image to pixel
+centres of the view: ``A_view = diag(1/t, 1) @ R_canvas(phi)``. Outside the image the view
+repeats the image's border (as the descriptor patches do), so the image's edge makes no
+keypoints of its own.
+
+View sets, iterative as in MODS (Mishkin, Matas & Perdoch, CVIU 2015): level 0 is the plain
+image, each further level adds the views of its tilts, with in-plane rotations every
+``72 / t`` degrees over [0, 180) (ASIFT's sampling; the rotations by 180 + phi are the same
+tilt):
+
+===== ====== =========================================== ======= =====================
+level tilts  rotations (degrees)                         views   keypoints per view
+===== ====== =========================================== ======= =====================
+0     1      0                                           1       ``num_points``
+1     2      0, 36, 72, 108, 144                         5       ``num_points / 5``
+2     4      0, 18, 36, ..., 162                         10      ``num_points / 10``
+===== ====== =========================================== ======= =====================
+
+Each level gets the keypoint budget of the plain image, shared by its views, so the union of
+levels 0..L holds at most ``(L + 1) * num_points`` keypoints (the descriptor matching of
+two unions costs ``(L + 1)^2`` times the plain one). Tilts 2 and 4 with both images viewed
+cover relative tilts up to 16 (a tilt t0 view of one image against a tilt t1 view of the
+other), with ASIFT's factor-2 steps between the simulated tilts. The measured cost of each
+level is in docs/matching.md.
+
+Back-mapping
+------------
+The features of a view are computed by the same :class:`~keynet.pipeline.extraction.Extractor`
+on the view; a view keypoint ``(x, y, s)`` with the frame ``S_v R(theta_v)`` (its affine
+shape, identity without one, and orientation, 0 for upright features; the frame convention of
+:mod:`hardnet.affnet`) maps back through ``B = A_view^-1`` (linear part ``L``):
+
+* position ``B [x, y, 1]``; scale ``sqrt(det L) * s``;
+* frame ``M = L / sqrt(det L) @ S_v @ R(theta_v)``, which is split back
+  (:func:`decompose_frames`) into the convention's shape (lower triangular, determinant 1)
+  and the orientation inside it: ``M = upright(M) @ R(theta)``;
+* the descriptor is the view's, unchanged: it describes the region of the image under the
+  whole frame ``M``. Keypoints mapped outside the image are dropped.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from hardnet.affnet import upright_shape
+from keynet.base.geometry import rotation_homography
+from keynet.detection import ImageTooSmallError
+
+from .extraction import Extractor, Features
+
+#: ``view_synthesis`` values of the matching stage: none (the plain images, today's pipeline),
+#: auto (MODS's iteration: the next level while the verified matches are too few), full (all levels).
+VIEW_SYNTHESIS_MODES = ("none", "auto", "full")
+#: The tilts of levels 1, 2, ... (level 0: the plain image).
+LEVEL_TILTS: Tuple[Tuple[float, ...], ...] = ((2.0,), (4.0,))
+#: ASIFT's rotation sampling: every ``ROTATION_STEP / t`` degrees over [0, 180).
+ROTATION_STEP = 72.0
+#: ASIFT's anti-aliasing before the compression: ``sigma = BLUR * sqrt(t^2 - 1)``.
+BLUR = 0.8
+#: Matches whose both endpoints are within this distance (px) of a better-scored one are
+#: the same correspondence found in several views (:func:`dedup_matches`).
+DEDUP_RADIUS = 2.0
+#: The name of this view set in the features fingerprint (change it with the set).
+VIEW_SET_ID = "tilts 2,4; rotations 72/t deg; points per level"
+
+
+@dataclass(frozen=True)
+class View:
+    """One synthesised view: ``index`` (0 = the plain image), ``level``, ``tilt``, in-plane
+    rotation ``phi`` (degrees) and ``share`` of the detector's keypoint budget."""
+
+    index: int
+    level: int
+    tilt: float
+    phi: float
+    share: float
+
+    @property
+    def plain(self) -> bool:
+        return self.tilt == 1.0 and self.phi == 0.0
+
+
+def view_set(level_tilts: Sequence[Sequence[float]] = LEVEL_TILTS) -> List[View]:
+    """All views, level by level: the plain image, then for each level its tilts with
+    rotations every ``72 / t`` degrees over [0, 180)."""
+    views = [View(0, 0, 1.0, 0.0, 1.0)]
+    for level, tilts in enumerate(level_tilts, start=1):
+        specs = []
+        for t in tilts:
+            step = ROTATION_STEP / float(t)
+            specs += [(float(t), k * step) for k in range(int(math.ceil(180.0 / step - 1e-9)))]
+        views += [View(len(views) + i, level, t, phi, 1.0 / len(specs)) for i, (t, phi) in enumerate(specs)]
+    return views
+
+
+VIEWS: List[View] = view_set()
+NUM_LEVELS = 1 + len(LEVEL_TILTS)
+
+
+def views_of_level(level: int, views: Sequence[View] = VIEWS) -> List[View]:
+    return [v for v in views if v.level == level]
+
+
+def view_levels(view_index: np.ndarray, views: Sequence[View] = VIEWS) -> np.ndarray:
+    """The level of each per-keypoint view index."""
+    lut = np.array([v.level for v in views], dtype=np.int64)
+    return lut[np.asarray(view_index, dtype=np.int64)]
+
+
+def view_affine(shape: Tuple[int, int], tilt: float, phi: float
+                ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Tuple[int, int]]:
+    """The geometry of the view of an image of ``shape`` (rows, cols): ``(A_view (2, 3),
+    R (3, 3), turned canvas (rows, cols), view (rows, cols))``: ``R`` turns the image by ``phi``
+    onto a canvas that holds it, ``A_view = diag(1/t, 1) @ R`` maps image pixels to view pixels."""
+    rot, (h2, w2) = rotation_homography(shape, phi)
+    w3 = int(math.floor((w2 - 1) / float(tilt))) + 1
+    a = np.diag([1.0 / float(tilt), 1.0, 1.0]) @ rot
+    return a[:2].copy(), rot, (h2, w2), (h2, w3)
+
+
+def synthesize(image: np.ndarray, view: View) -> Tuple[np.ndarray, np.ndarray]:
+    """``(view image float32, A_view (2, 3))`` of a grey image (see the module doc)."""
+    img = np.asarray(image, dtype=np.float32)
+    a, rot, (h2, w2), (h3, w3) = view_affine(img.shape[:2], view.tilt, view.phi)
+    turned = img if view.phi == 0.0 else cv2.warpAffine(img, rot[:2], (w2, h2), flags=cv2.INTER_LINEAR,
+                                                        borderMode=cv2.BORDER_REPLICATE)
+    if view.tilt == 1.0:
+        return np.ascontiguousarray(turned), a
+    sigma = BLUR * math.sqrt(view.tilt ** 2 - 1.0)
+    k = 2 * int(math.ceil(4.0 * sigma)) + 1
+    blurred = cv2.GaussianBlur(turned, (k, 1), sigmaX=sigma, sigmaY=0.0, borderType=cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(blurred, np.array([[1.0 / view.tilt, 0, 0], [0, 1, 0]]), (w3, h3),
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out, a
+
+
+# ----------------------------------------------------------------------------- frames
+def compose_frames(shapes: Optional[np.ndarray], orientations: Optional[np.ndarray], n: int) -> np.ndarray:
+    """``(N, 2, 2)`` frames ``S @ R(theta)`` (:mod:`hardnet.affnet`): ``shapes`` (N, 2, 2) or
+    ``None`` (identity), ``orientations`` (N,) degrees or ``None`` (0)."""
+    m = np.tile(np.eye(2), (n, 1, 1)) if shapes is None else np.asarray(shapes, np.float64).reshape(n, 2, 2)
+    if orientations is None:
+        return m.copy()
+    a = np.deg2rad(np.asarray(orientations, np.float64).reshape(n))
+    c, s = np.cos(a), np.sin(a)
+    r = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    return m @ r
+
+
+def decompose_frames(frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Split ``(N, 2, 2)`` frames of positive determinant into the convention's affine shape
+    and the orientation inside it: ``M / sqrt(det M) = U @ R(theta)``, ``U`` lower triangular
+    with a positive diagonal and determinant 1 (:func:`hardnet.affnet.upright_shape`, the LQ
+    factor). Returns ``(U (N, 2, 2) float32, theta (N,) float32 degrees in [0, 360))``; the
+    inverse of :func:`compose_frames` on such frames."""
+    m = np.asarray(frames, np.float64).reshape(-1, 2, 2)
+    u = upright_shape(torch.from_numpy(m)).numpy()
+    # first row of M = u11 * (cos, -sin): the rotation's angle
+    theta = np.mod(np.rad2deg(np.arctan2(-m[:, 0, 1], m[:, 0, 0])), 360.0)
+    return u.astype(np.float32), theta.astype(np.float32)
+
+
+def map_back(keypoints: np.ndarray, a_view: np.ndarray, shapes: Optional[np.ndarray] = None,
+             orientations: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """View keypoints ``(N, >=3)`` x, y, scale, ... -> the image's: ``(keypoints (N, C), shapes
+    (N, 2, 2), orientations (N,) degrees)`` through ``A_view^-1`` (the module doc); the
+    columns after the scale (score) are carried."""
+    a3 = np.vstack([np.asarray(a_view, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
+    b = np.linalg.inv(a3)
+    lin = b[:2, :2]
+    det = float(np.linalg.det(lin))
+    if det <= 0:
+        raise ValueError("a view's affine must keep the orientation (positive determinant)")
+    k = np.array(keypoints, dtype=np.float64, copy=True).reshape(len(keypoints), -1)
+    n = len(k)
+    k[:, :2] = k[:, :2] @ lin.T + b[:2, 2]
+    k[:, 2] *= math.sqrt(det)
+    frames = (lin / math.sqrt(det))[None] @ compose_frames(shapes, orientations, n)
+    u, theta = decompose_frames(frames)
+    return k, u, theta
+
+
+@contextmanager
+def _points_budget(extractor: Extractor, num_points: int) -> Iterator[None]:
+    det = extractor.detector
+    settings = det.settings
+    det.settings = replace(settings, num_points=int(num_points))
+    try:
+        yield
+    finally:
+        det.settings = settings
+
+
+def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View] = VIEWS
+                  ) -> Tuple[Features, np.ndarray]:
+    """The features of ``views`` of a grey ``image`` in the image's pixels: ``(Features,
+    view index (N,) int)``. The plain view (index 0) is exactly ``extractor.features(image)``;
+    the others are detected with their ``share`` of the detector's budget, mapped back
+    (:func:`map_back`) and the keypoints outside the image dropped. The union always has
+    ``shapes`` and ``orientations`` (a view's region is an ellipse of the image), concatenated
+    view by view in the order of ``views``. A view too small for Key.Net gives no features."""
+    h, w = np.asarray(image).shape[:2]
+    budget = extractor.detector.settings.num_points
+    parts = []
+    for v in views:
+        if v.plain:
+            f = extractor.features(image)
+            n = len(f.keypoints)
+            kp = np.asarray(f.keypoints, np.float64)
+            shp = (np.tile(np.eye(2, dtype=np.float32), (n, 1, 1)) if f.shapes is None
+                   else np.asarray(f.shapes, np.float32))
+            ori = np.zeros(n, np.float32) if f.orientations is None else np.asarray(f.orientations, np.float32)
+        else:
+            img, a = synthesize(image, v)
+            try:
+                with _points_budget(extractor, max(1, int(round(budget * v.share)))), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")
+                    f = extractor.features(img)
+            except ImageTooSmallError:
+                continue
+            kp, shp, ori = map_back(f.keypoints, a, f.shapes, f.orientations)
+            inside = (kp[:, 0] >= 0) & (kp[:, 0] <= w - 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= h - 1)
+            kp, shp, ori = kp[inside], shp[inside], ori[inside]
+            f = replace(f, descriptors=None if f.descriptors is None else f.descriptors[inside])
+        parts.append((kp, f.descriptors, shp, ori, np.full(len(kp), v.index, np.int64)))
+    kp = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 4))
+    desc = None if not parts or parts[0][1] is None else np.concatenate([p[1] for p in parts]).astype(np.float32)
+    shp = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 2, 2), np.float32)
+    ori = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.float32)
+    idx = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64)
+    return Features(kp, desc, ori, (int(w), int(h)), shp), idx
+
+
+# ----------------------------------------------------------------------------- duplicates
+def dedup_matches(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: float = DEDUP_RADIUS
+                  ) -> np.ndarray:
+    """Boolean mask of the matches to keep: best score first, a match whose endpoints are
+    both within ``radius`` px of those of a kept match (the same correspondence found in
+    several views) is dropped."""
+    p0 = np.asarray(xy0, np.float64).reshape(-1, 2)
+    p1 = np.asarray(xy1, np.float64).reshape(-1, 2)
+    n = len(p0)
+    keep = np.zeros(n, dtype=bool)
+    if n == 0:
+        return keep
+    order = np.argsort(-np.asarray(scores, np.float64).reshape(n), kind="stable")
+    tree = cKDTree(np.hstack([p0, p1]))
+    # both endpoints within r -> the 4-D distance is within r * sqrt(2): candidates, then checked
+    neigh = tree.query_ball_point(np.hstack([p0, p1]), r=radius * math.sqrt(2.0) + 1e-9)
+    dropped = np.zeros(n, dtype=bool)
+    for i in order:
+        if dropped[i]:
+            continue
+        keep[i] = True
+        for j in neigh[i]:
+            if j != i and not keep[j] and np.linalg.norm(p0[j] - p0[i]) <= radius \
+                    and np.linalg.norm(p1[j] - p1[i]) <= radius:
+                dropped[j] = True
+    return keep
+
+
+__all__ = [
+    "BLUR", "DEDUP_RADIUS", "LEVEL_TILTS", "NUM_LEVELS", "ROTATION_STEP", "VIEWS", "VIEW_SET_ID",
+    "VIEW_SYNTHESIS_MODES", "View", "compose_frames", "decompose_frames", "dedup_matches", "map_back",
+    "synthesize", "view_affine", "view_features", "view_levels", "view_set", "views_of_level",
+]
