@@ -18,7 +18,7 @@ import warnings
 
 from keynet.base.lazy import lazy_exports
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 _DETECTOR = {
     "DetectorSettings": "keynet.detection", "ImageTooSmallError": "keynet.detection",

@@ -15,6 +15,9 @@ Methods (their names are the command's values), in the registry :data:`METHODS`
 
   and any combination is reachable without code as the method spec
   ``keynet:<field>=<value>,<field>=<value>`` (:func:`parse_keynet_spec`);
+* ``keynet-affine``: our pipeline with our own affine shape and orientation
+  (``affine='learned'``, ``orientation='learned'``; skipped while ``pretrained_nets/affnet.pt``
+  is not shipped);
 * ``sift``, ``rootsift``: OpenCV SIFT (``cv2.SIFT_create(nfeatures=num_points)``), the
   descriptors L2-normalised (SIFT; the ratio test is unchanged by it) or RootSIFT
   (L1-normalised, square root);
@@ -27,9 +30,6 @@ Methods (their names are the command's values), in the registry :data:`METHODS`
   from kornia's published AffNet (``LAFAffNetShapeEstimator`` on our LAFs) as the pipeline's
   affine-shape estimator (``Extractor.affine``), so our descriptor cuts the patch through the
   full frame with our sampler;
-* ``keynet-affine``: our pipeline with our own affine shape and orientation
-  (``affine='learned'``, ``orientation='learned'``; skipped while ``pretrained_nets/affnet.pt``
-  is not shipped);
 * ``kornia-orinet``: our (oriented pipeline's) Key.Net keypoints, kornia's published OriNet
   orientation (``LAFOrienter``), our HardNet.
 

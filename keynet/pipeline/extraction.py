@@ -172,8 +172,9 @@ class Extractor:
         """:class:`Features` of given keypoints ((N, >=3) x, y, scale) on an image returned by
         ``detector.prepare``: shape, orientation and descriptors only (no detection)."""
         shapes = self.affine.estimate(img, kpts) if self.affine is not None else None
-        ori = self.orientation.estimate(img, kpts, shapes) if self.orientation is not None else None
-        desc = self.descriptor.describe(img, kpts, ori, shapes) if self.descriptor is not None else None
+        with_shapes = {} if shapes is None else {"shapes": shapes}  # estimators without shapes keep working
+        ori = self.orientation.estimate(img, kpts, **with_shapes) if self.orientation is not None else None
+        desc = self.descriptor.describe(img, kpts, ori, **with_shapes) if self.descriptor is not None else None
         return Features(kpts, desc, ori, (int(img.shape[1]), int(img.shape[0])), shapes)
 
     def extract(self, image, channel_order: str = "rgb") -> Tuple[np.ndarray, Optional[np.ndarray]]:
