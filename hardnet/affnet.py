@@ -50,7 +50,7 @@ Estimators
 (Gaussian-weighted second moment matrix ``M`` of the Sobel gradients) on the patch cut
 through the current shape and updates the shape by ``S`` with ``S S^T ~ M^-1`` (the
 Baumberg iteration, ``iterations`` steps from the isotropic frame), converted to the
-convention above. Both limit the elongation (ratio of the ellipse axes = ``a`` of
+convention above. The learned estimator iterates the same way (3 steps by default). Both limit the elongation (ratio of the ellipse axes = ``a`` of
 ``A A^T``'s eigenvalues ``a, 1/a``) to ``max_elongation``, keeping the axes' directions.
 """
 from __future__ import annotations
@@ -62,7 +62,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
+from keynet.base.device import resolve_device
+
+from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches, patch_lafs
 
 METHODS = ("learned", "moments")
 #: default limit of the elongation of an estimated shape (tilts up to ~6 are trained)
@@ -143,39 +145,14 @@ def rotation_part(m: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- sampling
-def _frame_grid(n: int, size: int, device, dtype=torch.float32) -> torch.Tensor:
-    lin = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype)
-    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
-    return torch.stack([gx, gy], -1).reshape(1, size * size, 2).expand(n, -1, -1)
-
-
 def extract_affine_patches(image: torch.Tensor, kpts: torch.Tensor, shapes: Optional[torch.Tensor] = None,
                            orientation: Optional[torch.Tensor] = None, patch_size: int = PATCH_SIZE,
                            magnification: float = DEFAULT_MAGNIFICATION) -> torch.Tensor:
-    """Patches sampled at ``c + r * A @ R(theta) @ u`` (module convention): with ``shapes`` None
-    and ``orientation`` None, the patches of :func:`hardnet.patches.extract_patches`.
-
-    Args: ``image`` (H, W) or (1, 1, H, W); ``kpts`` (N, >=3) x, y, scale; ``shapes`` (N, 2, 2);
-    ``orientation`` (N,) radians. Returns (N, 1, P, P); outside the image repeats the border.
-    """
-    img = image.reshape(1, 1, *image.shape[-2:]).float()
-    h, w = img.shape[-2:]
-    n = kpts.shape[0]
-    if n == 0:
-        return img.new_zeros((0, 1, patch_size, patch_size))
-    k = kpts.to(img.device, torch.float32)
-    m = (shapes.to(k) if shapes is not None else torch.eye(2, device=k.device).expand(n, 2, 2))
-    if orientation is not None:
-        c, s = torch.cos(orientation.to(k)), torch.sin(orientation.to(k))
-        rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-        m = m @ rot
-    half = magnification * k[:, 2] * patch_size / 2.0
-    off = _frame_grid(n, patch_size, k.device) @ m.transpose(1, 2) * half[:, None, None]   # (N, P*P, 2)
-    xy = k[:, None, :2] + off
-    grid = torch.stack([2.0 * xy[..., 0] / max(w - 1, 1) - 1.0, 2.0 * xy[..., 1] / max(h - 1, 1) - 1.0], -1)
-    out = F.grid_sample(img, grid.reshape(1, n * patch_size, patch_size, 2), mode="bilinear",
-                        padding_mode="border", align_corners=True)
-    return out.reshape(n, 1, patch_size, patch_size)
+    """Patches sampled at ``c + r * A @ R(theta) @ u`` (module convention): the one patch
+    sampler, :func:`hardnet.patches.extract_patches` with ``shapes``. ``image`` (H, W) or
+    (1, 1, H, W); ``kpts`` (N, >=3) x, y, scale; ``shapes`` (N, 2, 2); ``orientation`` (N,)
+    radians. Returns (N, 1, P, P); outside the image repeats the border."""
+    return extract_patches(image, kpts, patch_size, magnification, orientation=orientation, shapes=shapes)
 
 
 def context_magnification(context_size: int, magnification: float = DEFAULT_MAGNIFICATION,
@@ -207,16 +184,9 @@ def resample_context(context: torch.Tensor, frames: torch.Tensor, patch_size: in
 
 def affine_lafs(kpts: torch.Tensor, shapes: Optional[torch.Tensor] = None, orientation: Optional[torch.Tensor] = None,
                 magnification: float = DEFAULT_MAGNIFICATION, patch_size: int = PATCH_SIZE) -> torch.Tensor:
-    """kornia LAFs ``(1, N, 2, 3)`` of the patches :func:`extract_affine_patches` cuts:
-    ``[r' A R(theta) | c]``, ``r' = magnification * scale * P / 2 * P / (P - 1)``."""
-    k = kpts.to(torch.float32)
-    n = k.shape[0]
-    m = shapes.to(k) if shapes is not None else torch.eye(2).to(k).expand(n, 2, 2)
-    if orientation is not None:
-        c, s = torch.cos(orientation.to(k)), torch.sin(orientation.to(k))
-        m = m @ torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-    half = magnification * k[:, 2] * patch_size / 2.0 * patch_size / (patch_size - 1)
-    return torch.cat([m * half[:, None, None], k[:, :2, None]], 2)[None]
+    """kornia LAFs ``(1, N, 2, 3)`` of the patches :func:`extract_affine_patches` cuts,
+    ``[r' A R(theta) | c]``: the one LAF builder, :func:`hardnet.patches.patch_lafs` with ``shapes``."""
+    return patch_lafs(kpts, orientation, magnification, patch_size, shapes=shapes)
 
 
 # --------------------------------------------------------------------------- the network
@@ -227,7 +197,7 @@ class AffNet(nn.Module):
     16-16-32-32-64-64 (two of stride 2; batch norm without affine, ReLU), dropout, an 8x8
     convolution to 3 numbers ``x`` squashed by tanh; ``A = [[1 + x0, 0], [x1, 1 + x2]]`` (a
     positive diagonal since tanh > -1) divided by ``sqrt(det)``. The last convolution starts
-    at zero, so an untrained network returns the identity. 78k parameters (width 16).
+    at zero, so an untrained network returns the identity. 84k parameters (width 16).
     """
 
     def __init__(self, width: int = 16, dropout: float = 0.25) -> None:
@@ -280,10 +250,12 @@ Sampler = Callable[[torch.Tensor], torch.Tensor]
 class AffineShapeEstimator:
     """Affine shape of keypoints: ``estimate(image, kpts) -> (N, 2, 2)`` (module convention).
 
-    ``method='learned'`` runs an :class:`AffNet` (``iterations`` 1 by default: one look at the
-    upright patch); ``'moments'`` kornia's ``PatchAffineShapeEstimator`` (Baumberg iteration,
-    ``iterations`` 4 by default). Each step looks at the patch cut through the current shape
-    and composes its estimate ``S`` on the right: ``A <- upright(A @ S)``. The elongation is
+    ``method='learned'`` runs an :class:`AffNet`, ``'moments'`` kornia's
+    ``PatchAffineShapeEstimator`` (the Baumberg iteration). Each of ``iterations`` steps (3
+    for learned, 4 for moments by default) looks at the patch cut through the current shape
+    and composes its estimate ``S`` on the right: ``A <- upright(A @ S)`` (one step from the
+    isotropic frame is the plain estimate on the upright patch, what AffNet is trained on;
+    iterating the shipped AffNet helps on validation, docs/hardnet.md). The elongation is
     limited to ``max_elongation`` (None: unlimited).
     """
 
@@ -296,15 +268,14 @@ class AffineShapeEstimator:
         if method == "learned" and model is None:
             raise ValueError("affine shape method 'learned' needs an AffNet (hardnet.weights.load_affnet)")
         self.method = method
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval() if model is not None else None
         if method == "moments":
             from kornia.feature import PatchAffineShapeEstimator
             self.model = PatchAffineShapeEstimator(PATCH_SIZE).to(self.device).eval()
         self.batch_size = int(batch_size)
         self.magnification = magnification
-        self.iterations = int(iterations if iterations is not None else (1 if method == "learned" else 4))
+        self.iterations = int(iterations if iterations is not None else (3 if method == "learned" else 4))
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         self.max_elongation = max_elongation

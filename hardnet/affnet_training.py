@@ -34,13 +34,10 @@ scored once on the same pairs for reference. ``best.pt`` has the best ``val_metr
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +50,15 @@ from torch import nn
 
 from keynet.base import cache
 from keynet.base.augment import random_homography
-from keynet.base.cli import ArgumentParser, add_config_args, config_from_args
 from keynet.base.files import image_source
 from keynet.base.geometry import local_affine, warp_points
-from keynet.base.training import LoopConfig, Task, fit
+from keynet.base.training import LoopConfig, fit
 
 from .affnet import (AffNet, AffineShapeEstimator, MAX_ELONGATION, central_patches, context_magnification, elongation,
                      resample_context, rotation_part)
 from .data import KeypointFn, PatchPairConfig, _Detector, _photometric, load_photo, split_photos, valid_pairs
 from .loss import distance_matrix, hardest_negatives, same_point_mask
+from .patch_task import PatchPairTask
 from .patches import PATCH_SIZE, extract_patches
 from .training import fpr_at_95, same_photo_partners, validation_indices
 from .weights import export_checkpoint, load_affnet_checkpoint, load_hardnet, save_affnet
@@ -415,16 +412,17 @@ def shape_stats(sa: torch.Tensor, sb: torch.Tensor) -> Dict[str, float]:
 
 
 # --------------------------------------------------------------------------- the task
-class AffNetTask(Task):
-    """AffNet on affine patch pairs through a frozen HardNet, for :func:`keynet.base.training.fit`."""
+class AffNetTask(PatchPairTask):
+    """AffNet on affine patch pairs through a frozen HardNet, for :func:`keynet.base.training.fit`
+    (its own pair generator, :func:`prepare_affine_pairs`: context patches and the local affine)."""
+
+    order_salt = 606
+    checkpoint_io = (save_affnet, load_affnet_checkpoint)
 
     def __init__(self, cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> None:
-        self.cfg = cfg
-        self.keypoint_fn = keypoint_fn
+        super().__init__(cfg, keypoint_fn)
         self.metric = cfg.net.val_metric
         self.maximise = VAL_METRICS[cfg.net.val_metric]
-        self.train_set: Dict[str, np.ndarray] = {}
-        self.val_set: Dict[str, np.ndarray] = {}
         self.baseline: Dict[str, float] = {}
         self.hardnet: Optional[nn.Module] = None
 
@@ -523,20 +521,6 @@ class AffNetTask(Task):
         model.train(was)
         return out
 
-    def save(self, path: Path, model: nn.Module, metadata: Dict[str, Any], extra: Optional[Dict[str, Any]] = None
-             ) -> None:
-        save_affnet(path, model, metadata, extra)
-
-    def load(self, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-        model, _, extra = load_affnet_checkpoint(path, "cpu")
-        return model.state_dict(), extra
-
-    def order_key(self, seed: int):
-        return (seed, 606, 0)
-
-    def config_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self.cfg)
-
 
 def train(cfg: TrainConfig, keypoint_fn: Optional[KeypointFn] = None) -> Dict[str, Any]:
     """Train (or resume) AffNet; returns the summary of :func:`keynet.base.training.fit`."""
@@ -550,34 +534,3 @@ def export_weights(src, dst, **metadata) -> dict:
 
 
 # --------------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="Train the affine shape network AffNet (docs/hardnet.md, 'AffNet').")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--export", default=None, help="after training, write <out-dir>/best.pt to this path without "
-                                                  "the optimiser state (e.g. pretrained_nets/affnet.pt)")
-    add_config_args(p, TrainConfig())
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(TrainConfig(), args)
-    cfg = dataclasses.replace(cfg, image_dir=os.pathsep.join(cfg.image_dir) if isinstance(cfg.image_dir, list)
-                              else cfg.image_dir,
-                              command="python -m hardnet.affnet_training " + " ".join(shlex.quote(a) for a in argv))
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = train(cfg)
-    last = summary["history"][-1] if summary["history"] else {}
-    print(f"best val {summary['metric']} {summary['best']} at epoch {summary['best_epoch']}; last epoch: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_") and isinstance(v, float)))
-    if args.export:
-        meta = export_weights(Path(cfg.out_dir) / "best.pt", args.export)
-        print(f"wrote {args.export} (epoch {meta.get('epoch')})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

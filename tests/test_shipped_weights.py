@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hardnet import load_hardnet, load_orinet
+from hardnet.weights import load_affnet
 from keynet import load_keynet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,8 @@ PINS = {
                   [125.570168, -0.211467, -0.124695]),
     "orinet.pt": ("9958761dcad3848f373c6a1f1b0e7fbeefbbc03b74902441bed3d18e4d6d991e",
                   [150.42757, -48.22395]),
+    "affnet.pt": ("a89cfc03090753383b32c5f711ec56f26d7828ee13dbcba8f169692a0cc5d1a6",
+                  [[1.472976, -0.348666, 0.678898], [1.100775, -0.154787, 0.908451]]),
 }
 
 
@@ -42,6 +45,10 @@ def figure(name: str) -> np.ndarray:
         if name == "orinet.pt":
             model, _ = load_orinet(path)
             return torch.rad2deg(model.angle(p)).numpy()
+        if name == "affnet.pt":  # the shapes' a11, a21, a22 (hardnet.affnet convention)
+            model, _ = load_affnet(path)
+            a = model(p)
+            return torch.stack([a[:, 0, 0], a[:, 1, 0], a[:, 1, 1]], 1).numpy()
         model, _ = load_keynet(path)
         x = torch.from_numpy(IMG[:128, :160].astype(np.float32) / float(IMG.max()))[None, None]
         r = model.eval()(x)[0, 0]

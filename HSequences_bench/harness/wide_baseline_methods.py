@@ -65,7 +65,9 @@ from keynet.base.cli import str2bool
 from keynet.base.device import resolve_device
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, Extractor, Features,
                                         load_descriptor, resolve_detector_weights)
-from keynet.pipeline.matching import FeatureConfig, MatcherConfig, build_extractor, extract_image, match_descriptors
+from keynet.pipeline.matching import (FeatureConfig, MatcherConfig, ViewedImage, build_extractor, extract_image,
+                                      match_descriptors, match_view_levels)
+from keynet.pipeline.views import NUM_LEVELS, VIEW_SET_ID, view_levels
 
 PathLike = Union[str, os.PathLike]
 
@@ -124,6 +126,9 @@ class ImageFeatures:
     descriptors: np.ndarray
     size: Tuple[int, int]
     seconds: float = 0.0
+    #: method-specific arrays kept with the features (cached too), e.g. the whole frames and
+    #: the view index of each keypoint of the view-synthesis methods
+    extra: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Method:
@@ -310,6 +315,53 @@ def keynet_preset(**fields) -> Callable[[MethodOptions], Method]:
         return Method("keynet", _pipeline_tag(cfg), lambda: build_extractor(cfg), options.matcher,
                       cfg.max_image_size)
     factory.fields = dict(fields)  # type: ignore[attr-defined]
+    return factory
+
+
+class ViewSynthesisMethod(Method):
+    """Our pipeline matching synthesised views (``MatcherConfig.view_synthesis`` ``auto`` or
+    ``full``, :func:`keynet.pipeline.matching.match_view_levels`). The features of every view
+    level are computed once per image and cached (so an ``auto`` pair that stops at level 0 is
+    charged the time of all levels: the seconds per pair are an upper bound for ``auto``); a
+    pair's matches are the verified ones (duplicates merged, fundamental-matrix inliers),
+    which the benchmark's own estimator then fits."""
+
+    def __init__(self, cfg: FeatureConfig, mode: str, options: MethodOptions) -> None:
+        matcher = MatcherConfig(options.matcher.method, options.matcher.threshold, view_synthesis=mode)
+        super().__init__("keynet", f"{_pipeline_tag(cfg)} views={VIEW_SET_ID}:{mode}", lambda: build_extractor(cfg),
+                         matcher, cfg.max_image_size)
+
+    def extract(self, path: PathLike) -> ImageFeatures:
+        if self._extractor is None:
+            try:
+                self._extractor = self._make()
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise MethodError(f"cannot build method {self.name!r}: {str(exc).splitlines()[0]}") from None
+        t0 = time.perf_counter()
+        viewed = ViewedImage(self._extractor, path, self.max_image_size)
+        f, views = viewed.features(NUM_LEVELS - 1)
+        return ImageFeatures(np.asarray(f.keypoints, np.float64), np.asarray(f.descriptors, np.float32),
+                             (int(f.image_size[0]), int(f.image_size[1])), time.perf_counter() - t0,
+                             {"lafs": f.lafs()[0].numpy(), "views": np.asarray(views, np.int64),
+                              "orientations": np.asarray(f.orientations, np.float32)})
+
+    def match(self, f1: ImageFeatures, f2: ImageFeatures) -> np.ndarray:
+        def getter(f: ImageFeatures):
+            levels = view_levels(f.extra["views"])
+
+            def get(level: int) -> Dict[str, np.ndarray]:
+                n = int(np.sum(levels <= level))  # the levels are stored in order: a prefix
+                return {"kpts": _with_scale(f.keypoints)[:n], "desc": f.descriptors[:n], "lafs": f.extra["lafs"][:n],
+                        "ori": None, "hw": (f.size[1], f.size[0])}
+            return get
+        m, _, inliers, _ = match_view_levels(getter(f1), getter(f2), self.matcher)
+        return np.asarray(m, np.int64).reshape(-1, 2)[np.asarray(inliers, bool)]
+
+
+def view_synthesis_preset(mode: str, **fields) -> Callable[[MethodOptions], Method]:
+    """The factory of our pipeline (these :class:`FeatureConfig` fields) with view synthesis ``mode``."""
+    def factory(options: MethodOptions) -> Method:
+        return ViewSynthesisMethod(_feature_config(options, dict(fields)), mode, options)
     return factory
 
 
@@ -547,6 +599,9 @@ METHODS: Dict[str, Callable[[MethodOptions], Method]] = {
     "keynet-upright": keynet_preset(orientation="none"),
     "keynet-oriented": keynet_preset(orientation="learned"),
     "keynet-affine": keynet_preset(orientation="learned", affine="learned"),
+    "keynet-moments": keynet_preset(orientation="learned", affine="moments"),
+    "keynet-views": view_synthesis_preset("auto"),
+    "keynet-views-full": view_synthesis_preset("full"),
     "sift": sift_factory(root=False),
     "rootsift": sift_factory(root=True),
     "kornia-keynet-affnet-hardnet": kornia_keynet_affnet_hardnet,

@@ -250,14 +250,15 @@ class Store:
         path = self._path(method, "features", key)
         z = self._read(path)
         if z is not None and {"keypoints", "descriptors", "size", "seconds"} <= set(z):
-            f = ImageFeatures(z["keypoints"], z["descriptors"], tuple(int(v) for v in z["size"]), float(z["seconds"]))
+            f = ImageFeatures(z["keypoints"], z["descriptors"], tuple(int(v) for v in z["size"]), float(z["seconds"]),
+                              {k[2:]: z[k] for k in z if k.startswith("x_")})
             self.counts["features_reused"] += 1
         else:
             f = method.extract(image)
             self.counts["features"] += 1
             if path is not None:
                 _save_npz(path, keypoints=f.keypoints, descriptors=f.descriptors, size=np.array(f.size),
-                          seconds=f.seconds)
+                          seconds=f.seconds, **{f"x_{k}": v for k, v in f.extra.items()})
         if len(self._recent) > 8:  # image 1 of the synthetic pairs is shared by a sequence's pairs
             self._recent.pop(next(iter(self._recent)))
         self._recent[mem] = f

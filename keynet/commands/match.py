@@ -5,7 +5,9 @@ Writes, under --out: ``features.h5`` and ``matches.h5`` in hloc's layout (hloc's
 reconstruction and localisation scripts read them unchanged), ``pairs.txt`` and, with
 ``--export-npz``, one ``matches/<name0>__<name1>.npz`` per pair (matches, scores,
 matched keypoints). An interrupted run resumes: features and matches already written
-with the same settings are reused.
+with the same settings are reused. ``--view-synthesis auto|full`` also matches synthesised
+affine views of the images (extreme viewpoint changes) and writes only the matches that
+pass a fundamental-matrix check (docs/matching.md).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     options.add_pair_args(p)
     options.add_feature_args(p)
-    options.add_matcher_args(p)
+    options.add_matcher_args(p, views=True)
     add_bool_flag(p, "--export-npz", False, "also write one matches/<name0>__<name1>.npz per pair")
     add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
     add_bool_flag(p, "--progress", True, "progress bars")
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
         names = image_names(args.image_dir)
         pairs = make_pairs(names, args.pairs, args.window, args.pairs_file)
         fs = matching.extract_features(args.image_dir, names, out / "features.h5", fcfg,
-                                       overwrite=args.overwrite, progress=args.progress)
+                                       overwrite=args.overwrite, progress=args.progress,
+                                       view_synthesis=mcfg.view_synthesis)
         ms = matching.match_pairs(pairs, out / "features.h5", out / "matches.h5", mcfg, overwrite=args.overwrite,
                                   progress=args.progress, export_dir=(out / "matches") if args.export_npz else None)
         write_pairs(out / "pairs.txt", pairs)

@@ -1,6 +1,7 @@
 """Match two images and draw the matches: Key.Net + HardNet features, a kornia matcher,
 a robust two-view fit (fundamental matrix by default, or a homography for planar scenes
-and HPatches-like pairs); inliers green, outliers red.
+and HPatches-like pairs); inliers green, outliers red. ``--view-synthesis auto|full`` also
+matches synthesised affine views of both images (extreme viewpoint changes; docs/matching.md).
 
     keynet demo IMAGE0 IMAGE1 [--out matches.png]
 """
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "keypoint scale) (default: none)")
     defaults = matching.FeatureConfig(num_points=4000)
     options.add_feature_args(p, defaults)
-    options.add_matcher_args(p)
+    options.add_matcher_args(p, views=True)
     return p
 
 
@@ -63,6 +64,9 @@ def main(argv=None) -> int:
             fit = twoview.estimate_fundamental(xy0, xy1, args.estimator, args.inlier_threshold or 1.0)
         text = (f"{len(res['kpts0'])} / {len(res['kpts1'])} keypoints, {len(m)} matches ({args.matcher}), "
                 f"{fit.num_inliers} {args.model} inliers ({args.estimator})")
+        if "levels_used" in res:
+            text += (f"; view synthesis {args.view_synthesis}: levels 0-{res['levels_used']}, "
+                     f"{int(res['inliers'].sum())} verified matches")
         canvas = viz.draw_matches(args.image0, args.image1, res["kpts0"], res["kpts1"], m, fit.inliers,
                                   max_lines=args.max_lines, text=text)
         viz.save_image(args.out, viz.fit_width(canvas, args.max_width))

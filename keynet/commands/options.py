@@ -99,8 +99,11 @@ def feature_config_from_args(args: argparse.Namespace) -> FeatureConfig:
                          rotation_turns=args.rotation_turns, affine=args.affine, device=args.device)
 
 
-def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfig] = None) -> None:
-    """Options of :class:`MatcherConfig`."""
+def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfig] = None,
+                     views: bool = False) -> None:
+    """Options of :class:`MatcherConfig`; ``views``: also ``--view-synthesis`` and
+    ``--min-inliers`` (the commands that match through ``match_images`` / ``match_pairs``:
+    match, reconstruct, demo)."""
     d = defaults or MatcherConfig()
     g = p.add_argument_group("matching")
     g.add_argument("--matcher", choices=MATCHERS, default=d.method,
@@ -109,6 +112,8 @@ def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfi
     g.add_argument("--match-threshold", type=_optional_float, default=d.threshold,
                    help="ratio (smnn 0.9, snn 0.8), max. distance (mnn, nn: none) or AdaLAM min. confidence "
                         "(200); default: the matcher's")
+    if not views:
+        return
     g.add_argument("--view-synthesis", choices=VIEW_SYNTHESIS_MODES, default=d.view_synthesis,
                    help="also match synthesised affine views of both images, for extreme viewpoint changes "
                         "(ASIFT / MODS; docs/matching.md): none (the plain images), auto (the plain images first, "
@@ -129,8 +134,10 @@ def _positive_int(v: str) -> int:
 
 
 def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:
-    return MatcherConfig(method=args.matcher, threshold=args.match_threshold, view_synthesis=args.view_synthesis,
-                         min_inliers=args.min_inliers)
+    d = MatcherConfig()
+    return MatcherConfig(method=args.matcher, threshold=args.match_threshold,
+                         view_synthesis=getattr(args, "view_synthesis", d.view_synthesis),
+                         min_inliers=getattr(args, "min_inliers", d.min_inliers))
 
 
 # ----------------------------------------------------------------------------- pairs and the benchmark

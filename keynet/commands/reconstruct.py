@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     options.add_pair_args(p)
     options.add_feature_args(p)
-    options.add_matcher_args(p)
+    options.add_matcher_args(p, views=True)
     d = ReconstructionConfig()
     g = p.add_argument_group("cameras")
     g.add_argument("--camera-mode", choices=tuple(CAMERA_MODES), default=d.camera.mode,

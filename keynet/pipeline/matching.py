@@ -68,7 +68,8 @@ from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
 from . import hloc_io
 from .extraction import Extractor, Features, load_affine, load_descriptor, load_detector, load_orientation
 from .pairs import Pair
-from .views import NUM_LEVELS, VIEW_SET_ID, VIEW_SYNTHESIS_MODES, dedup_matches, view_features, view_levels, views_of_level
+from .views import (NUM_LEVELS, VIEW_SET_ID, VIEW_SYNTHESIS_MODES, dedup_matches, view_features, view_levels,
+                    views_of_level)
 
 PathLike = Union[str, os.PathLike]
 
@@ -517,8 +518,8 @@ def match_pairs(pairs: Sequence[Pair], features_path: PathLike, matches_path: Pa
         if cfg.method == "adalam":  # AdaLAM checks the orientations of oriented features (since v2)
             fp["adalam"] = 2
         if cfg.views:  # absent without view synthesis: the caches made before it was an option
-            fp.update({"views": cfg.view_synthesis, "min_inliers": int(cfg.min_inliers),
-                       "verification": f"F {twoview.DEFAULT_METHOD} {VERIFY_THRESHOLD} px, dedup", "fginn": FGINN_RADIUS})
+            fp.update({"views": cfg.view_synthesis, "min_inliers": int(cfg.min_inliers), "fginn": FGINN_RADIUS,
+                       "verification": f"F {twoview.DEFAULT_METHOD} {VERIFY_THRESHOLD} px, dedup"})
         fp = json.dumps(fp, sort_keys=True)
         cache: Dict[str, Dict[str, np.ndarray]] = {}
 

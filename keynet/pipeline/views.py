@@ -131,7 +131,7 @@ def view_affine(shape: Tuple[int, int], tilt: float, phi: float
     R (3, 3), turned canvas (rows, cols), view (rows, cols))``: ``R`` turns the image by ``phi``
     onto a canvas that holds it, ``A_view = diag(1/t, 1) @ R`` maps image pixels to view pixels."""
     rot, (h2, w2) = rotation_homography(shape, phi)
-    w3 = int(math.floor((w2 - 1) / float(tilt))) + 1
+    w3 = int(math.ceil((w2 - 1) / float(tilt) - 1e-9)) + 1
     a = np.diag([1.0 / float(tilt), 1.0, 1.0]) @ rot
     return a[:2].copy(), rot, (h2, w2), (h2, w3)
 
@@ -254,7 +254,7 @@ def dedup_matches(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: 
                   ) -> np.ndarray:
     """Boolean mask of the matches to keep: best score first, a match whose endpoints are
     both within ``radius`` px of those of a kept match (the same correspondence found in
-    several views) is dropped."""
+    several views, or one point detected at several pyramid levels) is dropped."""
     p0 = np.asarray(xy0, np.float64).reshape(-1, 2)
     p1 = np.asarray(xy1, np.float64).reshape(-1, 2)
     n = len(p0)

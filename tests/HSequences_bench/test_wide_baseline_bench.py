@@ -206,3 +206,22 @@ def test_kornia_methods_build_from_the_published_weights(reference_dir, graffiti
         assert 0 < len(f.keypoints) <= 64 and f.descriptors.shape == (len(f.keypoints), 128), name
         assert np.allclose(np.linalg.norm(f.descriptors, axis=1), 1, atol=1e-3), name
         assert f.size == (800, 640) and f.keypoints[:, 0].max() > 192, name  # mapped back to full resolution
+
+
+def test_view_synthesis_method_caches_its_views_and_returns_verified_matches(tmp_path):
+    """keynet-views: every view level per image (with the frames and view indices kept in the
+    cache), matches that are the verified ones; an image against itself stops at level 0."""
+    from HSequences_bench.harness.wide_baseline_run import Store
+    from keynet.pipeline.views import view_levels
+    img = Path(__file__).resolve().parents[2] / "test_im" / "test_im.png"
+    method = wm.build_method("keynet-views", wm.MethodOptions(num_points=300, max_image_size=512))
+    assert method.matcher.view_synthesis == "auto"
+    store = Store(tmp_path / "cache")
+    f = store.features(method, "a", img)
+    assert {"lafs", "views", "orientations"} <= set(f.extra) and f.extra["lafs"].shape == (len(f.keypoints), 2, 3)
+    assert set(view_levels(f.extra["views"])) == {0, 1, 2}
+    again = Store(tmp_path / "cache").features(method, "a", img)  # from the cache
+    assert np.array_equal(again.extra["views"], f.extra["views"]) and np.array_equal(again.keypoints, f.keypoints)
+    m = method.match(f, f)
+    assert len(m) >= 15 and np.all(view_levels(f.extra["views"])[m[:, 0]] == 0)  # level 0 was enough
+    assert np.mean(m[:, 0] == m[:, 1]) > 0.9

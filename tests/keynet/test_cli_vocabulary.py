@@ -20,7 +20,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 #: What each command needs besides the option under test (required options, positionals).
 REQUIRED = {"match": ["--image-dir", "imgs", "--out", "out"], "reconstruct": ["--image-dir", "imgs", "--out", "out"],
             "demo": ["a.png", "b.png"], "train": ["--image-dir", "photos"], "train-hardnet": ["--image-dir", "photos"],
-            "train-orientation": ["--image-dir", "photos"], "convert": ["a.pt", "b.pt"], "download": ["hpatches"]}
+            "train-orientation": ["--image-dir", "photos"], "train-affnet": ["--image-dir", "photos"], "convert": ["a.pt", "b.pt"], "download": ["hpatches"]}
 
 #: Commands that load Key.Net / HardNet weights by ``--detector`` / ``--descriptor``.
 WEIGHTS_COMMANDS = ("extract", "match", "reconstruct", "demo")
