@@ -3,14 +3,19 @@ command with one line and exit code 2, and the body of the patch-network trainin
 Commands import this module and :mod:`keynet.commands.options`, never each other."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
+from typing import Any, Tuple
 
 import numpy as np
 import torch
 
 from hardnet import HardNetWeightsError
+from keynet.base.cli import ArgumentParser, add_config_args, config_from_args
 from keynet.base.images import ImageReadError
 from keynet.base.training import TrainingDiverged
 from keynet.detection import ImageTooSmallError
@@ -57,3 +62,27 @@ def run_patch_training(argv, parse_config, train, export_weights, done_line) -> 
         export_weights(src, args.export, command=cfg.command)
         logging.info("exported %s -> %s (weights and metadata, no optimiser state)", src, args.export)
     return 0
+
+
+def patch_training_parser(description: str, config: Any, example_export: str) -> ArgumentParser:
+    """The parser of a patch-network training command: ``--threads``, ``--export``,
+    ``--export-from`` and the options generated from the training configuration ``config``."""
+    p = ArgumentParser(description=description)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--export", default=None,
+                   help="after training, write <out-dir>/best.pt (or --export-from) to this path without the "
+                        f"optimiser state (e.g. {example_export})")
+    p.add_argument("--export-from", default="best", choices=("best", "last"),
+                   help="which checkpoint of the run --export writes")
+    add_config_args(p, config)
+    return p
+
+
+def patch_training_config(parser: ArgumentParser, config: Any, command: str, argv) -> Tuple[Any, Any]:
+    """``(configuration, arguments)`` of a patch-network training command: the photo folders
+    joined by ``os.pathsep`` and the command line recorded."""
+    args = parser.parse_args(argv)
+    cfg = config_from_args(config, args)
+    image_dir = os.pathsep.join(cfg.image_dir) if isinstance(cfg.image_dir, (list, tuple)) else cfg.image_dir
+    return dataclasses.replace(cfg, image_dir=image_dir,
+                               command=f"keynet {command} " + " ".join(shlex.quote(a) for a in argv)), args

@@ -14,34 +14,20 @@ Example:
 """
 from __future__ import annotations
 
-import os
-import shlex
 import sys
 
 from hardnet.orientation_training import TrainConfig, export_weights, train
-from keynet.base.cli import ArgumentParser, add_config_args, config_from_args
+from keynet.base.cli import ArgumentParser
 
-from .common import run_patch_training
+from .common import patch_training_config, patch_training_parser, run_patch_training
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--export", default=None,
-                   help="after training, write <out-dir>/best.pt (or --export-from) to this path without the "
-                        "optimiser state (e.g. pretrained_nets/orinet.pt)")
-    p.add_argument("--export-from", default="best", choices=("best", "last"),
-                   help="which checkpoint of the run --export writes")
-    add_config_args(p, TrainConfig())
-    return p
+    return patch_training_parser(__doc__, TrainConfig(), "pretrained_nets/orinet.pt")
 
 
 def parse_config(argv):
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(TrainConfig(), args)
-    cfg = cfg.__class__(**{**cfg.__dict__, "image_dir": os.pathsep.join(cfg.image_dir),
-                           "command": "keynet train-orientation " + " ".join(shlex.quote(a) for a in argv)})
-    return cfg, args
+    return patch_training_config(build_parser(), TrainConfig(), "train-orientation", argv)
 
 
 def main(argv=None) -> int:
