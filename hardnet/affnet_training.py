@@ -106,6 +106,8 @@ class AffNetConfig:
     max_elongation: float = field(default=MAX_ELONGATION, metadata={
         "help": "validation / inference: limit of the estimated shapes' elongation"})
     moments_iterations: int = field(default=4, metadata={"help": "Baumberg iterations of the moments baseline"})
+    val_iterations: int = field(default=3, metadata={"help": "steps of the learned estimator in validation (as "
+                                                             "at inference: AffineShapeEstimator's default)"})
     val_pairs: int = field(default=4000, metadata={"help": "validation pairs"})
     val_block: int = field(default=1000, metadata={"help": "candidates per NN-accuracy block"})
     val_metric: str = field(default="fpr95", metadata={"choices": tuple(VAL_METRICS),
@@ -116,6 +118,8 @@ class AffNetConfig:
             raise ValueError(f"max_tilt must be >= 1, got {self.max_tilt}")
         if self.context_size < PATCH_SIZE or (self.context_size - PATCH_SIZE) % 2:
             raise ValueError(f"context_size must be >= {PATCH_SIZE} with an even difference, got {self.context_size}")
+        if self.val_iterations < 1:
+            raise ValueError(f"val_iterations must be >= 1, got {self.val_iterations}")
         if self.val_metric not in VAL_METRICS:
             raise ValueError(f"val_metric must be one of {tuple(VAL_METRICS)}, got {self.val_metric!r}")
 
@@ -130,6 +134,9 @@ class TrainConfig:
     dataset_dir: str = field(default="datasets/affnet_pairs", metadata={"help": "patch-pair cache"})
     out_dir: str = field(default="runs/affnet", metadata={"help": "run folder: last.pt, best.pt, history"})
     regenerate: bool = field(default=False, metadata={"help": "regenerate the patch pairs even if cached"})
+    init_weights: str = field(default="", metadata={
+        "help": "AffNet weights to start from (fine-tuning: a shipped file or a run's best.pt); empty: the "
+                "identity initialisation"})
     resume: Optional[str] = field(default=None, metadata={
         "nargs": "?", "const": "auto", "help": "continue a run: a last.pt, or no value for <out-dir>/last.pt"})
     data: PatchPairConfig = field(default_factory=_affnet_data, metadata={"group": "patch pairs"})
@@ -427,7 +434,14 @@ class AffNetTask(PatchPairTask):
         self.hardnet: Optional[nn.Module] = None
 
     def build_model(self) -> nn.Module:
-        return AffNet(self.cfg.net.width, self.cfg.net.dropout)
+        model = AffNet(self.cfg.net.width, self.cfg.net.dropout)
+        if self.cfg.init_weights:
+            start, _, _ = load_affnet_checkpoint(self.cfg.init_weights)
+            if start.width != model.width:
+                raise ValueError(f"{self.cfg.init_weights}: AffNet of width {start.width}, the run has width "
+                                 f"{model.width} (--width)")
+            model.load_state_dict(start.state_dict())
+        return model
 
     def _frozen_hardnet(self, device) -> nn.Module:
         if self.hardnet is None:
@@ -511,12 +525,11 @@ class AffNetTask(PatchPairTask):
         was = model.training
         net = model.module if hasattr(model, "module") else model
         net.eval()
-        est = AffineShapeEstimator("learned", net, device=device, max_elongation=self.cfg.net.max_elongation)
+        est = AffineShapeEstimator("learned", net, device=device, iterations=self.cfg.net.val_iterations,
+                                   max_elongation=self.cfg.net.max_elongation)
         v, idx = self.val_set, self.val_idx
-        sa = torch.cat([est.shapes_of_patches(central_patches(to_float(v["ctx_a"][idx[i:i + 1000]], device))).cpu()
-                        for i in range(0, len(idx), 1000)])
-        sb = torch.cat([est.shapes_of_patches(central_patches(to_float(v["ctx_b"][idx[i:i + 1000]], device))).cpu()
-                        for i in range(0, len(idx), 1000)])
+        sa = estimator_shapes(est, v["ctx_a"][idx], device)
+        sb = estimator_shapes(est, v["ctx_b"][idx], device)
         out = {**self._score(self._frozen_hardnet(device), sa, sb, device), **shape_stats(sa, sb), **self.baseline}
         model.train(was)
         return out

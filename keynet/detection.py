@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional, Tuple, Union
 
 import cv2
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import pyramid_gaussian
 
+from keynet.base.cli import positive_int
 from keynet.base.device import resolve_device
 from keynet.base.geometry import remove_border, rotation_homography
 from keynet.base.images import normalise_image, read_image_grey
@@ -178,27 +179,42 @@ def refine_points(pts: np.ndarray, shape: Tuple[int, int], levels, maps: Dict[Tu
 # ----------------------------------------------------------------------------- detector
 @dataclass
 class DetectorSettings:
-    """Multi-scale extraction settings (defaults: the official script's)."""
+    """Multi-scale extraction settings (defaults: the official script's). The field metadata
+    is the one declaration of each setting's command-line option (``flags``, ``help``, ...,
+    :func:`keynet.base.cli.add_config_args`); :class:`keynet.pipeline.FeatureConfig` reuses
+    it through :func:`setting`."""
 
-    num_points: int = 1500
-    pyramid_levels: int = 5
-    upsampled_levels: int = 1
-    scale_factor_levels: float = math.sqrt(2)
-    nms_size: int = 15
-    border_size: int = 15
-    multi_scale: bool = True
+    num_points: int = field(default=1500, metadata={"help": "keypoints per image (the best by score)",
+                                                    "type": positive_int})
+    pyramid_levels: int = field(default=5, metadata={"flags": ("--pyramid-levels", "--pyramid_levels"),
+                                                     "help": "down-sampled pyramid levels"})
+    upsampled_levels: int = field(default=1, metadata={"help": "up-sampled pyramid levels"})
+    scale_factor_levels: float = field(default=math.sqrt(2), metadata={"help": "scale between pyramid levels"})
+    nms_size: int = field(default=15, metadata={"help": "non-maximum-suppression window (px)"})
+    border_size: int = field(default=15, metadata={"help": "border (px) removed from each score map"})
+    multi_scale: bool = field(default=True, metadata={
+        "flags": ("--extract-MS",), "help": "multi-scale extraction (false: single scale, the input image only)"})
     #: average each level's score map over turns of the level, each turned back: a detector
     #: exactly equivariant to 90-degree turns, for rotated images
-    rotation_average: bool = False
+    rotation_average: bool = field(default=False, metadata={
+        "help": "average each pyramid level's score map over turns of the level (--rotation-turns), each turned "
+                "back (Key.Net alone is not rotation-equivariant: on HSequences pairs turned by 180 degrees its "
+                "repeatability falls from 70.8% to 56.7%, with the average it stays at 71%; docs/rotation.md)"})
     #: how many evenly spaced turns ``rotation_average`` uses, a multiple of 4: 4 = the right
     #: angles (4x the network time, pixel permutations only); 8 (the default) adds the
     #: 45-degree turns (bilinear, on an expanded canvas; about 3x the time of 4), which makes
     #: the detection much closer to invariant between the right angles
-    rotation_average_turns: int = DEFAULT_ROTATION_TURNS
+    rotation_average_turns: int = field(default=DEFAULT_ROTATION_TURNS, metadata={
+        "flags": ("--rotation-turns",), "choices": (RIGHT_ANGLE_TURNS, 8),
+        "help": "turns of each pyramid level the rotation average uses: 4 = the right angles (4x the detector "
+                "time), 8 = also the 45-degree ones (about 3x the time of 4; detection much closer to invariant "
+                "between the right angles; docs/rotation.md)"})
     #: move each keypoint to the sub-pixel maximum of its level's score map and map it to the
     #: input by pixel centres and the level's actual size (same points, scales, scores and
     #: order; not the official positions: see :func:`refine_points`)
-    subpixel: bool = False
+    subpixel: bool = field(default=False, metadata={
+        "help": "move each keypoint to the sub-pixel maximum of its level's score map, mapped by pixel centres "
+                "(not the official positions; docs/matching.md, Sub-pixel keypoints)"})
 
     def __post_init__(self) -> None:
         if self.num_points < 0:
@@ -210,6 +226,15 @@ class DetectorSettings:
         if self.rotation_average_turns < 4 or self.rotation_average_turns % 4:
             raise ValueError(f"rotation_average_turns must be a positive multiple of 4, got "
                              f"{self.rotation_average_turns}")
+
+
+def setting(name: str, default, **metadata):
+    """A dataclass field declared like the :class:`DetectorSettings` field ``name`` (its
+    option's flags and help, the one declaration) with its own ``default``; ``metadata``
+    adds to or replaces the detector's (e.g. a longer ``help``)."""
+    meta = dict(next(f for f in fields(DetectorSettings) if f.name == name).metadata)
+    meta.update(metadata)
+    return field(default=default, metadata=meta)
 
 
 @dataclass

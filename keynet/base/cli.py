@@ -36,11 +36,16 @@ class ArgumentParser(argparse.ArgumentParser):
     default, and boolean options (:func:`add_bool_flag`) that never swallow a positional
     argument: the next word is the flag's value only when it is a boolean word, so
     ``--average a.pt b.pt out.pt`` is ``--average true`` and three positionals, while
-    ``--average false a.pt ...`` still reads ``false``."""
+    ``--average false a.pt ...`` still reads ``false``. A bad option or value is one
+    ``error:`` line and exit code 2, not the usage text."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        """A bad option or value: one line naming it (and where the options are), exit 2."""
+        self.exit(2, f"error: {message} ({self.prog} -h lists the options)\n")
 
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
@@ -52,7 +57,8 @@ class ArgumentParser(argparse.ArgumentParser):
         parser without positional arguments (``--flag maybe`` then says it expects a boolean)."""
         if all(a.option_strings for a in self._actions):
             return args
-        flags = {s for a in self._actions if a.type is str2bool and a.nargs == "?" for s in a.option_strings}
+        flags = {s for a in self._actions if a.type in (str2bool, auto_bool) and a.nargs == "?"
+                 for s in a.option_strings}
         out: List[str] = []
         i = 0
         while i < len(args):
@@ -62,7 +68,7 @@ class ArgumentParser(argparse.ArgumentParser):
                 break
             if word in flags:
                 nxt = str(args[i + 1]) if i + 1 < len(args) else None
-                if nxt is not None and nxt.strip().lower() in _BOOL_WORDS:
+                if nxt is not None and nxt.strip().lower() in _BOOL_WORDS + ("auto",):
                     out.append(f"{word}={nxt}")
                     i += 2
                     continue
@@ -92,14 +98,18 @@ def _bool_text(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _add_bool(target: Any, flags: Sequence[str], dest: str, default: bool, help: str) -> None:
+def _add_bool(target: Any, flags: Sequence[str], dest: str, default: Optional[bool], help: str,
+              auto: bool = False) -> None:
     """The one boolean convention: ``--flag`` (true), ``--flag true|false`` and ``--no-flag``
-    (false), for every long option string of ``flags`` (the first is the canonical name)."""
+    (false), for every long option string of ``flags`` (the first is the canonical name);
+    ``auto``: also ``--flag auto`` (``None``: the configuration decides)."""
     longs = [f for f in flags if f.startswith("--")]
     first = longs[0].lstrip("-")
-    switch = f"--no-{first} = false" if default else f"--{first} = true"
-    text = f"{help} (default: {_bool_text(default)}; {switch})".replace("%", "%%").strip()
-    target.add_argument(*flags, dest=dest, nargs="?", const=True, default=default, type=str2bool, metavar="BOOL",
+    switch = f"--no-{first} = false" if default or default is None else f"--{first} = true"
+    shown = "auto" if default is None else _bool_text(default)
+    text = f"{help} (default: {shown}; {switch})".replace("%", "%%").strip()
+    target.add_argument(*flags, dest=dest, nargs="?", const=True, default=default,
+                        type=auto_bool if auto else str2bool, metavar="auto|true|false" if auto else "BOOL",
                         help=text)
     target.add_argument(*("--no-" + f[2:] for f in longs), dest=dest, action="store_false", default=default,
                         help=argparse.SUPPRESS)
@@ -155,9 +165,33 @@ def _optional(kind):
     return parse
 
 
+def auto_bool(v: str) -> Optional[bool]:
+    """A three-valued switch's value: ``auto`` (or ``none``) -> ``None`` (the configuration
+    decides from its other settings), else a boolean word."""
+    if str(v).strip().lower() in ("auto", "none", ""):
+        return None
+    return str2bool(v)
+
+
+auto_bool.__name__ = "auto|true|false"
+
+
+def positive_int(v: str) -> int:
+    """An integer >= 1 (``--num-points``: 0 never means "all"; say ``all`` where all is meant)."""
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return n
+
+
 def _parser_for(hint) -> Tuple[Any, Dict[str, Any]]:
     """argparse ``type`` (and extra keywords) for a resolved type hint."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union and set(args) == {bool, type(None)}:
+        return auto_bool, {"metavar": "auto|true|false"}
     if hint is bool:
         return str2bool, {"nargs": "?", "const": True, "metavar": "BOOL"}
     if hint in (int, float, str):
@@ -172,19 +206,27 @@ def _parser_for(hint) -> Tuple[Any, Dict[str, Any]]:
 
 
 def add_config_args(parser: argparse.ArgumentParser, config: Any, prefix: str = "",
-                    group: Optional[Any] = None) -> None:
+                    group: Optional[Any] = None, only: Optional[Sequence[str]] = None) -> None:
     """Add one option per field of the dataclass instance ``config`` (recursively for fields
     that are dataclasses, each in its own argument group), its current values as defaults.
 
     Field metadata: ``flags`` (option strings, the first the canonical name; default
     ``--field-name``), ``help``, ``choices``, ``nargs``, ``required``, ``cli=False`` (not an
-    option), ``group`` (title of a nested dataclass's group). Destinations are dotted paths (``model.num_filters``);
-    :func:`config_from_args` builds the configuration back. Boolean fields follow
-    :func:`add_bool_flag` (``--flag``, ``--flag true|false``, ``--no-flag``).
+    option), ``group`` (title of a nested dataclass's group), ``type`` (the argparse type,
+    instead of the one of the field's annotation), ``metavar``. Destinations are dotted paths
+    (``model.num_filters``); :func:`config_from_args` builds the configuration back. Boolean
+    fields follow :func:`add_bool_flag` (``--flag``, ``--flag true|false``, ``--no-flag``);
+    ``Optional[bool]`` fields are three-valued (``auto|true|false``, ``auto`` = ``None``).
+    ``only``: the names of the fields that get an option (in this order; default: all).
     """
     hints = typing.get_type_hints(type(config))
     target = group if group is not None else parser
-    for f in dataclasses.fields(config):
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    if only is not None:
+        unknown = [n for n in only if n not in fields]
+        if unknown:
+            raise TypeError(f"{type(config).__name__} has no field {', '.join(unknown)}")
+    for f in (fields[n] for n in only) if only is not None else fields.values():
         meta = f.metadata
         if meta.get("cli", True) is False:
             continue
@@ -196,10 +238,16 @@ def add_config_args(parser: argparse.ArgumentParser, config: Any, prefix: str = 
             add_config_args(parser, value, dest + ".", parser.add_argument_group(title, doc[0] if doc else None))
             continue
         flags = meta.get("flags", ("--" + f.name.replace("_", "-"),))
-        if hints[f.name] is bool and "nargs" not in meta and "choices" not in meta:
-            _add_bool(target, flags, dest, value, meta.get("help", ""))
+        hint = hints[f.name]
+        tri = typing.get_origin(hint) is typing.Union and set(typing.get_args(hint)) == {bool, type(None)}
+        if (hints[f.name] is bool or tri) and "nargs" not in meta and "choices" not in meta:
+            _add_bool(target, flags, dest, value, meta.get("help", ""), auto=tri)
             continue
         kind, kw = _parser_for(hints[f.name])
+        if "type" in meta:
+            kind = meta["type"]
+        if "metavar" in meta:
+            kw["metavar"] = meta["metavar"]
         if "nargs" in meta:
             kw = {"nargs": meta["nargs"]}
             if "const" in meta:
@@ -210,9 +258,13 @@ def add_config_args(parser: argparse.ArgumentParser, config: Any, prefix: str = 
             kw["required"] = True
         if "choices" not in kw:  # named after the canonical option, as argparse does
             kw.setdefault("metavar", flags[0].lstrip("-").replace("-", "_").upper())
-        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else "none" if value is None else value
+        none = "auto" if kind in (auto_bool, device_arg) else "none"
+        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else none if value is None else value
+        if isinstance(shown, bool):
+            shown = _bool_text(shown)
         text = meta.get("help", "") + (" (required)" if meta.get("required") else f" (default: {shown})")
-        target.add_argument(*flags, dest=dest, type=kind, default=value, help=text.replace("%", "%%").strip(), **kw)
+        default = "auto" if kind is device_arg and value is None else value  # argparse converts it to None
+        target.add_argument(*flags, dest=dest, type=kind, default=default, help=text.replace("%", "%%").strip(), **kw)
 
 
 def config_from_args(config: Any, args: argparse.Namespace, prefix: str = "") -> Any:

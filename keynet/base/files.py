@@ -119,6 +119,16 @@ def list_images(folder) -> List[Path]:
     return files
 
 
+def relative_image_names(folder: PathLike) -> List[str]:
+    """Every image below ``folder`` (recursive, :data:`IMAGE_EXTENSIONS`) by its path relative
+    to it (``/``-separated), sorted: the names of a collection (hloc's convention).
+    ``FileNotFoundError`` / ``NotADirectoryError`` / ``ValueError`` name the folder."""
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise NotADirectoryError(f"not a folder (an image folder is expected): {d}")
+    return sorted(p.relative_to(d).as_posix() for p in list_images(d))
+
+
 def image_source(spec) -> Tuple[List[Path], Path]:
     """``(files, root)`` of a photo source (one folder or several, see :func:`image_folders`):
     every image, and the folder their relative paths are taken from in a dataset manifest

@@ -5,6 +5,7 @@ recorded by name and the rest processed)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,7 @@ def run_list(items: Sequence[str], results_dir: PathLike, name: str, extract: Ex
             res = extract(path)
         except bad_input as e:
             summary.failed.append((item, str(e)))
-            bar.write(f"[ERROR] {e}")
+            bar.write(f"[WARNING] skipped {item}: {e}", file=sys.stderr)  # the one line naming it
             continue
         kpts, desc = res[0], res[1]
         ori = res[2] if len(res) > 2 else None

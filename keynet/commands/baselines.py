@@ -8,7 +8,7 @@ from pathlib import Path
 
 from HSequences_bench.baselines import METHODS, extract_list
 from HSequences_bench.hsequences import DEFAULT_IMAGE_LIST
-from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.cli import ArgumentParser, add_bool_flag, positive_int
 from keynet.base.files import DEFAULT_PREFIX, locate_image, read_image_list
 
 
@@ -24,7 +24,7 @@ def build_parser() -> ArgumentParser:
                          "(default: read the lines as written)")
     ap.add_argument("--results-dir", default="extracted_features/",
                     help="output root: <results-dir>/<method>/<list line>.{kpt,dsc}.npy")
-    ap.add_argument("--num-points", type=int, default=1500, help="maximum keypoints per image")
+    ap.add_argument("--num-points", type=positive_int, default=1500, help="maximum keypoints per image")
     add_bool_flag(ap, "--skip-missing", False, "skip listed images that do not exist (false: they fail)")
     add_bool_flag(ap, "--overwrite", False, "re-extract existing files")
     add_bool_flag(ap, "--progress", True, "progress bar")

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--split-path", default=str(DEFAULT_SPLITS), help="splits json (ours or the official file)")
     add_bool_flag(ap, "--allow-missing", False,
                   "evaluate the sequences of the split present in --data-dir and report the others")
-    ap.add_argument("--top-k-points", type=options.top_k, default=1000, help="best points kept per image; none/0 = all")
+    ap.add_argument("--top-k-points", type=options.top_k, default=1000,
+                    help="best points kept per image; all (or none) = every point; 0 is rejected")
     ap.add_argument("--overlap", type=float, default=0.6, help="minimum circle IoU of a repeated point")
     ap.add_argument("--pixel-threshold", type=float, default=5.0,
                     help="distance (px) of a correct match for the headline matching score")

@@ -35,10 +35,11 @@ from HSequences_bench.rotation import (
 )
 from HSequences_bench.rotation_cache import FeatureStore
 from HSequences_bench.rotation_report import wide_table, write_reports
-from keynet.base.cli import ArgumentParser, add_auto_flag, add_bool_flag, add_device_arg, auto_flag
+from keynet.base.cli import ArgumentParser, add_auto_flag, add_bool_flag, auto_flag
 from keynet.base.geometry import HomographyError
 from keynet.base.images import ImageReadError
 from keynet.detection import ImageTooSmallError
+from keynet.pipeline.extraction import FeatureConfig
 from keynet.weights import WeightsError
 
 from . import options
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="methods, compared in this order: " + ", ".join(METHOD_NAMES)
                          + " (learned: skipped without pretrained_nets/orinet.pt or --orientation-weights; "
                            "kornia-orinet: only with --kornia-orinet-weights) (default: all)")
-    ap.add_argument("--num-points", type=int, default=1500, help="keypoints per image, every method (default: 1500)")
+    options.add_settings(ap, FeatureConfig(num_points=1500), ["num_points"])  # every method
     ap.add_argument("--top-k-points", type=options.top_k, default=1000,
                     help="best points kept in the common region, as the main benchmark; none = all (default: 1000)")
     ap.add_argument("--max-pairs", type=int, default=0,
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "sub-pixel keypoints (DetectorSettings.subpixel). auto: for the oriented Key.Net variants, as "
                   "'keynet extract --upright false', while upright stays today's pipeline; true: for upright too "
                   "(the like-for-like comparison); false: for none")
-    add_device_arg(ap)
+    options.add_settings(ap, FeatureConfig(), ["device"])
     ap.add_argument("--out-dir", default="HSequences_bench/results/rotation",
                     help="output folder: CSV, rotation.md, PNG, cache/ (default: HSequences_bench/results/rotation)")
     add_bool_flag(ap, "--cache", True, "keep the features of every (method, image, angle) under <out-dir>/cache "

@@ -20,7 +20,7 @@ from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, MET
 from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_TILTS, BenchInputError, Case, Store,
                                                         evd_cases, run_cases, summary_markdown, synthetic_cases,
                                                         write_reports, wxbs_cases)
-from keynet.base.cli import ArgumentParser, add_bool_flag, add_device_arg
+from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.base.device import DeviceError, resolve_device
 from keynet.pipeline.matching import FeatureConfig
 from . import options
@@ -56,13 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="methods, compared in this order: " + ", ".join(METHODS)
                         + ", or keynet:<field>=<value>,... (our pipeline with those FeatureConfig fields) (default: "
                         + " ".join(DEFAULT_METHODS) + ")")
-    m.add_argument("--num-points", type=int, default=8000,
-                   help="keypoints per image, every method (8000: the count of the reference's SIFT baseline and the "
-                        "default of kornia's KeyNetAffNetHardNet) (default: 8000)")
-    m.add_argument("--max-image-size", type=int, default=FeatureConfig.max_image_size,
-                   help="longest side (px) every method sees; larger images are downscaled and the keypoints "
-                        "mapped back to full resolution; 0 = full resolution "
-                        f"(default: {FeatureConfig.max_image_size})")
+    # every method; 8000 points: the count of the reference's SIFT baseline and the default of kornia's
+    # KeyNetAffNetHardNet
+    options.add_settings(ap, FeatureConfig(num_points=8000), ["num_points", "max_image_size"], group=m)
     for which, what in (("keynet", "the published Key.Net PyTorch weights (kornia's KeyNet layout)"),
                         ("affnet", "kornia's AffNet weights (the AffNet release's AffNet.pth)"),
                         ("orinet", "kornia's OriNet weights (the AffNet release's OriNet.pth)")):
@@ -70,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{what} for the kornia methods; never downloaded (default: "
                             f"{default_peer_weights(which)} when present, else those methods are skipped)")
     options.add_matcher_args(ap)
-    add_device_arg(ap)
+    options.add_settings(ap, FeatureConfig(), ["device"])
     ap.add_argument("--out-dir", default="HSequences_bench/results/wide_baseline",
                     help="output folder: CSV, markdown, PNG, cache/ (default: HSequences_bench/results/wide_baseline)")
     add_bool_flag(ap, "--overwrite", False, "recompute features, matches and estimates found in <out-dir>/cache")

@@ -1,5 +1,8 @@
 """The options shared by the commands that load weights: one name, one meaning, one help
-text (docs/cli.md is the reference). Booleans and ``--device`` come from :mod:`keynet.base.cli`.
+text (docs/cli.md is the reference). The feature options are generated from the field
+metadata of :class:`keynet.pipeline.FeatureConfig` and :class:`keynet.detection.DetectorSettings`
+(each declared there once; a command passes its defaults as an instance). Booleans and
+``--device`` come from :mod:`keynet.base.cli`.
 
 ``--detector`` (official alias ``--checkpoint-det-dir``): Key.Net weights;
 ``--descriptor`` (official aliases ``--checkpoint-desc-dir``, ``--pytorch-hardnet-dir``):
@@ -8,56 +11,45 @@ HardNet weights. The destinations are ``detector`` and ``descriptor``.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+import dataclasses
+from typing import Any, Dict, Optional, Sequence
 
-from keynet.base.cli import add_bool_flag, add_device_arg
-from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
-from keynet.pipeline.matching import MATCHERS, FeatureConfig, MatcherConfig
+from keynet.base.cli import add_bool_flag, add_config_args, config_from_args
+from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings
+from keynet.pipeline.extraction import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP,
+                                        ORIENTATION_HELP, FeatureConfig)
+from keynet.pipeline.matching import MATCHERS, MatcherConfig
 from keynet.pipeline.pairs import PAIR_MODES
 from keynet.pipeline.views import VIEW_SYNTHESIS_MODES
 
-#: Option strings, the canonical first (the others: the official script's names).
-DETECTOR_FLAGS = ("--detector", "--checkpoint-det-dir")
-DESCRIPTOR_FLAGS = ("--descriptor", "--checkpoint-desc-dir", "--pytorch-hardnet-dir")
-
-DETECTOR_HELP = ("Key.Net weights: a file in any supported format (project .pt, official TF .npz, the authors' "
-                 ".pth, the reproduction's .pt), a folder holding one, 'default' (pretrained_nets/keynet.pt) or "
-                 "'tiny' (the shipped Tiny-Key.Net, pretrained_nets/tiny_keynet.pt)")
-DESCRIPTOR_HELP = ("HardNet weights (project format or the official HardNet++.pth layout) or 'default' "
-                   "(pretrained_nets/hardnet.pt)")
-
-
-#: The rotation average of oriented extraction (``--upright false``): how many evenly spaced
-#: turns of each pyramid level (``DetectorSettings.rotation_average_turns``).
 ROTATION_TURNS_CHOICES = (RIGHT_ANGLE_TURNS, 8)
-ROTATION_TURNS_HELP = ("turns of each pyramid level the rotation average uses: 4 = the right angles (4x the "
-                       "detector time), 8 = also the 45-degree ones (about 3x the time of 4; detection much closer "
-                       "to invariant between the right angles; docs/rotation.md)")
+
+
+def _field_meta(cls: Any, name: str) -> Dict[str, Any]:
+    return dict(next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
 
 
 def add_rotation_turns_arg(parser: Any, default: int = DEFAULT_ROTATION_TURNS) -> None:
-    """``--rotation-turns`` (dest ``rotation_turns``) on ``parser`` (a parser or a group)."""
-    parser.add_argument("--rotation-turns", type=int, choices=ROTATION_TURNS_CHOICES, default=default,
-                        help=f"{ROTATION_TURNS_HELP} (default: {default})")
-
-
-AFFINE_HELP = ("affine shape of each keypoint's region, estimated before the orientation and the descriptor "
-               "(wide baselines, strong tilts): 'none' (isotropic regions, the official pipeline), 'learned' "
-               "(the shipped AffNet, pretrained_nets/affnet.pt), 'moments' (the second-moment / Baumberg "
-               "iteration, kornia's estimator) or an AffNet weights file (docs/wide_baseline.md)")
+    """``--rotation-turns`` (dest ``rotation_turns``) on ``parser`` (a parser or a group), as
+    declared by ``DetectorSettings.rotation_average_turns``."""
+    meta = _field_meta(DetectorSettings, "rotation_average_turns")
+    parser.add_argument(*meta["flags"], dest="rotation_turns", type=int, choices=meta["choices"], default=default,
+                        help=f"{meta['help']} (default: {default})")
 
 
 def add_affine_arg(parser: Any, default: str = "none") -> None:
-    """``--affine none|learned|moments|PATH`` (dest ``affine``) on ``parser``."""
-    parser.add_argument("--affine", default=default, metavar="none|learned|moments|PATH",
-                        help=f"{AFFINE_HELP} (default: {default})")
+    """``--affine none|learned|moments|PATH`` (dest ``affine``) on ``parser``, as declared by
+    ``FeatureConfig.affine``."""
+    meta = _field_meta(FeatureConfig, "affine")
+    parser.add_argument("--affine", default=default, metavar=meta["metavar"],
+                        help=f"{meta['help']} (default: {default})")
 
 
 def add_weights_args(parser: Any, detector: str = "default", descriptor: str = "default",
                      descriptor_none: bool = False) -> None:
     """``--detector`` and ``--descriptor`` with their official aliases on ``parser`` (a
-    parser or an argument group); ``descriptor_none``: the command accepts ``--descriptor
-    none`` (keypoints only)."""
+    parser or an argument group), as declared by ``FeatureConfig``; ``descriptor_none``: the
+    command accepts ``--descriptor none`` (keypoints only)."""
     parser.add_argument(*DETECTOR_FLAGS, dest="detector", default=detector, metavar="WEIGHTS", help=DETECTOR_HELP)
     extra = ("; 'none' = keypoints only, no descriptors (so is 'default' when that file is absent)"
              if descriptor_none else "")
@@ -70,33 +62,49 @@ def _optional_float(v: str) -> Optional[float]:
     return None if str(v).lower() in ("", "none", "default") else float(v)
 
 
-def add_feature_args(p: argparse.ArgumentParser, defaults: Optional[FeatureConfig] = None) -> None:
-    """Options of :class:`FeatureConfig` (shared by the matching / reconstruction scripts)."""
+#: The :class:`FeatureConfig` fields with an option in match, reconstruct, demo and the
+#: benchmarks (``keynet extract`` has all of them: :data:`EXTRACT_FIELDS`).
+FEATURE_FIELDS = ("detector", "descriptor", "num_points", "max_image_size", "nms_size", "subpixel", "rotation_turns",
+                  "affine", "device")
+EXTRACT_FIELDS = ("detector", "descriptor", "num_points", "pyramid_levels", "upsampled_levels", "scale_factor_levels",
+                  "nms_size", "border_size", "multi_scale", "subpixel", "rotation_average", "rotation_turns",
+                  "affine", "device")
+
+
+def add_feature_args(p: argparse.ArgumentParser, defaults: Optional[FeatureConfig] = None,
+                     fields: Sequence[str] = FEATURE_FIELDS, group: Optional[Any] = None,
+                     descriptor_none: bool = False) -> None:
+    """The options of :class:`FeatureConfig`, generated from its field metadata with the
+    values of ``defaults`` (the command's defaults) in the group ``group`` (default: a new
+    "features" group), and the one pair of options without a field of its own: ``--upright``
+    and ``--orientation`` (``FeatureConfig.orientation`` = ``'none'`` when upright).
+    ``descriptor_none``: the command accepts ``--descriptor none`` (keypoints only)."""
     d = defaults or FeatureConfig()
-    g = p.add_argument_group("features (Key.Net + HardNet)")
-    add_weights_args(g, d.detector, d.descriptor)
-    g.add_argument("--num-points", type=int, default=d.num_points, help="keypoints per image")
-    g.add_argument("--max-image-size", type=int, default=d.max_image_size,
-                   help="longest side (px) features are computed at; larger images are downscaled and the "
-                        "keypoints mapped back to full resolution; 0 = full resolution")
-    g.add_argument("--nms-size", type=int, default=d.nms_size, help="non-maximum-suppression window (px)")
-    add_bool_flag(g, "--subpixel", d.subpixel,
-                  "sub-pixel score maxima and exact pyramid-level mapping (false: the official extraction)")
-    add_bool_flag(g, "--upright", d.orientation == "none",
-                  "upright descriptor patches (false: rotated by each keypoint's --orientation)")
-    g.add_argument("--orientation", default=d.orientation if d.orientation != "none" else "learned",
-                   help="orientation estimator when --upright false: 'learned' (shipped OriNet), 'gradient' "
-                        "(dominant gradient) or an OriNet weights file")
-    add_rotation_turns_arg(g, d.rotation_turns)
-    add_affine_arg(g, d.affine)
-    add_device_arg(g, d.device or "auto")
+    g = group if group is not None else p.add_argument_group("features (Key.Net + HardNet)")
+    add_config_args(p, d, group=g, only=[f for f in fields if f != "descriptor"] if descriptor_none else fields)
+    if descriptor_none and "descriptor" in fields:
+        g.add_argument(*DESCRIPTOR_FLAGS, dest="descriptor", default=d.descriptor, metavar="WEIGHTS",
+                       help=DESCRIPTOR_HELP + "; 'none' = keypoints only, no descriptors (so is 'default' when that "
+                                              "file is absent)")
+    add_bool_flag(g, "--upright", not d.oriented,
+                  "upright descriptor patches (the official pipeline). false: estimate each keypoint's orientation "
+                  "(--orientation) and cut its patch rotated by it")
+    g.add_argument("--orientation", default=d.orientation if d.oriented else "learned", help=ORIENTATION_HELP)
 
 
-def feature_config_from_args(args: argparse.Namespace) -> FeatureConfig:
-    return FeatureConfig(detector=args.detector, descriptor=args.descriptor, num_points=args.num_points,
-                         max_image_size=args.max_image_size, nms_size=args.nms_size, subpixel=args.subpixel,
-                         orientation="none" if args.upright else args.orientation,
-                         rotation_turns=args.rotation_turns, affine=args.affine, device=args.device)
+def add_settings(p: argparse.ArgumentParser, defaults: FeatureConfig, fields: Sequence[str],
+                 group: Optional[Any] = None) -> None:
+    """Some :class:`FeatureConfig` options alone (the benchmarks: ``--num-points``,
+    ``--device``, ...), generated from the field metadata with the command's ``defaults``;
+    read them back with :func:`keynet.base.cli.config_from_args` or as ``args.<field>``."""
+    add_config_args(p, defaults, group=group, only=fields)
+
+
+def feature_config_from_args(args: argparse.Namespace, defaults: Optional[FeatureConfig] = None) -> FeatureConfig:
+    """The :class:`FeatureConfig` of the options of :func:`add_feature_args` (the fields
+    without an option keep the value of ``defaults``)."""
+    cfg = config_from_args(defaults or FeatureConfig(), args)
+    return dataclasses.replace(cfg, orientation="none" if args.upright else args.orientation)
 
 
 def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfig] = None,
@@ -153,10 +161,14 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
 
 
 def top_k(v: str) -> Optional[int]:
-    """Integer number of points, or 'none'/'all'/0 for all points."""
-    if str(v).strip().lower() in ("none", "all", "0"):
+    """A number of points >= 1, or 'all' / 'none' for all points (0 means nothing anywhere:
+    rejected, as ``--num-points 0``)."""
+    if str(v).strip().lower() in ("none", "all"):
         return None
-    n = int(v)
-    if n < 0:
-        raise argparse.ArgumentTypeError("--top-k-points must be >= 0 or 'none'")
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of points or 'all', got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of points >= 1 or 'all' (every point), got {v!r}")
     return n

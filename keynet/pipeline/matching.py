@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -63,10 +63,9 @@ from tqdm import tqdm
 from hardnet.patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, patch_lafs
 from keynet.base import twoview
 from keynet.base.images import read_image_grey
-from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
 
 from . import hloc_io
-from .extraction import Extractor, Features, load_affine, load_descriptor, load_detector, load_orientation
+from .extraction import Extractor, FeatureConfig, Features, extractor_from_config, write_features_h5
 from .pairs import Pair
 from .views import (NUM_LEVELS, VIEW_SET_ID, VIEW_SYNTHESIS_MODES, dedup_matches, view_features, view_levels,
                     views_of_level)
@@ -277,68 +276,13 @@ def match_view_levels(get0: Callable[[int], Dict[str, np.ndarray]], get1: Callab
 
 
 # ----------------------------------------------------------------------------- features stage
-@dataclass
-class FeatureConfig:
-    """How features are extracted for matching / reconstruction.
-
-    ``detector``/``descriptor``: weights (``'default'``: the shipped Key.Net / HardNet);
-    ``num_points``: keypoints per image; ``max_image_size``: longest image side (px) the
-    features are computed at (larger images are downscaled with area averaging and the
-    keypoints mapped back to full resolution; 0 = never downscale); ``nms_size``: the
-    detector's NMS window; ``subpixel``: ``DetectorSettings.subpixel``
-    (sub-pixel maxima, exact level mapping); ``orientation``: ``'none'`` (upright patches),
-    ``'learned'`` (shipped OriNet), ``'gradient'`` or an OriNet weights file: patches are cut
-    rotated by each keypoint's orientation, stored as ``orientations`` in ``features.h5``, and
-    the detector averages its score maps over ``rotation_turns`` evenly spaced turns
-    (``DetectorSettings.rotation_average``, ``rotation_average_turns``); ``affine``:
-    ``'none'`` (isotropic regions, the official pipeline), ``'learned'`` (the shipped AffNet),
-    ``'moments'`` (the second-moment iteration) or an AffNet weights file: each keypoint's
-    affine shape is estimated first, the orientation on the shape-normalised patch, the
-    descriptor on the patch cut through the whole frame, and ``features.h5`` stores the
-    frames as ``lafs``; ``device``: torch device (auto when ``None``).
-    """
-
-    detector: str = "default"
-    descriptor: str = "default"
-    orientation: str = "none"
-    affine: str = "none"
-    num_points: int = 8000
-    max_image_size: int = 1600
-    nms_size: int = 15
-    subpixel: bool = True
-    rotation_turns: int = DEFAULT_ROTATION_TURNS
-    device: Optional[str] = field(default=None, compare=False)
-
-    @property
-    def oriented(self) -> bool:
-        """The one rule of ``--upright false``: orientations, and the detector's score maps
-        averaged over ``rotation_turns`` turns of each pyramid level."""
-        return self.orientation != "none"
-
-    def fingerprint(self) -> str:
-        d = asdict(self)
-        d.pop("device")
-        if not self.oriented or d["rotation_turns"] == RIGHT_ANGLE_TURNS:
-            d.pop("rotation_turns")  # unused, or the setting of caches made before it was an option
-        if d["affine"] == "none":
-            d.pop("affine")  # the caches made before it was an option
-        for k in ("detector", "descriptor", "orientation", "affine"):
-            if k in d and d[k] not in ("default", "none", "learned", "gradient", "moments"):
-                d[k] = str(Path(d[k]).resolve())
-        return json.dumps(d, sort_keys=True)
-
-
 def build_extractor(cfg: FeatureConfig) -> Extractor:
     """Key.Net + HardNet per ``cfg`` (:class:`MatchingError` without descriptor weights)."""
-    det = load_detector(cfg.detector, device=cfg.device, num_points=cfg.num_points, nms_size=cfg.nms_size,
-                        rotation_average=cfg.oriented, rotation_average_turns=cfg.rotation_turns,
-                        subpixel=cfg.subpixel)
-    desc = load_descriptor(cfg.descriptor, device=cfg.device)
-    if desc is None:
+    ex = extractor_from_config(cfg)
+    if ex.descriptor is None:
         raise MatchingError(f"no HardNet weights ({cfg.descriptor!r}): matching needs descriptors; "
                             "pass a HardNet weights file")
-    return Extractor(det, desc, load_orientation(cfg.orientation, device=cfg.device),
-                     load_affine(cfg.affine, device=cfg.device))
+    return ex
 
 
 def read_for_extraction(path: PathLike, max_image_size: int) -> Tuple[np.ndarray, Tuple[float, float], Tuple[int, int]]:
@@ -459,41 +403,23 @@ def extract_features(image_dir: PathLike, names: Sequence[str], features_path: P
     unchanged), which :func:`match_pairs` matches level by level.
     Raises :class:`keynet.base.images.ImageReadError` naming an unreadable image.
     """
-    t0 = time.time()
-    summary = StageSummary()
     fp = features_fingerprint(cfg, view_synthesis)
     viewed = view_synthesis != "none"
-    with hloc_io.open_h5(features_path, "a") as fd:
-        if overwrite or fd.attrs.get("extractor", fp) != fp:
-            for k in list(fd.keys()):
-                del fd[k]
-        fd.attrs["extractor"] = fp
-        have = {n for n in hloc_io.complete_names(fd) if not viewed or "views" in fd[n]}
-        todo = [n for n in names if n not in have]
-        summary.reused = [n for n in names if n in have]
-        if todo and extractor is None:
-            extractor = build_extractor(cfg)
-        bar = tqdm(todo, desc="features" + (" (views)" if viewed else ""), unit="img",
-                   disable=not progress or not todo)
-        for name in bar:
-            if viewed:
-                f, views = image_view_features(extractor, Path(image_dir) / name, cfg.max_image_size)
-            else:
-                f, views = image_features(extractor, Path(image_dir) / name, cfg.max_image_size), None
-            kpts = f.keypoints
-            hloc_io.write_features(fd, name, kpts, f.descriptors, f.image_size,
-                                   orientations=f.orientations if not viewed or cfg.oriented else None,
-                                   lafs=None if f.shapes is None else f.lafs()[0].numpy())
-            if views is not None:  # complete again only with its view index
-                g = fd[name]
-                g.attrs[hloc_io.COMPLETE_ATTR] = 0
-                g.create_dataset("views", data=views.astype(np.int16))
-                g.attrs[hloc_io.COMPLETE_ATTR] = 1
-            fd.flush()
-            summary.done.append(name)
-            bar.set_postfix(points=len(kpts))
-    summary.seconds = time.time() - t0
-    return summary
+    state = {"extractor": extractor}
+
+    def compute(path: Path) -> Tuple[Features, Optional[np.ndarray]]:
+        if state["extractor"] is None:
+            state["extractor"] = build_extractor(cfg)
+        if not viewed:
+            return image_features(state["extractor"], path, cfg.max_image_size), None
+        f, views = image_view_features(state["extractor"], path, cfg.max_image_size)
+        return f, views
+
+    run = write_features_h5(features_path, [(n, Path(image_dir) / n) for n in names], compute, fingerprint=fp,
+                            overwrite=overwrite, progress=progress, desc="features" + (" (views)" if viewed else ""),
+                            require="views" if viewed else None, strict=True,
+                            orientations=not viewed or cfg.oriented)
+    return StageSummary(done=run.written, reused=run.skipped, seconds=run.seconds)
 
 
 def match_pairs(pairs: Sequence[Pair], features_path: PathLike, matches_path: PathLike,

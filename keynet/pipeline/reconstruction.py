@@ -35,7 +35,7 @@ import numpy as np
 import pycolmap
 
 from keynet.base import twoview
-from keynet.base.files import list_images
+from keynet.base.files import relative_image_names
 
 from . import hloc_io
 from .matching import FeatureConfig, MatcherConfig, extract_features, match_pairs
@@ -148,12 +148,10 @@ def format_summary(result: ReconstructionResult) -> str:
 def image_names(image_dir: PathLike) -> List[str]:
     """Image names (paths relative to ``image_dir``, ``/``-separated), sorted;
     :class:`ReconstructionError` for a missing or empty folder."""
-    d = Path(image_dir)
     try:
-        files = list_images(d)
-    except (FileNotFoundError, ValueError) as e:
+        return relative_image_names(image_dir)
+    except (OSError, ValueError) as e:
         raise ReconstructionError(str(e)) from None
-    return sorted(p.relative_to(d).as_posix() for p in files)
 
 
 def write_database(db_path: PathLike, image_dir: PathLike, names: Sequence[str], features_path: PathLike,

@@ -163,8 +163,11 @@ def test_bench_errors(sift_features, hseq_mini, tmp_path, capsys):
     assert code == 2 and "v_boat/3.ppm.dsc.npy has" in err
     with pytest.raises(SystemExit):
         hsequences_bench.build_parser().parse_args(["--dst-to-src-evaluation", "maybe"])
-    a = hsequences_bench.build_parser().parse_args(["--dst-to-src-evaluation", "False", "--top-k-points", "0"])
+    a = hsequences_bench.build_parser().parse_args(["--dst-to-src-evaluation", "False", "--top-k-points", "all"])
     assert a.dst_to_src_evaluation is False and a.top_k_points is None
+    for zero in ("0", "-3"):  # 0 never means "all" (nor does --num-points 0): rejected
+        with pytest.raises(SystemExit):
+            hsequences_bench.build_parser().parse_args(["--top-k-points", zero])
 
 
 def test_split_all_evaluates_any_folder_names(hseq_mini, tmp_path, capsys):

@@ -359,6 +359,26 @@ def test_cli_builds_the_config():
     assert cfg.net.val_metric == "pos_dist" and cfg.image_dir == ["a", "b"]
 
 
+def test_training_starts_from_given_weights(tmp_path):
+    """--init-weights: the run's model starts as the file's network (fine-tuning); a file of
+    another width is one clear error; validation iterates like inference (--val-iterations)."""
+    from hardnet.affnet_training import AffNetTask
+
+    start = AffNet()
+    torch.manual_seed(3)
+    torch.nn.init.normal_(start.head.weight, std=0.01)
+    save_affnet(tmp_path / "start.pt", start, {})
+    built = AffNetTask(TrainConfig(image_dir=["x"], init_weights=str(tmp_path / "start.pt"))).build_model()
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), start.state_dict().values()))
+    fresh = AffNetTask(TrainConfig(image_dir=["x"])).build_model()
+    assert torch.count_nonzero(fresh.head.weight) == 0  # the identity initialisation without it
+    with pytest.raises(ValueError, match="start.pt: AffNet of width 16"):
+        AffNetTask(TrainConfig(image_dir=["x"], init_weights=str(tmp_path / "start.pt"),
+                               net=AffNetConfig(width=8))).build_model()
+    with pytest.raises(ValueError, match="val_iterations"):
+        AffNetConfig(val_iterations=0)
+
+
 def test_affnet_weights_round_trip_and_errors(tmp_path):
     torch.manual_seed(1)
     net = AffNet(width=8, dropout=0.1)

@@ -341,3 +341,84 @@ def test_cli_h5_output_and_absolute_list_lines(tf_weights, images, tmp_path):
     r = run("--list-images", lst, "--results-dir", tmp_path / "o", "--network-version", "v",
             "--detector", tf_weights, "--descriptor", "none", "--output-format", "h5", *FAST)
     assert r.returncode == 0 and (tmp_path / "o" / "v" / "features.h5").is_file(), r.stderr
+
+
+def test_cli_image_dir_names_images_by_their_relative_path(tf_weights, images, tmp_path):
+    """--image-dir: every image below a folder (recursive), named by its path relative to it,
+    so that a/0000.png and b/0000.png stay apart; a bad image is reported once and skipped."""
+    from keynet.pipeline import hloc_io
+
+    src = tmp_path / "photos"
+    for sub in ("a", "b/deep"):
+        (src / sub).mkdir(parents=True)
+    crop = cv2.imread(str(images / "grey.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(src / "a" / "0000.png"), crop)
+    cv2.imwrite(str(src / "b" / "deep" / "0000.png"), np.fliplr(crop).copy())
+    (src / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    (src / "notes.txt").write_text("not an image")
+    common = ["--image-dir", src, "--detector", tf_weights, "--descriptor", "none", "--network-version", "v", *FAST]
+    r = run(*common, "--results-dir", tmp_path / "o")
+    assert r.returncode == 1, r.stderr  # one image failed
+    for name in ("a/0000.png", "b/deep/0000.png"):
+        assert feature_paths(tmp_path / "o", "v", name)[0].is_file(), name
+    assert not feature_paths(tmp_path / "o", "v", "b/broken.png")[0].exists()
+    assert sum("broken.png" in line for line in (r.stdout + r.stderr).splitlines()) == 1, r.stderr  # named once
+    assert "2 written" in r.stdout and "1 failed" in r.stdout
+    r = run(*common, "--results-dir", tmp_path / "h", "--output-format", "h5")
+    assert r.returncode == 1
+    with hloc_io.open_h5(tmp_path / "h" / "v" / "features.h5", "r") as fd:
+        assert sorted(hloc_io.complete_names(fd)) == ["a/0000.png", "b/deep/0000.png"]
+    r = run("--image-dir", src / "a" / "0000.png", "--results-dir", tmp_path / "x", *FAST)
+    assert r.returncode == 2 and "not a folder" in r.stderr and "0000.png" in r.stderr
+    r = run("--image-dir", src, "--list-images", images / "list.txt", *FAST)
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_zero_points_is_refused_in_one_line(tmp_path):
+    r = run("--num-points", "0", "--results-dir", tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--num-points" in r.stderr and "positive integer" in r.stderr and not any(tmp_path.iterdir())
+
+
+def test_extract_h5_is_reused_by_the_matching_stage(tf_weights, images, tmp_path):
+    """One feature stage: ``keynet extract --output-format h5`` writes the settings'
+    fingerprint, so that match / reconstruct with the same FeatureConfig reuse the file and
+    compute nothing; other settings start it again."""
+    from keynet.pipeline.extraction import FeatureConfig
+    from keynet.pipeline.matching import extract_features
+
+    desc = tmp_path / "hardnet.pt"
+    torch.manual_seed(0)
+    save_hardnet(desc, HardNet(), {})
+    lst = images / "two.txt"
+    lst.write_text("grey.png\ncolour.jpg\n")
+    r = run("--list-images", lst, "--results-dir", tmp_path / "o", "--network-version", "v", "--detector", tf_weights,
+            "--descriptor", desc, "--num-points", "80", "--pyramid-levels", "1", "--upsampled-levels", "0",
+            "--output-format", "h5", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    h5 = tmp_path / "o" / "v" / "features.h5"
+    same = FeatureConfig(detector=str(tf_weights), descriptor=str(desc), num_points=80, max_image_size=0,
+                         subpixel=None, pyramid_levels=1, upsampled_levels=0, device="cpu")
+    s = extract_features(images, ["grey.png", "colour.jpg"], h5, same, progress=False)
+    assert sorted(s.reused) == ["colour.jpg", "grey.png"] and not s.done
+    other = FeatureConfig(**{**same.__dict__, "num_points": 40})
+    s = extract_features(images, ["grey.png"], h5, other, progress=False)
+    assert s.done == ["grey.png"] and not s.reused
+
+
+def test_one_rule_of_upright_false():
+    """An orientation turns on the rotation average and the sub-pixel maxima unless they are
+    set: FeatureConfig.detector_settings, the one place (extract's auto, match's defaults)."""
+    from keynet.pipeline.extraction import EXTRACT_DEFAULTS, FeatureConfig
+
+    up = EXTRACT_DEFAULTS.detector_settings()
+    assert up["rotation_average"] is False and up["subpixel"] is False and up["num_points"] == 1500
+    ori = FeatureConfig(**{**EXTRACT_DEFAULTS.__dict__, "orientation": "gradient"}).detector_settings()
+    assert ori["rotation_average"] is True and ori["subpixel"] is True
+    fixed = FeatureConfig(orientation="gradient", rotation_average=False, subpixel=False).detector_settings()
+    assert fixed["rotation_average"] is False and fixed["subpixel"] is False
+    assert FeatureConfig().detector_settings()["subpixel"] is True  # match / reconstruct: sub-pixel by default
+    # a setting at the value it had before it was an option keeps the fingerprint of old caches
+    assert "rotation_average" not in FeatureConfig().fingerprint()
+    assert "pyramid_levels" not in FeatureConfig().fingerprint()
+    assert '"pyramid_levels": 2' in FeatureConfig(pyramid_levels=2).fingerprint()
