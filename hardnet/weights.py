@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from keynet.base.files import atomic_write_bytes
+from keynet.base.files import atomic_write_bytes, torch_load_reason
 
 from .affnet import AffNet
 from .model import HardNet
@@ -34,13 +34,15 @@ def load_hardnet(path: os.PathLike | str, device: str | torch.device = "cpu") ->
 def _read_torch_file(p: Path, what: str, expected: str) -> Any:
     """The object in torch file ``p``; :class:`HardNetWeightsError` naming the file when it is
     missing or unreadable."""
+    if p.is_dir():
+        raise HardNetWeightsError(f"{p} is a folder, not a weights file; expected {expected}")
     if not p.is_file():
         raise HardNetWeightsError(f"{what} not found: {p}")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HardNetWeightsError(f"{p}: cannot read as a torch file ({msg}); expected {expected}") from None
+        raise HardNetWeightsError(f"{p}: cannot read as a torch file ({torch_load_reason(e)}); expected "
+                                  f"{expected}") from None
 
 
 def load_hardnet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"

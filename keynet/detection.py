@@ -308,15 +308,17 @@ class KeyNetDetector:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
         return F.relu(self.engine(x))[0, 0].cpu().numpy()
 
-    def prepare(self, image: Union[np.ndarray, str], channel_order: str = "rgb") -> np.ndarray:
+    def prepare(self, image: Union[np.ndarray, str], channel_order: str = "rgb", name: Optional[str] = None
+                ) -> np.ndarray:
         """Path or array -> float64 grey image divided by its max (the official input).
         A colour array's channels are read in ``channel_order`` (``rgb``, or ``bgr`` for an
-        array from ``cv2.imread``); files are read as the official code does."""
+        array from ``cv2.imread``); files are read as the official code does. ``name``: what
+        errors call the image (default: the path, or ``image`` for an array)."""
         if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-            name = str(image)
+            name = name or str(image)
             image = read_image_grey(image)
         else:
-            name = "image"
+            name = name or "image"
         img = normalise_image(image, name, channel_order)
         m = self.model.min_input_size()
         if min(img.shape) < m:

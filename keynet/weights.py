@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from keynet.base.files import atomic_write_bytes
+from keynet.base.files import atomic_write_bytes, torch_load_reason
 from .model import KeyNet, KeyNetConfig
 
 FORMAT_NAME = "keynet-pytorch"
@@ -21,10 +21,8 @@ FORMAT_VERSION = 1
 PROJECT_SUFFIXES = (".pt", ".pth", ".npz")
 
 EXPECTED = (
-    "a Key.Net checkpoint: the project format (train.py / keynet convert), the official TF "
-    "weights as .npz (keys 'model_deep_detector_conv_1/kernel', ...), the unofficial reproduction's "
-    ".pt (keys 'learner', 'last_layer_learner') or the authors' PyTorch .pth "
-    "(state_dict keys 'feature_extractor.lb_block...', 'last_conv.0...')"
+    "Key.Net weights: the project .pt (train.py, keynet convert), the official TF .npz, the "
+    "reproduction's .pt or the authors' .pth (docs/weights.md)"
 )
 
 
@@ -173,8 +171,8 @@ def _read_any(p: Path) -> Tuple[str, Any]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WeightsError(f"{p}: cannot read as a torch or numpy weights file ({msg}); expected {EXPECTED}") from None
+        raise WeightsError(f"{p}: cannot read as a torch or numpy weights file ({torch_load_reason(e)}); expected "
+                           f"{EXPECTED}") from None
     return "torch", obj
 
 

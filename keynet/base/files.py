@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -25,6 +26,8 @@ def read_image_list(path: PathLike) -> List[str]:
     results directory). Raises ``FileNotFoundError``/``ValueError`` naming the file.
     """
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a folder, not an image list (a folder of images: --image-dir)")
     if not p.is_file():
         raise FileNotFoundError(f"image list not found: {p}")
     items = []
@@ -35,6 +38,18 @@ def read_image_list(path: PathLike) -> List[str]:
     if not items:
         raise ValueError(f"image list is empty: {p}")
     return items
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """A short reason for a file ``torch.load(..., weights_only=True)`` refused: the first
+    line of torch's message without its advice (which is about unsafe loading, not about the
+    file), at most 120 characters."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return "it holds Python objects besides tensors, which are not loaded (weights_only)"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.sub(r"\s*\(Could this error message be improved.*$", "", first).strip()
+    return first if len(first) <= 120 else first[:117] + "..."
 
 
 def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:

@@ -46,6 +46,8 @@ def read_image_grey(path: PathLike) -> np.ndarray:
     :class:`ImageReadError` naming the file when it is missing or unreadable.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ImageReadError(f"{p} is a folder, not an image file")
     if not p.is_file():
         raise ImageReadError(f"image not found: {p}")
     if p.suffix.lower() in _JPEG_SUFFIXES:

@@ -287,10 +287,11 @@ class Extractor:
         self.orientation = orientation
         self.affine = affine
 
-    def features(self, image, channel_order: str = "rgb") -> Features:
+    def features(self, image, channel_order: str = "rgb", name: Optional[str] = None) -> Features:
         """Image (path or array) -> :class:`Features`. ``channel_order``: of a colour array
-        (``rgb``, or ``bgr`` for one from ``cv2.imread``)."""
-        img = self.detector.prepare(image, channel_order)
+        (``rgb``, or ``bgr`` for one from ``cv2.imread``); ``name``: what errors call the
+        image (default: its path, or ``image`` for an array)."""
+        img = self.detector.prepare(image, channel_order, name)
         return self.features_at(img, self.detector.detect_prepared(img))
 
     def features_at(self, img: np.ndarray, kpts: np.ndarray) -> Features:

@@ -304,7 +304,7 @@ def image_features(extractor: Extractor, path: PathLike, max_image_size: int) ->
     longest side and given in full-resolution pixels (integer pixel centres; the affine shapes
     are scale-free and carry over). ``image_size`` is the file's (width, height)."""
     img, s, size = read_for_extraction(path, max_image_size)
-    f = extractor.features(img)
+    f = extractor.features(img, name=str(path))
     return Features(_full_resolution(f.keypoints, s), f.descriptors, f.orientations, size, f.shapes)
 
 
@@ -326,12 +326,13 @@ class ViewedImage:
 
     def __init__(self, extractor: Extractor, path: PathLike, max_image_size: int) -> None:
         self.extractor = extractor
+        self.name = str(path)
         self.image, self.s, self.size = read_for_extraction(path, max_image_size)
         self._levels: List[Tuple[Features, np.ndarray]] = []
 
     def features(self, level: int = NUM_LEVELS - 1) -> Tuple[Features, np.ndarray]:
         while len(self._levels) <= level:
-            f, v = view_features(self.extractor, self.image, views_of_level(len(self._levels)))
+            f, v = view_features(self.extractor, self.image, views_of_level(len(self._levels)), name=self.name)
             self._levels.append((Features(_full_resolution(f.keypoints, self.s), f.descriptors, f.orientations,
                                           self.size, f.shapes), v))
         return concat_features(self._levels[: level + 1])

@@ -209,20 +209,21 @@ def _points_budget(extractor: Extractor, num_points: int) -> Iterator[None]:
         det.settings = settings
 
 
-def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View] = VIEWS
-                  ) -> Tuple[Features, np.ndarray]:
+def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View] = VIEWS,
+                  name: Optional[str] = None) -> Tuple[Features, np.ndarray]:
     """The features of ``views`` of a grey ``image`` in the image's pixels: ``(Features,
     view index (N,) int)``. The plain view (index 0) is exactly ``extractor.features(image)``;
     the others are detected with their ``share`` of the detector's budget, mapped back
     (:func:`map_back`) and the keypoints outside the image dropped. The union always has
     ``shapes`` and ``orientations`` (a view's region is an ellipse of the image), concatenated
-    view by view in the order of ``views``. A view too small for Key.Net gives no features."""
+    view by view in the order of ``views``. A view too small for Key.Net gives no features
+    (the plain view too small is an error calling the image ``name``)."""
     h, w = np.asarray(image).shape[:2]
     budget = extractor.detector.settings.num_points
     parts = []
     for v in views:
         if v.plain:
-            f = extractor.features(image)
+            f = extractor.features(image, name=name)
             n = len(f.keypoints)
             kp = np.asarray(f.keypoints, np.float64)
             shp = (np.tile(np.eye(2, dtype=np.float32), (n, 1, 1)) if f.shapes is None
