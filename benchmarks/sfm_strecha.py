@@ -7,13 +7,19 @@ COLMAP verification and incremental mapper, so that only features and matching d
 For each scene and pipeline: registered images, 3D points, mean track length, mean
 reprojection error (px), camera-centre error after a similarity alignment of the centres
 (mean / max, mm; the scenes are in metres), relative-rotation error over all pairs of
-registered cameras (mean / max, degrees), and wall time.
+registered cameras (mean / max, degrees), and wall time (ours: also of each stage).
+
+``--mapper incremental global hierarchical`` maps the same verified matches with each of
+COLMAP's mappers (our features and matches are computed once and reused; SIFT's too) and
+checks every other mapper against the incremental one: every image registered, camera
+errors within 10% of the incremental mapper's.
 
 Both pipelines compute their features at the same ``--max-image-size`` (longest side) and
 map them back to full resolution (COLMAP's SIFT does that itself), so the ground-truth
 intrinsics of the full 3072x2048 images apply unchanged.
 
     python benchmarks/sfm_strecha.py --data-dir ../shared/data/strecha --max-image-size 1536
+    python benchmarks/sfm_strecha.py --pipelines ours --mapper incremental global
 """
 from __future__ import annotations
 
@@ -70,15 +76,19 @@ def pinhole(K: np.ndarray) -> Tuple[float, float, float, float]:
     return float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
 
 
-def run_ours(image_dir: Path, names: List[str], out: Path, cfg: ReconstructionConfig) -> Tuple[pycolmap.Reconstruction, float]:
+def run_ours(image_dir: Path, names: List[str], out: Path,
+             cfg: ReconstructionConfig) -> Tuple[pycolmap.Reconstruction, float, Dict[str, float]]:
     t = time.time()
     res = reconstruction.reconstruct(image_dir, out, cfg, progress=False, log=lambda s: None, image_list=names)
-    return res.best, time.time() - t
+    return res.best, time.time() - t, res.seconds
 
 
 def run_colmap_sift(image_dir: Path, names: List[str], out: Path, cfg: ReconstructionConfig,
-                    max_image_size: int) -> Tuple[pycolmap.Reconstruction, float]:
-    """COLMAP's default SIFT pipeline (CPU) with the same cameras, verification and mapper."""
+                    max_image_size: int, mappers: Tuple[str, ...] = ("incremental",)
+                    ) -> Dict[str, Tuple[pycolmap.Reconstruction, float, Dict[str, float]]]:
+    """COLMAP's default SIFT pipeline (CPU) with the same cameras, verification and mappers
+    (``{mapper: (best model, seconds, seconds by stage)}``; the features and matches are
+    computed once, each mapper's time counts them)."""
     t = time.time()
     out.mkdir(parents=True, exist_ok=True)
     db = out / "database.db"
@@ -97,15 +107,22 @@ def run_colmap_sift(image_dir: Path, names: List[str], out: Path, cfg: Reconstru
     pycolmap.match_exhaustive(str(db), matching_options=mo,
                               verification_options=reconstruction.verification_options(cfg),
                               device=pycolmap.Device.cpu)
-    sparse = out / "sparse"
-    if sparse.exists():
-        shutil.rmtree(sparse)
-    sparse.mkdir(parents=True)
-    models = pycolmap.incremental_mapping(str(db), str(image_dir), str(sparse), reconstruction.mapper_options(cfg))
-    if not models:
-        raise RuntimeError(f"COLMAP SIFT built no model for {image_dir}")
-    best = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
-    return best, time.time() - t
+    shared = time.time() - t
+    out_models = {}
+    for mapper in mappers:
+        t = time.time()
+        sparse = out / f"sparse-{mapper}"
+        if sparse.exists():
+            shutil.rmtree(sparse)
+        sparse.mkdir(parents=True)
+        models = reconstruction.run_mapper(dataclasses.replace(cfg, mapper=mapper), db, image_dir, sparse)
+        models = {k: r for k, r in models.items() if r.num_reg_images() > 0}
+        if not models:
+            raise RuntimeError(f"COLMAP SIFT built no model for {image_dir} with the {mapper} mapper")
+        best = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+        mapping = time.time() - t
+        out_models[mapper] = (best, shared + mapping, {"features+matching": shared, "mapping": mapping})
+    return out_models
 
 
 def evaluate(rec: pycolmap.Reconstruction, gt: GroundTruth, seconds: float) -> Dict[str, float]:
@@ -125,15 +142,40 @@ def as_ground_truth(rec: pycolmap.Reconstruction) -> GroundTruth:
 
 
 def table(rows: List[Dict[str, object]]) -> str:
-    head = ("| scene | pipeline | registered | points | track length | reproj. error (px) | centre error mean / max "
-            "(mm) | rel. rotation error mean / max (deg) | time (s) |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| scene | pipeline | mapper | registered | points | track length | reproj. error (px) | centre error "
+            "mean / max (mm) | rel. rotation error mean / max (deg) | time (s) | stages (s) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['scene']} | {r['pipeline']} | {r['registered']}/{r['images']} | {r['points']} | "
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in dict(r.get("stages", {})).items())
+        lines.append(f"| {r['scene']} | {r['pipeline']} | {r.get('mapper', 'incremental')} | "
+                     f"{r['registered']}/{r['images']} | {r['points']} | "
                      f"{r['track_length']:.2f} | {r['reproj_error']:.3f} | {r['centre_mean_mm']:.1f} / "
                      f"{r['centre_max_mm']:.1f} | {r['rot_mean_deg']:.3f} / {r['rot_max_deg']:.3f} | "
-                     f"{r['seconds']:.0f} |")
+                     f"{r['seconds']:.0f} | {stages} |")
     return "\n".join(lines)
+
+
+def mapper_checks(rows: List[Dict[str, object]], tolerance: float = 0.10) -> List[str]:
+    """Each non-incremental row against the incremental row of the same scene and pipeline:
+    every image registered, mean centre and rotation errors within ``tolerance`` (relative)."""
+    out = []
+    for r in rows:
+        if r.get("mapper", "incremental") == "incremental":
+            continue
+        ref = next((q for q in rows if q["scene"] == r["scene"] and q["pipeline"] == r["pipeline"]
+                    and q.get("mapper", "incremental") == "incremental"), None)
+        whole = r["registered"] == r["images"]
+        if ref is None:
+            out.append(f"{r['scene']}: {r['pipeline']}, {r['mapper']}: {r['registered']}/{r['images']} registered "
+                       "(no incremental row to compare with)")
+            continue
+        ratios = {k: r[k] / ref[k] if ref[k] else float("nan") for k in ("centre_mean_mm", "rot_mean_deg")}
+        ok = whole and all(v <= 1 + tolerance for v in ratios.values())
+        out.append(f"{r['scene']}: {r['pipeline']}, {r['mapper']} vs incremental: {r['registered']}/{r['images']} "
+                   f"registered, centre error x{ratios['centre_mean_mm']:.2f}, rotation error "
+                   f"x{ratios['rot_mean_deg']:.2f}, time {r['seconds']:.0f} s vs {ref['seconds']:.0f} s: "
+                   f"{'PASS' if ok else 'FAIL'} (whole, errors within {tolerance:.0%})")
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -146,6 +188,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="ours: Key.Net + HardNet with the feature options below; ours-official: the same with "
                         "--subpixel false (the official keypoint positions); sift: COLMAP's SIFT pipeline")
     p.add_argument("--num-threads", type=int, default=-1, help="COLMAP threads")
+    p.add_argument("--mapper", nargs="+", choices=reconstruction.MAPPERS, default=["incremental"],
+                   help="COLMAP mapper(s) to run on the same matches (incremental, global, hierarchical); the "
+                        "others are checked against incremental")
     p.add_argument("--json", default=None, help="also write the rows as JSON")
     p.add_argument("--keep", type=str2bool, default=False, metavar="BOOL",
                    help="reuse features/matches of a previous run in --work-dir")
@@ -177,20 +222,25 @@ def main(argv=None) -> int:
         print(f"{scene}: {len(names)} images {size[0]}x{size[1]}, K fixed to {pinhole(K)}", flush=True)
         for pipe in args.pipelines:
             out = Path(args.work_dir) / scene / pipe
+            runs = {}
             if pipe.startswith("ours"):
                 pcfg = cfg
                 if pipe == "ours-official":
                     pcfg = dataclasses.replace(cfg, features=dataclasses.replace(fcfg, subpixel=False))
-                rec, sec = run_ours(sdir / "images", names, out, pcfg)
+                for k, mapper in enumerate(args.mapper):  # the features and matches of the first are reused
+                    runs[mapper] = run_ours(sdir / "images", names, out, dataclasses.replace(
+                        pcfg, mapper=mapper, overwrite=pcfg.overwrite and k == 0))
                 label = (f"Key.Net+HardNet {fcfg.num_points} pts, {cfg.matcher.method} "
                          f"{cfg.matcher.resolved_threshold}, subpixel {pcfg.features.subpixel}")
             else:
-                rec, sec = run_colmap_sift(sdir / "images", names, out, cfg, args.max_image_size)
+                runs = run_colmap_sift(sdir / "images", names, out, cfg, args.max_image_size, tuple(args.mapper))
                 label = "COLMAP SIFT (default options)"
-            row = {"scene": scene, "pipeline": label, **evaluate(rec, gt, sec)}
-            rows.append(row)
-            models[pipe] = rec
-            print(table([row]).splitlines()[-1], flush=True)
+            for mapper, (rec, sec, stages) in runs.items():
+                row = {"scene": scene, "pipeline": label, "mapper": mapper, **evaluate(rec, gt, sec),
+                       "stages": stages}
+                rows.append(row)
+                models[pipe if mapper == args.mapper[0] else f"{pipe}/{mapper}"] = rec
+                print(table([row]).splitlines()[-1], flush=True)
         # how far the pipelines are from each other, next to how far each is from the ground truth
         for a, b in itertools.combinations(models, 2):
             r = reconstruction.pose_errors(models[a], as_ground_truth(models[b])).rotation_errors
@@ -200,8 +250,12 @@ def main(argv=None) -> int:
     print()
     print(table(rows))
     print("\n".join(agreement))
+    checks = mapper_checks(rows)
+    if checks:
+        print("\n".join(checks))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "agreement": agreement}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "agreement": agreement, "mapper_checks": checks},
+                                              indent=1))
     return 0
 
 

@@ -1,5 +1,6 @@
 """Match the images of a folder: Key.Net + HardNet features, image pairs (exhaustive,
-sequential, or a pairs file), kornia matchers.
+sequential, retrieval -- each image with its --num-neighbours most similar by a VLAD of its
+features, cached under OUT/retrieval/ -- or a pairs file), kornia matchers.
 
 Writes, under --out: ``features.h5`` and ``matches.h5`` in hloc's layout (hloc's
 reconstruction and localisation scripts read them unchanged), ``pairs.txt`` and, with
@@ -20,6 +21,7 @@ from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.pipeline import matching
 from keynet.pipeline.pairs import make_pairs, write_pairs
 from keynet.pipeline.reconstruction import image_names
+from keynet.pipeline.retrieval import RetrievalConfig, retrieval_pairs
 
 from . import options
 from .common import USER_ERRORS
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
-    options.add_pair_args(p)
+    options.add_pair_args(p, RetrievalConfig().num_neighbours)
     options.add_feature_args(p)
     options.add_matcher_args(p, views=True)
     add_bool_flag(p, "--export-npz", False, "also write one matches/<name0>__<name1>.npz per pair")
@@ -50,10 +52,15 @@ def main(argv=None) -> int:
         fcfg = options.feature_config_from_args(args)
         mcfg = options.matcher_config_from_args(args)
         names = image_names(args.image_dir)
-        pairs = make_pairs(names, args.pairs, args.window, args.pairs_file)
+        retrieval = args.pairs == "retrieval" and args.pairs_file is None
+        rcfg = RetrievalConfig(num_neighbours=args.num_neighbours, codebook=args.codebook)
+        pairs = [] if retrieval else make_pairs(names, args.pairs, args.window, args.pairs_file)
         fs = matching.extract_features(args.image_dir, names, out / "features.h5", fcfg,
                                        overwrite=args.overwrite, progress=args.progress,
                                        view_synthesis=mcfg.view_synthesis)
+        if retrieval:
+            pairs = retrieval_pairs(out / "features.h5", names, out / "retrieval", rcfg, overwrite=args.overwrite,
+                                    progress=args.progress).pairs
         ms = matching.match_pairs(pairs, out / "features.h5", out / "matches.h5", mcfg, overwrite=args.overwrite,
                                   progress=args.progress, export_dir=(out / "matches") if args.export_npz else None)
         write_pairs(out / "pairs.txt", pairs)

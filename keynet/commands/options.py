@@ -149,12 +149,23 @@ def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:
 
 
 # ----------------------------------------------------------------------------- pairs and the benchmark
-def add_pair_args(p: argparse.ArgumentParser) -> None:
-    """``--pairs``, ``--window``, ``--pairs-file`` (match, reconstruct)."""
+def add_pair_args(p: argparse.ArgumentParser, num_neighbours: int = 10) -> None:
+    """``--pairs``, ``--window``, ``--num-neighbours``, ``--codebook``, ``--pairs-file``
+    (match, reconstruct); ``num_neighbours``: the default of ``--num-neighbours`` (the
+    commands pass ``keynet.pipeline.retrieval.RetrievalConfig().num_neighbours``)."""
     g = p.add_argument_group("pairs")
     g.add_argument("--pairs", choices=[m for m in PAIR_MODES if m != "file"], default="exhaustive",
-                   help="exhaustive: every pair; sequential: each image with the next --window ones (by name)")
+                   help="exhaustive: every pair, n(n-1)/2 (small sets, up to a few hundred images); sequential: "
+                        "each image with the next --window ones by name (video, ordered walks); retrieval: each "
+                        "image with its --num-neighbours most similar images by a VLAD of its own features, "
+                        "about n x K pairs (large or unordered collections, distractors)")
     g.add_argument("--window", type=int, default=10, help="images after each one for --pairs sequential")
+    g.add_argument("--num-neighbours", type=_positive_int, default=num_neighbours,
+                   help="images each image is paired with for --pairs retrieval")
+    g.add_argument("--codebook", default=None, metavar="NPY",
+                   help="VLAD codebook (centroids x descriptor dimension .npy, e.g. OUT/retrieval/codebook.npy of "
+                        "another collection) for --pairs retrieval (default: learned from this collection's "
+                        "descriptors)")
     g.add_argument("--pairs-file", default=None,
                    help="text file with one 'name0 name1' pair per line (names relative to --image-dir); "
                         "overrides --pairs")

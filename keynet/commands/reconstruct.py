@@ -1,11 +1,14 @@
 """Structure-from-Motion of an image folder with COLMAP (pycolmap): Key.Net + HardNet
-features, kornia matching, COLMAP geometric verification and incremental mapping.
+features, kornia matching, COLMAP geometric verification and mapping (incremental, global
+or hierarchical).
 
     keynet reconstruct --image-dir DIR --out OUT
     keynet reconstruct --image-dir DIR --out OUT --camera-model PINHOLE \\
         --camera-params fx,fy,cx,cy --no-refine-intrinsics
+    keynet reconstruct --image-dir DIR --out OUT --pairs retrieval --num-neighbours 10 --mapper global
 
-Writes under --out: features.h5, matches.h5 (hloc layout), pairs.txt, database.db (COLMAP)
+Writes under --out: features.h5, matches.h5 (hloc layout), pairs.txt, database.db (COLMAP),
+with --pairs retrieval retrieval/ (codebook.npy, global.npy, pairs.txt: reused by a re-run)
 and sparse/<k>/ (cameras.bin, images.bin, points3D.bin, points3D.ply; sparse/0 is the
 largest model), and prints a summary. Re-running reuses the features and matches already
 computed with the same settings. Exit codes: 0 done, 1 the scene did not reconstruct,
@@ -21,7 +24,8 @@ import pycolmap
 
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.pipeline import reconstruction
-from keynet.pipeline.reconstruction import CAMERA_MODES, CameraConfig, ReconstructionConfig
+from keynet.pipeline.reconstruction import CAMERA_MODES, MAPPERS, CameraConfig, ReconstructionConfig
+from keynet.pipeline.retrieval import RetrievalConfig
 
 from . import options
 from .common import USER_ERRORS
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
-    options.add_pair_args(p)
+    options.add_pair_args(p, RetrievalConfig().num_neighbours)
     options.add_feature_args(p)
     options.add_matcher_args(p, views=True)
     d = ReconstructionConfig()
@@ -54,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool_flag(g, "--refine-intrinsics", d.camera.refine_intrinsics,
                   "let bundle adjustment refine focal length and distortion")
     g = p.add_argument_group("COLMAP")
+    g.add_argument("--mapper", choices=MAPPERS, default=d.mapper,
+                   help="incremental: COLMAP's incremental mapper (the most robust; time grows fast with the "
+                        "images); global: GLOMAP's global SfM (rotation averaging and global positioning, then one "
+                        "bundle adjustment; much faster on large collections); hierarchical: the scene split into "
+                        "overlapping clusters mapped incrementally, then merged (large scenes)")
     g.add_argument("--min-num-matches", type=int, default=d.min_num_matches,
                    help="minimum verified matches for a pair to be used")
     g.add_argument("--num-threads", type=int, default=d.num_threads, help="COLMAP threads (-1: all)")
@@ -78,6 +87,7 @@ def main(argv=None) -> int:
             features=options.feature_config_from_args(args), matcher=options.matcher_config_from_args(args),
             camera=CameraConfig(args.camera_mode, args.camera_model, args.camera_params, args.refine_intrinsics),
             pair_mode=args.pairs, window=args.window, pairs_file=args.pairs_file,
+            retrieval=RetrievalConfig(num_neighbours=args.num_neighbours, codebook=args.codebook), mapper=args.mapper,
             min_num_matches=args.min_num_matches, num_threads=args.num_threads, seed=args.seed,
             overwrite=args.overwrite)
         result = reconstruction.reconstruct(args.image_dir, args.out, cfg, progress=args.progress)

@@ -1,5 +1,7 @@
 """Image pairs to match: exhaustive, sequential with a window, or read from a pairs file
-(one ``name0 name1`` per line, the hloc / COLMAP ``match_list`` convention).
+(one ``name0 name1`` per line, the hloc / COLMAP ``match_list`` convention). The fourth
+mode, ``retrieval`` (each image with its K nearest images by a global descriptor of its
+features), needs the features: :func:`keynet.pipeline.retrieval.retrieval_pairs`.
 
 Pairs are ``(name0, name1)`` tuples of image names (paths relative to the image folder,
 ``/``-separated). Each unordered pair appears once; a pair of an image with itself is
@@ -12,7 +14,9 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 Pair = Tuple[str, str]
-PAIR_MODES = ("exhaustive", "sequential", "file")
+PAIR_MODES = ("exhaustive", "sequential", "retrieval", "file")
+#: The modes :func:`make_pairs` makes from the names alone (``retrieval`` needs the features).
+NAME_PAIR_MODES = ("exhaustive", "sequential", "file")
 
 
 class PairsError(ValueError):
@@ -89,7 +93,8 @@ def write_pairs(path: Union[str, os.PathLike], pairs: Iterable[Pair]) -> Path:
 def make_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5,
                pairs_file: Optional[Union[str, os.PathLike]] = None) -> List[Pair]:
     """Pairs of ``names`` by ``mode``: 'exhaustive', 'sequential' (with ``window``) or
-    'file' (``pairs_file``; a given ``pairs_file`` implies 'file')."""
+    'file' (``pairs_file``; a given ``pairs_file`` implies 'file'). 'retrieval' needs the
+    features (:func:`keynet.pipeline.retrieval.retrieval_pairs`): a :class:`PairsError` here."""
     if pairs_file is not None:
         mode = "file"
     if mode == "exhaustive":
@@ -100,6 +105,9 @@ def make_pairs(names: Sequence[str], mode: str = "exhaustive", window: int = 5,
         if pairs_file is None:
             raise PairsError("pair mode 'file' needs a pairs file")
         pairs = read_pairs(pairs_file, names)
+    elif mode == "retrieval":
+        raise PairsError("pair mode 'retrieval' needs the images' features: use "
+                         "keynet.pipeline.retrieval.retrieval_pairs (keynet match / reconstruct do)")
     else:
         raise PairsError(f"unknown pair mode {mode!r}; choose one of {PAIR_MODES}")
     if not pairs:

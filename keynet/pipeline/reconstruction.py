@@ -7,19 +7,27 @@ Pipeline of :func:`reconstruct` (``keynet reconstruct``), every stage writing un
    layout, :mod:`keynet.pipeline.matching`; both resumable: an interrupted run reuses what exists;
    with ``MatcherConfig(view_synthesis='auto'|'full')`` the features of synthesised views too,
    and only the matches verified by a fundamental matrix, :mod:`keynet.pipeline.views`);
+   with ``pair_mode='retrieval'`` the pairs come between the two: each image with its
+   ``RetrievalConfig.num_neighbours`` nearest by VLAD of its own features
+   (:mod:`keynet.pipeline.retrieval`, cached under ``retrieval/``), and the pairs are
+   matched in chunks so that memory stays bounded on large collections;
 3. a fresh COLMAP database ``database.db``: cameras, rigs, frames and images by
    ``pycolmap.import_images`` (COLMAP's camera modes, EXIF focal lengths, or the given
    camera model and parameters), keypoints and matches written with
    ``pycolmap.Database`` -- keypoints shifted by +0.5 px into COLMAP's pixel convention
    (top-left pixel centre at (0.5, 0.5); ours and hloc's put it at (0, 0));
 4. geometric verification (``pycolmap.verify_matches``, COLMAP's two-view geometries);
-5. ``pycolmap.incremental_mapping`` -> ``sparse/<k>/`` (cameras.bin, images.bin,
-   points3D.bin, ... and ``points3D.ply``), models sorted by size (``sparse/0`` largest).
+5. the mapper (``mapper``): ``pycolmap.incremental_mapping`` (the default),
+   ``pycolmap.global_mapping`` (GLOMAP's global SfM: rotation averaging, then global
+   positioning, then bundle adjustment) or ``pycolmap.hierarchical_mapping`` (the scene
+   clustered into overlapping parts, each mapped incrementally, then merged) ->
+   ``sparse/<k>/`` (cameras.bin, images.bin, points3D.bin, ... and ``points3D.ply``),
+   models sorted by size (``sparse/0`` largest).
 
 Camera intrinsics given with ``CameraConfig(model='PINHOLE', params=(fx, fy, cx, cy))``
 are in COLMAP's convention and full-resolution pixels (whatever ``max_image_size`` the
 features are computed at); ``refine_intrinsics=False`` holds them fixed in every bundle
-adjustment and pose estimate.
+adjustment and pose estimate, with every mapper.
 """
 from __future__ import annotations
 
@@ -33,19 +41,25 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 import pycolmap
+from tqdm import tqdm
 
 from keynet.base import twoview
 from keynet.base.files import relative_image_names
 
 from . import hloc_io
-from .matching import FeatureConfig, MatcherConfig, extract_features, match_pairs
-from .pairs import make_pairs, write_pairs
+from .matching import FeatureConfig, MatcherConfig, StageSummary, extract_features, match_pairs
+from .pairs import Pair, make_pairs, write_pairs
+from .retrieval import RetrievalConfig, retrieval_pairs
 
 PathLike = Union[str, os.PathLike]
 
 CAMERA_MODES = {"auto": pycolmap.CameraMode.AUTO, "single": pycolmap.CameraMode.SINGLE,
                 "per-image": pycolmap.CameraMode.PER_IMAGE, "per-folder": pycolmap.CameraMode.PER_FOLDER}
 CAMERA_MODELS = tuple(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
+#: COLMAP's mappers (``ReconstructionConfig.mapper``).
+MAPPERS = ("incremental", "global", "hierarchical")
+#: Pairs matched per call of the match stage with retrieval pairs (bounded feature cache).
+MATCH_CHUNK_PAIRS = 64
 
 
 class ReconstructionError(RuntimeError):
@@ -101,12 +115,20 @@ class ReconstructionConfig:
     pair_mode: str = "exhaustive"
     window: int = 10
     pairs_file: Optional[str] = None
+    #: ``pair_mode='retrieval'``: neighbours, codebook (:class:`keynet.pipeline.retrieval.RetrievalConfig`).
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    #: COLMAP's mapper: 'incremental' (the default), 'global' (GLOMAP) or 'hierarchical'.
+    mapper: str = "incremental"
     #: COLMAP's minimum number of verified inlier matches to use a pair (its default 15).
     min_num_matches: int = 15
     num_threads: int = -1
     #: COLMAP's random seed (a fixed seed makes a run repeatable up to thread scheduling).
     seed: int = 0
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mapper not in MAPPERS:
+            raise ValueError(f"unknown mapper {self.mapper!r}; choose one of {', '.join(MAPPERS)}")
 
 
 @dataclass
@@ -207,6 +229,65 @@ def mapper_options(cfg: ReconstructionConfig) -> pycolmap.IncrementalPipelineOpt
     return o
 
 
+def global_mapper_options(cfg: ReconstructionConfig) -> pycolmap.GlobalPipelineOptions:
+    """COLMAP's global mapper (GLOMAP) defaults, on the CPU, seeded, with fixed intrinsics
+    when asked (its bundle adjustment is the only step that refines them)."""
+    o = pycolmap.GlobalPipelineOptions()
+    o.min_num_matches = int(cfg.min_num_matches)
+    o.num_threads = int(cfg.num_threads)
+    o.random_seed = int(cfg.seed)
+    m = o.mapper
+    m.num_threads = int(cfg.num_threads)
+    for part in (m, m.rotation_averaging, m.global_positioning, m.retriangulation):
+        part.random_seed = int(cfg.seed)
+    m.global_positioning.use_gpu = False
+    ba = m.bundle_adjustment
+    ba.ceres.use_gpu = False
+    refine = bool(cfg.camera.refine_intrinsics)
+    ba.refine_focal_length = refine
+    ba.refine_extra_params = refine
+    ba.refine_principal_point = False  # COLMAP's default; never refined when fixed either
+    return o
+
+
+def hierarchical_mapper_options(cfg: ReconstructionConfig) -> pycolmap.HierarchicalPipelineOptions:
+    """COLMAP's hierarchical mapper defaults, each cluster mapped with
+    :func:`mapper_options` (the same intrinsics handling as the incremental mapper)."""
+    o = pycolmap.HierarchicalPipelineOptions()
+    o.num_threads = int(cfg.num_threads)
+    inc = mapper_options(cfg)
+    o.incremental_options = inc
+    return o
+
+
+def run_mapper(cfg: ReconstructionConfig, db_path: PathLike, image_dir: PathLike,
+               sparse: PathLike) -> Dict[int, pycolmap.Reconstruction]:
+    """The models of ``cfg.mapper`` on the verified database ``db_path`` (written under ``sparse``)."""
+    args = (str(db_path), str(image_dir), str(sparse))
+    if cfg.mapper == "global":
+        return pycolmap.global_mapping(*args, global_mapper_options(cfg))
+    if cfg.mapper == "hierarchical":
+        return pycolmap.hierarchical_mapping(*args, hierarchical_mapper_options(cfg))
+    return pycolmap.incremental_mapping(*args, mapper_options(cfg))
+
+
+def match_in_chunks(pairs: Sequence[Pair], features_path: PathLike, matches_path: PathLike, cfg: MatcherConfig,
+                    overwrite: bool = False, progress: bool = True, chunk: int = MATCH_CHUNK_PAIRS):
+    """:func:`keynet.pipeline.matching.match_pairs` over ``pairs`` ``chunk`` at a time (one
+    progress bar): its feature cache then holds the images of one chunk only, so memory
+    stays bounded however large the collection. The same files and reuse as one call."""
+    done, reused, t0 = [], [], time.time()
+    bar = tqdm(total=len(pairs), desc=f"match ({cfg.method})", unit="pair", disable=not progress)
+    for k in range(0, len(pairs), int(chunk)):
+        part = list(pairs[k:k + int(chunk)])
+        s = match_pairs(part, features_path, matches_path, cfg, overwrite=overwrite and k == 0, progress=False)
+        done += s.done
+        reused += s.reused
+        bar.update(len(part))
+    bar.close()
+    return StageSummary(done=done, reused=reused, seconds=time.time() - t0)
+
+
 def verification_options(cfg: ReconstructionConfig) -> pycolmap.TwoViewGeometryOptions:
     o = pycolmap.TwoViewGeometryOptions()
     o.min_num_inliers = int(cfg.min_num_matches)
@@ -230,7 +311,8 @@ def reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: Optional[Reconstruc
     names = list(image_list) if image_list is not None else image_names(image_dir)
     if len(names) < 2:
         raise ReconstructionError(f"{image_dir}: {len(names)} image(s); a reconstruction needs at least 2")
-    pairs = make_pairs(names, cfg.pair_mode, cfg.window, cfg.pairs_file)
+    retrieval = cfg.pair_mode == "retrieval" and cfg.pairs_file is None
+    pairs: List[Pair] = [] if retrieval else make_pairs(names, cfg.pair_mode, cfg.window, cfg.pairs_file)
     seconds: Dict[str, float] = {}
     features_path, matches_path = out / "features.h5", out / "matches.h5"
 
@@ -240,8 +322,18 @@ def reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: Optional[Reconstruc
     seconds["features"] = time.time() - t
     if fs.reused:
         log(f"features: {len(fs.reused)} image(s) reused from {features_path}, {len(fs.done)} extracted")
+    if retrieval:
+        t = time.time()
+        rr = retrieval_pairs(features_path, names, out / "retrieval", cfg.retrieval, overwrite=cfg.overwrite,
+                             progress=progress, log=log)
+        pairs = rr.pairs
+        seconds["retrieval"] = time.time() - t
     t = time.time()
-    ms = match_pairs(pairs, features_path, matches_path, cfg.matcher, overwrite=cfg.overwrite, progress=progress)
+    if retrieval:
+        ms = match_in_chunks(pairs, features_path, matches_path, cfg.matcher, overwrite=cfg.overwrite,
+                             progress=progress)
+    else:
+        ms = match_pairs(pairs, features_path, matches_path, cfg.matcher, overwrite=cfg.overwrite, progress=progress)
     seconds["matching"] = time.time() - t
     if ms.reused:
         log(f"matches: {len(ms.reused)} pair(s) reused from {matches_path}, {len(ms.done)} matched")
@@ -258,7 +350,7 @@ def reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: Optional[Reconstruc
     if sparse.exists():
         shutil.rmtree(sparse)
     sparse.mkdir(parents=True)
-    models = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(sparse), mapper_options(cfg))
+    models = run_mapper(cfg, db_path, image_dir, sparse)
     seconds["mapping"] = time.time() - t
     recs = sorted(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()), reverse=True)
     recs = [r for r in recs if r.num_reg_images() > 0]
@@ -336,7 +428,8 @@ def pose_errors(rec: pycolmap.Reconstruction, gt: Mapping[str, Tuple[np.ndarray,
 
 
 __all__ = [
-    "CAMERA_MODELS", "CAMERA_MODES", "CameraConfig", "PoseErrors", "ReconstructionConfig", "ReconstructionError",
-    "ReconstructionResult", "SceneNotReconstructed", "format_summary", "image_names", "mapper_options", "model_stats", "pose_errors",
-    "reconstruct", "write_database",
+    "CAMERA_MODELS", "CAMERA_MODES", "MAPPERS", "CameraConfig", "PoseErrors", "ReconstructionConfig",
+    "ReconstructionError", "ReconstructionResult", "SceneNotReconstructed", "format_summary", "global_mapper_options",
+    "hierarchical_mapper_options", "image_names", "mapper_options", "match_in_chunks", "model_stats", "pose_errors",
+    "reconstruct", "run_mapper", "write_database",
 ]
