@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_feature_args(p)
     options.add_matcher_args(p, views=True)
     add_bool_flag(p, "--export-npz", False, "also write one matches/<name0>__<name1>.npz per pair")
+    add_bool_flag(p, "--strict", False, "stop at the first unreadable image (or one too small for Key.Net) instead "
+                                        "of skipping it with a warning")
     add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
     add_bool_flag(p, "--progress", True, "progress bars")
     return p
@@ -57,7 +59,11 @@ def main(argv=None) -> int:
         pairs = [] if retrieval else make_pairs(names, args.pairs, args.window, args.pairs_file)
         fs = matching.extract_features(args.image_dir, names, out / "features.h5", fcfg,
                                        overwrite=args.overwrite, progress=args.progress,
-                                       view_synthesis=mcfg.view_synthesis)
+                                       view_synthesis=mcfg.view_synthesis, strict=args.strict)
+        if fs.failed:  # each named above
+            names = fs.usable(names)
+            keep = set(names)
+            pairs = [p for p in pairs if p[0] in keep and p[1] in keep]
         if retrieval:
             pairs = retrieval_pairs(out / "features.h5", names, out / "retrieval", rcfg, overwrite=args.overwrite,
                                     progress=args.progress).pairs
@@ -67,7 +73,9 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 2
-    print(f"{len(names)} images: features {len(fs.done)} extracted, {len(fs.reused)} reused ({fs.seconds:.1f} s); "
+    skipped = f", {len(fs.failed)} skipped (unreadable or too small; --strict stops instead)" if fs.failed else ""
+    print(f"{len(names)} images: features {len(fs.done)} extracted, {len(fs.reused)} reused{skipped} "
+          f"({fs.seconds:.1f} s); "
           f"{len(pairs)} pairs: {len(ms.done)} matched, {len(ms.reused)} reused ({ms.seconds:.1f} s)")
     print(f"wrote {out / 'features.h5'}, {out / 'matches.h5'}, {out / 'pairs.txt'}"
           + (f", {out / 'matches'}/*.npz" if args.export_npz else ""))

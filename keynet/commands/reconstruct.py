@@ -20,7 +20,6 @@ import argparse
 import sys
 import warnings
 
-import pycolmap
 
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.pipeline import reconstruction
@@ -68,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-threads", type=int, default=d.num_threads, help="COLMAP threads (-1: all)")
     g.add_argument("--seed", type=int, default=d.seed, help="COLMAP random seed")
     add_bool_flag(g, "--colmap-log", False, "show COLMAP's own log")
+    add_bool_flag(p, "--strict", False, "stop at the first unreadable image (or one too small for Key.Net) instead "
+                                        "of skipping it with a warning")
     add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
     add_bool_flag(p, "--progress", True, "progress bars")
     return p
@@ -80,8 +81,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")  # small images: expected
-    if not args.colmap_log:
-        pycolmap.logging.minloglevel = 3  # our messages say what failed
     try:
         cfg = ReconstructionConfig(
             features=options.feature_config_from_args(args), matcher=options.matcher_config_from_args(args),
@@ -89,8 +88,9 @@ def main(argv=None) -> int:
             pair_mode=args.pairs, window=args.window, pairs_file=args.pairs_file,
             retrieval=RetrievalConfig(num_neighbours=args.num_neighbours, codebook=args.codebook), mapper=args.mapper,
             min_num_matches=args.min_num_matches, num_threads=args.num_threads, seed=args.seed,
-            overwrite=args.overwrite)
-        result = reconstruction.reconstruct(args.image_dir, args.out, cfg, progress=args.progress)
+            overwrite=args.overwrite, strict=args.strict)
+        result = reconstruction.reconstruct(args.image_dir, args.out, cfg, progress=args.progress,
+                                            verbose=args.colmap_log)
     except reconstruction.SceneNotReconstructed as e:
         print(f"[ERROR] {e}", file=sys.stderr)
         return 1

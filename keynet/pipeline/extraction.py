@@ -421,40 +421,45 @@ def write_features_h5(features_path: Union[str, os.PathLike], jobs: Sequence[Tup
     summary = RunSummary()
     path = Path(features_path)
     existed = path.exists()
-    with hloc_io.open_h5(path, "a") as fd:
-        if fingerprint is not None:
-            if overwrite or fd.attrs.get("extractor", fingerprint) != fingerprint:
-                for k in list(fd.keys()):
-                    del fd[k]
-            fd.attrs["extractor"] = fingerprint
-        have = set() if overwrite else {n for n in hloc_io.complete_names(fd) if require is None or require in fd[n]}
-        todo = [(n, p) for n, p in jobs if n not in have]
-        summary.skipped = [n for n, _ in jobs if n in have]
-        bar = tqdm(todo, desc=desc, unit="img", disable=not progress or not todo)
-        say = warn or (lambda m: bar.write(m, file=sys.stderr))
-        for name, image in bar:
-            try:
-                f, views = compute(Path(image))
-            except BAD_INPUT as e:
-                if strict:
-                    raise
-                summary.failed.append((name, str(e)))
-                say(f"[WARNING] skipped {name}: {e}")
-                continue
-            hloc_io.write_features(fd, name, f.keypoints, f.descriptors, f.image_size,
-                                   orientations=f.orientations if orientations else None,
-                                   lafs=None if f.shapes is None else f.lafs()[0].numpy())
-            if views is not None:  # complete again only with its view index
-                g = fd[name]
-                g.attrs[hloc_io.COMPLETE_ATTR] = 0
-                g.create_dataset("views", data=np.asarray(views).astype(np.int16))
-                g.attrs[hloc_io.COMPLETE_ATTR] = 1
-            fd.flush()
-            summary.written.append(name)
-            bar.set_postfix(points=len(f.keypoints), refresh=False)
-        empty = len(fd.keys()) == 0
-    if empty and not existed:
-        path.unlink(missing_ok=True)
+    empty = True
+    try:
+        with hloc_io.open_h5(path, "a") as fd:
+            if fingerprint is not None:
+                if overwrite or fd.attrs.get("extractor", fingerprint) != fingerprint:
+                    for k in list(fd.keys()):
+                        del fd[k]
+                fd.attrs["extractor"] = fingerprint
+            have = set() if overwrite else {n for n in hloc_io.complete_names(fd)
+                                            if require is None or require in fd[n]}
+            todo = [(n, p) for n, p in jobs if n not in have]
+            summary.skipped = [n for n, _ in jobs if n in have]
+            bar = tqdm(todo, desc=desc, unit="img", disable=not progress or not todo)
+            say = warn or (lambda m: bar.write(m, file=sys.stderr))
+            for name, image in bar:
+                try:
+                    f, views = compute(Path(image))
+                except BAD_INPUT as e:
+                    if strict:
+                        raise
+                    summary.failed.append((name, str(e)))
+                    say(f"[WARNING] skipped {name}: {e}")
+                    continue
+                hloc_io.write_features(fd, name, f.keypoints, f.descriptors, f.image_size,
+                                       orientations=f.orientations if orientations else None,
+                                       lafs=None if f.shapes is None else f.lafs()[0].numpy())
+                if views is not None:  # complete again only with its view index
+                    g = fd[name]
+                    g.attrs[hloc_io.COMPLETE_ATTR] = 0
+                    g.create_dataset("views", data=np.asarray(views).astype(np.int16))
+                    g.attrs[hloc_io.COMPLETE_ATTR] = 1
+                fd.flush()
+                empty = False
+                summary.written.append(name)
+                bar.set_postfix(points=len(f.keypoints), refresh=False)
+            empty = len(fd.keys()) == 0
+    finally:
+        if empty and not existed:  # nothing written (or stopped before): no empty file left
+            path.unlink(missing_ok=True)
     summary.seconds = time.time() - t0
     return summary
 

@@ -374,6 +374,13 @@ class StageSummary:
     done: List[str] = field(default_factory=list)
     reused: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: images skipped: ``(name, reason)`` (unreadable, or too small for Key.Net)
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+
+    def usable(self, names: Sequence[str]) -> List[str]:
+        """``names`` without the failed images, in their order."""
+        bad = {n for n, _ in self.failed}
+        return [n for n in names if n not in bad]
 
 
 def features_fingerprint(cfg: FeatureConfig, view_synthesis: str = "none") -> str:
@@ -392,7 +399,7 @@ def features_fingerprint(cfg: FeatureConfig, view_synthesis: str = "none") -> st
 
 def extract_features(image_dir: PathLike, names: Sequence[str], features_path: PathLike, cfg: FeatureConfig,
                      extractor: Optional[Extractor] = None, overwrite: bool = False,
-                     progress: bool = True, view_synthesis: str = "none") -> StageSummary:
+                     progress: bool = True, view_synthesis: str = "none", strict: bool = False) -> StageSummary:
     """Features of every image ``image_dir/name`` into ``features_path`` (hloc layout).
 
     Resumable: images already in the file with the same :class:`FeatureConfig` are reused
@@ -402,7 +409,10 @@ def extract_features(image_dir: PathLike, names: Sequence[str], features_path: P
     features of all levels of views (:func:`image_view_features`: keypoints mapped back,
     descriptors, ``lafs`` and a ``views`` dataset, the per-keypoint view index; hloc's keys
     unchanged), which :func:`match_pairs` matches level by level.
-    Raises :class:`keynet.base.images.ImageReadError` naming an unreadable image.
+    An image that cannot be read or is too small for Key.Net is skipped with one warning line
+    naming it and listed in ``failed`` (:meth:`StageSummary.usable` gives the others);
+    ``strict``: it raises instead (:class:`keynet.base.images.ImageReadError`,
+    :class:`keynet.detection.ImageTooSmallError`).
     """
     fp = features_fingerprint(cfg, view_synthesis)
     viewed = view_synthesis != "none"
@@ -418,9 +428,9 @@ def extract_features(image_dir: PathLike, names: Sequence[str], features_path: P
 
     run = write_features_h5(features_path, [(n, Path(image_dir) / n) for n in names], compute, fingerprint=fp,
                             overwrite=overwrite, progress=progress, desc="features" + (" (views)" if viewed else ""),
-                            require="views" if viewed else None, strict=True,
+                            require="views" if viewed else None, strict=strict,
                             orientations=not viewed or cfg.oriented)
-    return StageSummary(done=run.written, reused=run.skipped, seconds=run.seconds)
+    return StageSummary(done=run.written, reused=run.skipped, seconds=run.seconds, failed=run.failed)
 
 
 def match_pairs(pairs: Sequence[Pair], features_path: PathLike, matches_path: PathLike,

@@ -125,6 +125,9 @@ class ReconstructionConfig:
     #: COLMAP's random seed (a fixed seed makes a run repeatable up to thread scheduling).
     seed: int = 0
     overwrite: bool = False
+    #: an unreadable image (or one too small for Key.Net) stops the run; default: it is
+    #: skipped with one warning naming it, and the others are reconstructed
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.mapper not in MAPPERS:
@@ -297,31 +300,52 @@ def verification_options(cfg: ReconstructionConfig) -> pycolmap.TwoViewGeometryO
 
 def reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: Optional[ReconstructionConfig] = None,
                 progress: bool = True, log: Callable[[str], None] = print,
-                image_list: Optional[Sequence[str]] = None) -> ReconstructionResult:
+                image_list: Optional[Sequence[str]] = None, verbose: bool = False) -> ReconstructionResult:
     """Reconstruct the images of ``image_dir`` into ``out_dir`` (see the module doc).
 
-    Raises :class:`ReconstructionError` (empty folder, unreadable image, bad pairs, no
-    model: the message says how many images registered),
-    :class:`keynet.base.images.ImageReadError` for an unreadable image and
-    :class:`keynet.WeightsError` for unusable weights.
+    An unreadable image, or one too small for Key.Net, is skipped with one warning naming it
+    (``cfg.strict``: it stops the run). ``verbose``: COLMAP's own log on stderr (default:
+    quiet, as the command line). Raises :class:`ReconstructionError` (empty folder, fewer
+    than 2 usable images, bad pairs, no model: the message says how many images
+    registered), :class:`keynet.base.images.ImageReadError` for an unreadable image with
+    ``cfg.strict`` and :class:`keynet.WeightsError` for unusable weights. ``out_dir`` is
+    created once the inputs are checked.
     """
-    cfg = cfg or ReconstructionConfig()
+    level = pycolmap.logging.minloglevel
+    if not verbose:
+        pycolmap.logging.minloglevel = 3  # COLMAP's INFO / WARNING lines; our messages say what failed
+    try:
+        return _reconstruct(image_dir, out_dir, cfg or ReconstructionConfig(), progress, log, image_list)
+    finally:
+        pycolmap.logging.minloglevel = level
+
+
+def _reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: ReconstructionConfig, progress: bool,
+                 log: Callable[[str], None], image_list: Optional[Sequence[str]]) -> ReconstructionResult:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = list(image_list) if image_list is not None else image_names(image_dir)
     if len(names) < 2:
         raise ReconstructionError(f"{image_dir}: {len(names)} image(s); a reconstruction needs at least 2")
     retrieval = cfg.pair_mode == "retrieval" and cfg.pairs_file is None
     pairs: List[Pair] = [] if retrieval else make_pairs(names, cfg.pair_mode, cfg.window, cfg.pairs_file)
     seconds: Dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
     features_path, matches_path = out / "features.h5", out / "matches.h5"
 
     t = time.time()
     fs = extract_features(image_dir, names, features_path, cfg.features, overwrite=cfg.overwrite, progress=progress,
-                          view_synthesis=cfg.matcher.view_synthesis)
+                          view_synthesis=cfg.matcher.view_synthesis, strict=cfg.strict)
     seconds["features"] = time.time() - t
     if fs.reused:
         log(f"features: {len(fs.reused)} image(s) reused from {features_path}, {len(fs.done)} extracted")
+    if fs.failed:
+        names = fs.usable(names)
+        log(f"features: {len(fs.failed)} image(s) skipped (named above; strict=True / --strict stops instead), "
+            f"{len(names)} used")
+        keep = set(names)
+        pairs = [p for p in pairs if p[0] in keep and p[1] in keep]
+        if len(names) < 2:
+            raise ReconstructionError(f"{image_dir}: {len(names)} usable image(s); a reconstruction needs at least 2")
     if retrieval:
         t = time.time()
         rr = retrieval_pairs(features_path, names, out / "retrieval", cfg.retrieval, overwrite=cfg.overwrite,

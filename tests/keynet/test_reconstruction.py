@@ -170,15 +170,53 @@ def test_empty_and_missing_folders(tmp_path, capsys):
 
 
 def test_unreadable_image(scene, tmp_path, capsys):
+    """One bad file does not sink the run: it is skipped with one warning naming it, and the
+    others are reconstructed (or, with too few left, one error); --strict stops at it; no
+    empty features.h5 and no output folder are left by a run that stops early."""
     root = tmp_path / "images"
     root.mkdir()
     (root / "0000_broken.png").write_bytes(b"\x89PNG truncated")
     src = scene[0] / "images" / "0000.png"
     (root / "0001.png").write_bytes(src.read_bytes())
     with pytest.raises(ImageReadError, match="0000_broken.png"):
-        reconstruction.reconstruct(root, tmp_path / "out", ReconstructionConfig(features=FAST), progress=False)
-    assert reconstruct_cli.main(["--image-dir", str(root), "--out", str(tmp_path / "o"), "--progress", "false"]) == 2
+        reconstruction.reconstruct(root, tmp_path / "out", ReconstructionConfig(features=FAST, strict=True),
+                                   progress=False)
+    assert not (tmp_path / "out" / "features.h5").exists()  # the stage left no empty file
+    with pytest.raises(ReconstructionError, match="1 usable image"):
+        reconstruction.reconstruct(root, tmp_path / "out2", ReconstructionConfig(features=FAST), progress=False,
+                                   log=lambda s: None)
+    warned = [line for line in capsys.readouterr().err.splitlines() if "0000_broken.png" in line]
+    assert len(warned) == 1 and warned[0].startswith("[WARNING] skipped"), warned
+    assert reconstruct_cli.main(["--image-dir", str(root), "--out", str(tmp_path / "o"), "--progress", "false",
+                                 "--strict"]) == 2
     assert "0000_broken.png" in one_line_error(capsys)
+    assert reconstruct_cli.main(["--image-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o3")]) == 2
+    assert not (tmp_path / "o3").exists()  # stopped at argument checking: nothing created
+    capsys.readouterr()
+
+
+def test_bad_image_is_skipped_in_a_scene(scene, tmp_path, capfd):
+    """A corrupt file among the scene's images: match and reconstruct go on without it, and
+    the Python API is quiet (no COLMAP log) unless verbose."""
+    root, K, _, names = scene
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    for n in names:
+        (imgs / n).write_bytes((root / "images" / n).read_bytes())
+    (imgs / "zz_corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    rc = match_features.main(["--image-dir", str(imgs), "--out", str(tmp_path / "m"), "--num-points", "600",
+                              "--max-image-size", "0", "--pairs", "sequential", "--window", "1", "--progress", "false"])
+    out, err = capfd.readouterr()
+    assert rc == 0 and "1 skipped" in out and sum("zz_corrupt.jpg" in x for x in err.splitlines()) == 1, (out, err)
+    with hloc_io.open_h5(tmp_path / "m" / "matches.h5", "r") as fd:
+        assert len(fd.keys()) > 0
+    cfg = ReconstructionConfig(features=FAST, camera=CameraConfig("single", "PINHOLE", colmap_pinhole(K), False))
+    capfd.readouterr()
+    res = reconstruction.reconstruct(imgs, tmp_path / "r", cfg, progress=False, log=lambda s: None)
+    assert res.best.num_reg_images() == len(names) and "zz_corrupt.jpg" not in res.image_names
+    err = capfd.readouterr().err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        line for line in err.splitlines() if "zz_corrupt.jpg" in line], err  # only our one warning, no COLMAP log
 
 
 def test_empty_pairs_file(scene, tmp_path, capsys):
