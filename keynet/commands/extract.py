@@ -27,6 +27,7 @@ from keynet.pipeline.extraction import (
     EXTRACT_DEFAULTS,
     extractor_from_config,
     h5_output_path,
+    merge_rank_files,
     run_extraction,
     run_extraction_h5,
 )
@@ -58,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-format", choices=("npy", "h5"), default="npy",
                    help="npy: <image>.kpt.npy / .dsc.npy (/ .ori.npy, .aff.npy) per image (the official layout; "
                         "--upright false adds <image>.ori.npy, N float32 degrees in OpenCV's KeyPoint.angle "
-                        "convention; .kpt.npy stays N x 4); h5: one features.h5 per process (features.rank<r>.h5 "
-                        "under torchrun) in hloc's layout, groups named by the list lines")
+                        "convention; .kpt.npy stays N x 4); h5: one features.h5 in hloc's layout, groups named by the "
+                        "list lines or the paths under --image-dir (under torchrun each process writes "
+                        "features.rank<r>.h5, merged into features.h5 at the end)")
     add_bool_flag(p, "--overwrite", False, "Recompute images whose outputs already exist")
     add_bool_flag(p, "--progress", True, "Show a progress bar")
     return p
@@ -110,9 +112,15 @@ def main(argv=None) -> int:
         f"(already there; --overwrite to redo), {len(summary.failed)} failed"
         + (" (each named above)" if summary.failed else "") + f". Outputs under {out}/")
     if args.output_format == "h5":
-        files = [h5_output_path(args.results_dir, args.network_version, shard)] if shard.world <= 1 else \
-            [h5_output_path(args.results_dir, args.network_version, Shard(r, shard.world)) for r in range(shard.world)]
-        say("  features in " + ", ".join(str(f) for f in files))
+        if shard.world > 1 and shard.main:  # every process is done (gather_summaries): one file for match / reconstruct
+            try:
+                path = merge_rank_files(args.results_dir, args.network_version, shard.world)
+            except (OSError, ValueError) as e:
+                print(f"[ERROR] merging the per-process files: {e}", file=sys.stderr)
+                return 2
+        else:
+            path = h5_output_path(args.results_dir, args.network_version)
+        say(f"  features in {path}")
     for item in (summary.written[:5] if args.output_format == "npy" else []):
         say(f"  wrote {feature_paths(args.results_dir, args.network_version, item)[0]}"
             + ("" if desc is None else " and .dsc.npy") + ("" if ori is None else " and .ori.npy"))

@@ -497,7 +497,28 @@ def run_extraction_h5(list_images: Optional[Union[str, os.PathLike]], results_di
     extractor's :class:`FeatureConfig`) the file carries its fingerprint, so that match and
     reconstruct reuse it and a file of other settings is started again."""
     jobs = folder_jobs(image_dir, shard) if image_dir is not None else list_jobs(list_images, data_dir, shard)
-    return write_features_h5(h5_output_path(results_dir, network_version, shard), jobs,
-                             lambda p: (extractor.features(p), None),
-                             fingerprint=None if config is None else config.fingerprint(), overwrite=overwrite,
-                             progress=progress, desc=f"extract {network_version}")
+    fp = None if config is None else config.fingerprint()
+    merged: List[str] = []
+    whole = h5_output_path(results_dir, network_version)
+    if shard is not None and shard.world > 1 and whole.exists() and not overwrite:
+        # a re-launch: the images merged into features.h5 by an earlier launch are done
+        with hloc_io.open_h5(whole, "r") as fd:
+            if fp is None or fd.attrs.get("extractor", fp) == fp:
+                done = set(hloc_io.complete_names(fd))
+                merged = [n for n, _ in jobs if n in done]
+                jobs = [(n, p) for n, p in jobs if n not in done]
+    summary = write_features_h5(h5_output_path(results_dir, network_version, shard), jobs,
+                                lambda p: (extractor.features(p), None), fingerprint=fp, overwrite=overwrite,
+                                progress=progress, desc=f"extract {network_version}")
+    summary.skipped = merged + summary.skipped
+    return summary
+
+
+def merge_rank_files(results_dir: Union[str, os.PathLike], network_version: str, world: int) -> Path:
+    """After a ``torchrun`` extraction into HDF5: the ``features.rank<r>.h5`` of all ``world``
+    processes merged into ``features.h5`` (:func:`keynet.pipeline.hloc_io.merge_feature_files`;
+    the rank files removed), the file match and reconstruct read. Returns its path."""
+    whole = h5_output_path(results_dir, network_version)
+    parts = [h5_output_path(results_dir, network_version, Shard(r, world)) for r in range(world)]
+    hloc_io.merge_feature_files(parts, whole)
+    return whole

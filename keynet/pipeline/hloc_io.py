@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
@@ -221,6 +221,35 @@ def open_h5(path: PathLike, mode: str = "a") -> h5py.File:
             raise
         p.replace(p.with_name(p.name + ".corrupt"))
         return h5py.File(str(p), mode)
+
+
+def merge_feature_files(parts: Sequence[PathLike], dst: PathLike, remove: bool = True) -> int:
+    """Copy the complete image groups of the ``features.h5`` files ``parts`` (e.g. the
+    ``features.rank<r>.h5`` of a ``torchrun`` extraction) into ``dst``, with their
+    ``extractor`` fingerprint (``ValueError`` naming the files when they differ, or differ
+    from ``dst``'s); existing groups of ``dst`` are replaced. With ``remove`` each part is
+    deleted once copied. Returns the number of groups copied."""
+    parts = [Path(p) for p in parts if Path(p).exists()]
+    copied = 0
+    with open_h5(dst, "a") as out:
+        for part in parts:
+            with h5py.File(str(part), "r") as src:
+                fp = src.attrs.get("extractor")
+                have = out.attrs.get("extractor")
+                if fp is not None and have is not None and (len(out.keys()) or copied) and fp != have:
+                    raise ValueError(f"{part} and {dst} hold features of different settings; not merged")
+                if fp is not None:
+                    out.attrs["extractor"] = fp
+                for name in complete_names(src):
+                    if name in out:
+                        del out[name]
+                    parent, _, leaf = name.rpartition("/")
+                    src.copy(src[name], out.require_group(parent) if parent else out, name=leaf)
+                    copied += 1
+            out.flush()
+            if remove:
+                part.unlink()
+    return copied
 
 
 def iter_pairs_in(fd: h5py.File) -> Iterable[str]:

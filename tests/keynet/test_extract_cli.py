@@ -235,6 +235,30 @@ def test_torchrun_two_processes_share_the_list_and_resume(tmp_path):
     assert r.returncode == 0 and "0 written, 5 skipped" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
 
 
+def test_torchrun_h5_from_a_folder_is_merged_into_one_file(tmp_path):
+    """torchrun over a folder into HDF5: the per-process files are merged into one
+    features.h5 (what match / reconstruct read), named by the relative paths; a re-launch
+    skips the merged images."""
+    from keynet.pipeline import hloc_io
+
+    cam = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
+    names = []
+    for i in range(5):
+        names.append(f"{'ab'[i % 2]}/{i:04d}.png")
+        (tmp_path / "photos" / names[-1]).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "photos" / names[-1]), cam[i * 20:i * 20 + 160, i * 30:i * 30 + 200])
+    args = ["--image-dir", tmp_path / "photos", "--results-dir", tmp_path / "o", "--descriptor", "none",
+            "--output-format", "h5", "--progress", "false", "--num-points", "100"]
+    r = _torchrun(args, tmp_path)
+    assert r.returncode == 0, r.stdout[-1000:] + r.stderr[-2000:]
+    out = tmp_path / "o" / "KeyNet_default"
+    assert sorted(p.name for p in out.iterdir()) == ["features.h5"]
+    with hloc_io.open_h5(out / "features.h5", "r") as fd:
+        assert sorted(hloc_io.complete_names(fd)) == sorted(names) and "extractor" in fd.attrs
+    r = _torchrun(args, tmp_path)
+    assert r.returncode == 0 and "0 written, 5 skipped" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
+
+
 def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
     """--upright false: .kpt.npy stays N x 4, the angles go to .ori.npy and equal the API's,
     the descriptors are those of rotated patches, and hloc files / LAFs carry the same angles."""
@@ -328,7 +352,9 @@ def test_h5_output_resumes_and_matches_the_npy_outputs(tf_weights, images, tmp_p
     shard = Shard(rank=1, world=2)
     assert h5_output_path(tmp_path / "o", "v", shard).name == "features.rank1.h5"
     part = run_extraction_h5(lst, tmp_path / "o", "v", ex, progress=False, shard=shard)
-    assert part.written == ["colour.jpg"]
+    assert part.skipped == ["colour.jpg"] and not part.written  # features.h5 holds it already (a re-launch)
+    part = run_extraction_h5(lst, tmp_path / "o2", "v", ex, progress=False, shard=shard)
+    assert part.written == ["colour.jpg"]  # every 2nd line
 
 
 def test_cli_h5_output_and_absolute_list_lines(tf_weights, images, tmp_path):
