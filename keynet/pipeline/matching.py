@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -88,6 +89,10 @@ DEFAULT_MIN_INLIERS = 15
 #: resolution) of an inlier of the fundamental matrix. 2 px, not the 1 px of ``keynet demo``:
 #: the back-mapped position of a tilt-t view is t times less precise across the tilt.
 VERIFY_THRESHOLD = 2.0
+#: Images whose features :func:`match_pairs` keeps in memory (the most recently used):
+#: pairs are matched in the order given, so exhaustive and sequential pairs reread little, and
+#: memory stays bounded on a collection of any size.
+FEATURE_CACHE_IMAGES = 64
 #: FGINN's radius (px, kornia's and MODS's 10): neighbours of the nearest one closer than this
 #: are the same structure, not competitors in the ratio test (view-synthesis unions).
 FGINN_RADIUS = 10.0
@@ -458,10 +463,14 @@ def match_pairs(pairs: Sequence[Pair], features_path: PathLike, matches_path: Pa
             fp.update({"views": cfg.view_synthesis, "min_inliers": int(cfg.min_inliers), "fginn": FGINN_RADIUS,
                        "verification": f"F {twoview.DEFAULT_METHOD} {VERIFY_THRESHOLD} px, dedup"})
         fp = json.dumps(fp, sort_keys=True)
-        cache: Dict[str, Dict[str, np.ndarray]] = {}
+        cache: "OrderedDict[str, Dict[str, np.ndarray]]" = OrderedDict()  # the most recently used images
 
         def feats(name: str) -> Dict[str, np.ndarray]:
-            if name not in cache:
+            if name in cache:
+                cache.move_to_end(name)
+            else:
+                while len(cache) >= FEATURE_CACHE_IMAGES:  # bounded memory on any collection
+                    cache.popitem(last=False)
                 try:
                     cache[name] = hloc_io.read_features(ff, name)
                 except KeyError:

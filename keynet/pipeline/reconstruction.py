@@ -9,8 +9,9 @@ Pipeline of :func:`reconstruct` (``keynet reconstruct``), every stage writing un
    and only the matches verified by a fundamental matrix, :mod:`keynet.pipeline.views`);
    with ``pair_mode='retrieval'`` the pairs come between the two: each image with its
    ``RetrievalConfig.num_neighbours`` nearest by VLAD of its own features
-   (:mod:`keynet.pipeline.retrieval`, cached under ``retrieval/``), and the pairs are
-   matched in chunks so that memory stays bounded on large collections;
+   (:mod:`keynet.pipeline.retrieval`, cached under ``retrieval/``); the match stage keeps
+   the features of at most ``matching.FEATURE_CACHE_IMAGES`` images in memory, so memory
+   stays bounded on large collections;
 3. a fresh COLMAP database ``database.db``: cameras, rigs, frames and images by
    ``pycolmap.import_images`` (COLMAP's camera modes, EXIF focal lengths, or the given
    camera model and parameters), keypoints and matches written with
@@ -41,13 +42,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 import pycolmap
-from tqdm import tqdm
 
 from keynet.base import twoview
 from keynet.base.files import relative_image_names
 
 from . import hloc_io
-from .matching import FeatureConfig, MatcherConfig, StageSummary, extract_features, match_pairs
+from .matching import FeatureConfig, MatcherConfig, extract_features, match_pairs
 from .pairs import Pair, make_pairs, write_pairs
 from .retrieval import RetrievalConfig, retrieval_pairs
 
@@ -58,8 +58,6 @@ CAMERA_MODES = {"auto": pycolmap.CameraMode.AUTO, "single": pycolmap.CameraMode.
 CAMERA_MODELS = tuple(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
 #: COLMAP's mappers (``ReconstructionConfig.mapper``).
 MAPPERS = ("incremental", "global", "hierarchical")
-#: Pairs matched per call of the match stage with retrieval pairs (bounded feature cache).
-MATCH_CHUNK_PAIRS = 64
 
 
 class ReconstructionError(RuntimeError):
@@ -274,23 +272,6 @@ def run_mapper(cfg: ReconstructionConfig, db_path: PathLike, image_dir: PathLike
     return pycolmap.incremental_mapping(*args, mapper_options(cfg))
 
 
-def match_in_chunks(pairs: Sequence[Pair], features_path: PathLike, matches_path: PathLike, cfg: MatcherConfig,
-                    overwrite: bool = False, progress: bool = True, chunk: int = MATCH_CHUNK_PAIRS):
-    """:func:`keynet.pipeline.matching.match_pairs` over ``pairs`` ``chunk`` at a time (one
-    progress bar): its feature cache then holds the images of one chunk only, so memory
-    stays bounded however large the collection. The same files and reuse as one call."""
-    done, reused, t0 = [], [], time.time()
-    bar = tqdm(total=len(pairs), desc=f"match ({cfg.method})", unit="pair", disable=not progress)
-    for k in range(0, len(pairs), int(chunk)):
-        part = list(pairs[k:k + int(chunk)])
-        s = match_pairs(part, features_path, matches_path, cfg, overwrite=overwrite and k == 0, progress=False)
-        done += s.done
-        reused += s.reused
-        bar.update(len(part))
-    bar.close()
-    return StageSummary(done=done, reused=reused, seconds=time.time() - t0)
-
-
 def verification_options(cfg: ReconstructionConfig) -> pycolmap.TwoViewGeometryOptions:
     o = pycolmap.TwoViewGeometryOptions()
     o.min_num_inliers = int(cfg.min_num_matches)
@@ -353,11 +334,7 @@ def _reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: ReconstructionConf
         pairs = rr.pairs
         seconds["retrieval"] = time.time() - t
     t = time.time()
-    if retrieval:
-        ms = match_in_chunks(pairs, features_path, matches_path, cfg.matcher, overwrite=cfg.overwrite,
-                             progress=progress)
-    else:
-        ms = match_pairs(pairs, features_path, matches_path, cfg.matcher, overwrite=cfg.overwrite, progress=progress)
+    ms = match_pairs(pairs, features_path, matches_path, cfg.matcher, overwrite=cfg.overwrite, progress=progress)
     seconds["matching"] = time.time() - t
     if ms.reused:
         log(f"matches: {len(ms.reused)} pair(s) reused from {matches_path}, {len(ms.done)} matched")
@@ -454,6 +431,6 @@ def pose_errors(rec: pycolmap.Reconstruction, gt: Mapping[str, Tuple[np.ndarray,
 __all__ = [
     "CAMERA_MODELS", "CAMERA_MODES", "MAPPERS", "CameraConfig", "PoseErrors", "ReconstructionConfig",
     "ReconstructionError", "ReconstructionResult", "SceneNotReconstructed", "format_summary", "global_mapper_options",
-    "hierarchical_mapper_options", "image_names", "mapper_options", "match_in_chunks", "model_stats", "pose_errors",
+    "hierarchical_mapper_options", "image_names", "mapper_options", "model_stats", "pose_errors",
     "reconstruct", "run_mapper", "write_database",
 ]

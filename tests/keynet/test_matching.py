@@ -192,3 +192,31 @@ def test_laf_radius_is_the_described_region():
     assert lafs.shape == (1, 1, 2, 3)
     assert np.allclose(lafs[0, 0, :, 2].numpy(), [10, 20])
     assert np.isclose(float(lafs[0, 0, 0, 0]), 2.0 * matching.LAF_RADIUS_PER_SCALE)
+
+
+def test_match_stage_memory_is_bounded_and_the_matches_unchanged(tmp_path, monkeypatch):
+    """The match stage keeps at most FEATURE_CACHE_IMAGES images' features; evicting and
+    rereading gives the same matches as keeping all."""
+    from keynet.pipeline import hloc_io, matching as m
+    from keynet.pipeline.pairs import exhaustive_pairs
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 128)).astype(np.float32)
+    names = [f"im{i}.png" for i in range(5)]
+    with hloc_io.open_h5(tmp_path / "features.h5", "w") as fd:
+        for n in names:
+            d = base + 0.3 * rng.normal(size=base.shape).astype(np.float32)
+            d /= np.linalg.norm(d, axis=1, keepdims=True)
+            k = np.c_[rng.uniform(0, 100, (300, 2)), np.ones(300), np.ones(300)]
+            hloc_io.write_features(fd, n, k, d, (100, 100))
+    pairs = exhaustive_pairs(names)
+    m.match_pairs(pairs, tmp_path / "features.h5", tmp_path / "all.h5", progress=False)
+    loads = []
+    real = hloc_io.read_features
+    monkeypatch.setattr(hloc_io, "read_features", lambda fd, name: loads.append(name) or real(fd, name))
+    monkeypatch.setattr(m, "FEATURE_CACHE_IMAGES", 2)
+    m.match_pairs(pairs, tmp_path / "features.h5", tmp_path / "few.h5", progress=False)
+    assert len(loads) > len(names)  # evicted and read again
+    for a, b in pairs:
+        x, y = hloc_io.read_matches(tmp_path / "all.h5", a, b), hloc_io.read_matches(tmp_path / "few.h5", a, b)
+        assert len(x[0]) > 100 and np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
