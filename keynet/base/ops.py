@@ -107,15 +107,16 @@ def lerp_rows(x: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor, lam: torch.Te
     rows, same values."""
     n, m = len(r0), x.shape[0]
     flat = x.reshape(m, -1)
+    r0, r1, lam = r0.to(x.device), r1.to(x.device), lam.to(x.device)  # bilinear_rows' are on the CPU
     try:
-        rows = torch.arange(n).repeat_interleave(2)
+        rows = torch.arange(n, device=x.device).repeat_interleave(2)
         cols = torch.stack([r0, r1], 1).reshape(-1)
         vals = torch.stack([1 - lam, lam], 1).reshape(-1).to(x.dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
             a = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, m)).coalesce()
-            out = a.to_sparse_csr().to(x.device) @ flat
+            out = a.to_sparse_csr() @ flat
     except (RuntimeError, NotImplementedError):  # no sparse kernels here: gather the rows
-        r0, r1, lam = r0.to(x.device), r1.to(x.device), lam.to(x.device, x.dtype)[:, None]
+        lam = lam.to(x.dtype)[:, None]
         out = flat[r0] * (1 - lam) + flat[r1] * lam
     return out.reshape(n, *x.shape[1:])
