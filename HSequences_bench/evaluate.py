@@ -16,6 +16,7 @@ import numpy as np
 from HSequences_bench.features import (
     FeatureFileError,
     extraction_hint,
+    feature_layout,
     load_descriptors,
     load_keypoints,
     pair_feature_paths,
@@ -176,11 +177,15 @@ def evaluate_detector(detector: str, sequences: Sequence[str], data_dir: PathLik
                       progress: Optional[Callable[[str], None]] = None) -> DetectorRun:
     """Evaluate ``detector`` on ``sequences`` of ``data_dir``, reading its features from
     ``results_dir``. ``descriptors``: None = auto (repeatability only when the detector
-    has no descriptor file at all), True = required, False = ignore them."""
+    has no descriptor file at all), True = required, False = ignore them. ``prefix``: the
+    folder between ``<results_dir>/<detector>/`` and ``<sequence>/`` in the feature layout
+    (``''``: none, the layout of ``keynet extract --image-dir <data_dir>``; ``'auto'``: the
+    layout holding the features, :func:`~HSequences_bench.features.feature_layout`)."""
     present, missing = check_sequences(data_dir, sequences, allow_missing=allow_missing)
+    prefix = feature_layout(results_dir, detector, present, prefix)
     if descriptors is None:
         descriptors = _descriptor_mode(results_dir, detector, present, prefix)
-    hint = extraction_hint(detector, results_dir, data_dir)
+    hint = extraction_hint(detector, results_dir, data_dir, prefix)
     records, dups = [], 0
     for seq in present:
         if progress:

@@ -7,14 +7,15 @@ ignored. Descriptor files hold ``(N, D)`` rows, one per keypoint row.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from HSequences_bench.baselines import METHODS
-from HSequences_bench.hsequences import DEFAULT_PREFIX
+from HSequences_bench.hsequences import DEFAULT_PREFIX, NUM_IMAGES
 from keynet.base.files import feature_paths
 
 PathLike = Union[str, os.PathLike]
@@ -32,13 +33,65 @@ def pair_feature_paths(results_dir: PathLike, detector: str, sequence: str, k: i
     return feature_paths(results_dir, detector, line)
 
 
-def extraction_hint(detector: str, results_dir: PathLike, data_dir: Optional[PathLike] = None) -> str:
-    """The command that would create a detector's feature files."""
-    dd = f" --data-dir {data_dir}" if data_dir else ""
-    if detector.lower() in METHODS:
-        return (f"keynet baselines --method {detector.lower()} --results-dir {results_dir}{dd}")
-    return (f"python extract_multiscale_features.py --list-images HSequences_bench/HPatches_images.txt "
-            f"--results-dir {results_dir} --network-version {detector}")
+#: ``--features-prefix auto``: read the layout that holds the features (see :func:`feature_layout`).
+AUTO_PREFIX = "auto"
+
+
+def sequence_feature_lines(sequences: Sequence[str], prefix: str = DEFAULT_PREFIX) -> List[str]:
+    """The feature names (image-list lines) of images 1..6 of ``sequences`` in the layout of
+    ``prefix``: ``<prefix>/<sequence>/<k>.ppm``, or ``<sequence>/<k>.ppm`` for ``prefix=''``."""
+    pre = prefix.strip("/")
+    return [f"{pre}/{s}/{k}.ppm" if pre else f"{s}/{k}.ppm" for s in sequences for k in range(1, NUM_IMAGES + 1)]
+
+
+def missing_keypoint_files(results_dir: PathLike, detector: str, sequences: Sequence[str],
+                           prefix: str = DEFAULT_PREFIX) -> List[Path]:
+    """The keypoint files of images 1..6 of ``sequences`` that are not in the layout of ``prefix``."""
+    return [p for p in (feature_paths(results_dir, detector, line)[0]
+                        for line in sequence_feature_lines(sequences, prefix)) if not p.is_file()]
+
+
+def feature_layout(results_dir: PathLike, detector: str, sequences: Sequence[str], prefix: str = AUTO_PREFIX) -> str:
+    """The ``prefix`` of the feature layout to read: ``prefix`` itself unless it is ``'auto'``.
+
+    ``auto`` picks between the official layout ``<results>/<detector>/hpatches-sequences-release/
+    <sequence>/<k>.ppm.kpt.npy`` (the official image list's lines) and the folder layout
+    ``<results>/<detector>/<sequence>/<k>.ppm.kpt.npy`` (what ``keynet extract --image-dir
+    <data-dir>`` writes): the one holding more of the keypoint files of ``sequences``, the
+    official one on a tie; the folder layout when neither holds any (where the extraction
+    command of :func:`extraction_hint` puts them)."""
+    if prefix != AUTO_PREFIX:
+        return prefix
+    total = len(sequences) * NUM_IMAGES
+    official = total - len(missing_keypoint_files(results_dir, detector, sequences, DEFAULT_PREFIX))
+    folder = total - len(missing_keypoint_files(results_dir, detector, sequences, ""))
+    return DEFAULT_PREFIX if official and official >= folder else ""
+
+
+def _cmd(*words: object) -> str:
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def extraction_hint(detector: str, results_dir: PathLike, data_dir: Optional[PathLike] = None,
+                    prefix: str = "") -> str:
+    """The exact command that creates a detector's feature files for the sequences of
+    ``data_dir`` in the layout of ``prefix`` (``''``: ``<results>/<detector>/<sequence>/...``,
+    the layout of ``keynet extract --image-dir``). A baseline's name (``sift``, ``orb``, ...)
+    gets the ``keynet baselines`` command, any other name ``keynet extract`` (Key.Net + HardNet
+    with its defaults); the output folder is named by ``detector``, so ``keynet bench`` finds
+    the files with the same ``--results-dir`` / ``--detector-name``."""
+    data = data_dir if data_dir is not None else "hpatches-sequences-release"
+    pre = prefix.strip("/")
+    if detector in METHODS:
+        if pre not in ("", DEFAULT_PREFIX):
+            return f"keynet bench ... --extract (a baseline's features with --features-prefix {pre})"
+        lst = Path(results_dir) / f"{detector}_images.txt"
+        return (_cmd("python", "-m", "HSequences_bench.hsequences", "image-list", "--split", "all", "--data-dir",
+                     data, "--prefix", pre, "--out", lst) + " && "
+                + _cmd("keynet", "baselines", "--method", detector, "--list-images", lst, "--data-dir", data,
+                       "--results-dir", results_dir))
+    version = f"{detector}/{pre}" if pre else detector
+    return _cmd("keynet", "extract", "--image-dir", data, "--results-dir", results_dir, "--network-version", version)
 
 
 @dataclass
@@ -59,7 +112,7 @@ def load_keypoints(path: PathLike, order_coord: str = "xysr", hint: str = "") ->
     """
     p = Path(path)
     if not p.is_file():
-        raise FeatureFileError(f"missing keypoint file: {p}" + (f"\n  create it with: {hint}" if hint else ""))
+        raise FeatureFileError(f"missing keypoint file: {p}" + (f"; create it with: {hint}" if hint else ""))
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file

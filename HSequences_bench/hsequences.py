@@ -6,9 +6,13 @@ names; both our ``{split: [names]}`` and the official ``{split: {"test": [names]
 forms are read (we write the official form, so the original script can read ours).
 
 Image lists (for the extraction scripts) hold one image per line, written with the
-official prefix ``hpatches-sequences-release/<sequence>/<k>.ppm``. Feature files are
-stored under ``<results>/<detector>/<that line>.kpt.npy``; :func:`resolve_image_path`
-finds the image on disk when the data lives elsewhere (``--data-dir``).
+official prefix ``hpatches-sequences-release/<sequence>/<k>.ppm`` (or ``<sequence>/<k>.ppm``
+with ``--prefix ''``, the names ``keynet extract --image-dir <data-dir>`` gives). Feature
+files are stored under ``<results>/<detector>/<that line>.kpt.npy``; :func:`resolve_image_path`
+finds the image on disk when the data lives elsewhere (``--data-dir``). ``keynet bench``
+reads either layout (:func:`HSequences_bench.features.feature_layout`).
+
+    python -m HSequences_bench.hsequences image-list --split all --data-dir DIR --out LIST
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -24,6 +29,7 @@ import cv2
 import numpy as np
 
 from HSequences_bench import DATA_DIR
+from keynet.base.cli import ArgumentParser
 from keynet.base.files import DEFAULT_PREFIX, resolve_image_path  # noqa: F401  (part of this module's API)
 from keynet.base.geometry import invert_homography, read_homography
 
@@ -204,35 +210,53 @@ def sequence_pairs(data_dir: PathLike, sequence: str) -> Iterator[ImagePair]:
 
 
 # ---------------------------------------------------------------------------- CLI
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m HSequences_bench.hsequences``: write splits.json / image lists."""
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m HSequences_bench.hsequences``."""
+    ap = ArgumentParser(prog="python -m HSequences_bench.hsequences",
+                        description="Write splits.json and image lists of the HSequences benchmark.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=ArgumentParser)
     a = sub.add_parser("write-splits", help="splits.json and the image list from the sequence table")
     a.add_argument("--tsv", required=True, help="sequence table (e.g. ../shared/reference/hpatches_sequences.tsv)")
-    a.add_argument("--out", default=str(DEFAULT_SPLITS))
+    a.add_argument("--out", default=str(DEFAULT_SPLITS), help="splits file written")
     a.add_argument("--image-list", default=str(DEFAULT_IMAGE_LIST), help="also write the full image list here")
     b = sub.add_parser("image-list", help="image list of a split (only sequences present with --data-dir)")
-    b.add_argument("--split", default="full")
-    b.add_argument("--split-path", default=str(DEFAULT_SPLITS))
+    b.add_argument("--split", default="full",
+                   help="a split of --split-path, or all: every sequence folder of --data-dir (needs --data-dir)")
+    b.add_argument("--split-path", default=str(DEFAULT_SPLITS), help="splits json (ours or the official file)")
     b.add_argument("--data-dir", default=None, help="keep only sequences complete in this folder")
-    b.add_argument("--prefix", default=DEFAULT_PREFIX)
-    b.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    if args.cmd == "write-splits":
-        splits = splits_from_tsv(args.tsv)
-        write_splits(splits, args.out)
-        Path(args.image_list).write_text("\n".join(image_list_lines(splits["full"])) + "\n")
-        print(f"wrote {args.out} ({', '.join(f'{k}: {len(v)}' for k, v in splits.items())}) and {args.image_list}")
-    else:
-        seqs = get_split(args.split_path, args.split)
+    b.add_argument("--prefix", default=DEFAULT_PREFIX,
+                   help="first folder of each line ('' for <sequence>/<k>.ppm, the names of "
+                        "keynet extract --image-dir DATA-DIR)")
+    b.add_argument("--out", required=True, help="image list written")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m HSequences_bench.hsequences``: write splits.json / image lists. A bad
+    option, a missing table, folder or split is one ``error:`` line and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "write-splits":
+            if not Path(args.tsv).is_file():
+                raise DatasetError(f"sequence table not found: {args.tsv}")
+            splits = splits_from_tsv(args.tsv)
+            write_splits(splits, args.out)
+            Path(args.image_list).write_text("\n".join(image_list_lines(splits["full"])) + "\n")
+            print(f"wrote {args.out} ({', '.join(f'{k}: {len(v)}' for k, v in splits.items())}) and {args.image_list}")
+            return 0
+        if args.split == "all" and not args.data_dir:
+            raise DatasetError("--split all lists the sequence folders of --data-dir: give --data-dir DIR")
+        seqs = get_split(args.split_path, args.split, args.data_dir)
         if args.data_dir:
             seqs, missing = check_sequences(args.data_dir, seqs, allow_missing=True)
             if missing:
                 print(f"skipped {len(missing)} sequences not in {args.data_dir}")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(image_list_lines(seqs, args.prefix)) + "\n")
-        print(f"wrote {args.out}: {len(seqs)} sequences, {len(seqs) * NUM_IMAGES} images")
+    except (DatasetError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {len(seqs)} sequences, {len(seqs) * NUM_IMAGES} images")
     return 0
 
 

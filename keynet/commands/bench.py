@@ -1,16 +1,40 @@
 """HSequences (HPatches) benchmark: repeatability and matching metrics of the official
 Key.Net script (same numbers on the same feature files), plus D2-Net MMA and homography
-accuracy. Several detectors can be compared side by side. See docs/benchmark.md."""
+accuracy. Several detectors can be compared side by side. See docs/benchmark.md.
+
+    keynet extract --image-dir DATA --results-dir FEATURES --network-version NAME
+    keynet bench --data-dir DATA --results-dir FEATURES --detector-name NAME --split all
+
+(or ``keynet bench ... --extract``, which runs the extraction itself for missing features)."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import List, Sequence
 
 from HSequences_bench.evaluate import BenchConfig, evaluate_detector, official_results
-from HSequences_bench.features import FeatureFileError
-from HSequences_bench.hsequences import DEFAULT_PREFIX, DEFAULT_SPLITS, DatasetError, folder_sequences, get_split
+from HSequences_bench.baselines import METHODS, extract_list
+from HSequences_bench.features import (
+    AUTO_PREFIX,
+    FeatureFileError,
+    extraction_hint,
+    feature_layout,
+    missing_keypoint_files,
+    sequence_feature_lines,
+)
+from HSequences_bench.hsequences import (
+    DEFAULT_PREFIX,
+    DEFAULT_SPLITS,
+    NUM_IMAGES,
+    DatasetError,
+    check_sequences,
+    folder_sequences,
+    get_split,
+)
 from HSequences_bench.report import console_summary, plot_curves, save_pickle, write_tables
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.base.geometry import HomographyError
@@ -39,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool_flag(ap, "--dst-to-src-evaluation", True,
                   "true (the official default): compare in the source frame; false: in the destination frame")
     ap.add_argument("--order-coord", choices=("xysr", "yxsr"), default="xysr", help="column order of .kpt.npy")
-    ap.add_argument("--features-prefix", default=DEFAULT_PREFIX,
-                    help="folder between <results-dir>/<detector>/ and <sequence>/ in the feature layout")
+    ap.add_argument("--features-prefix", default=AUTO_PREFIX,
+                    help=f"folder between <results-dir>/<detector>/ and <sequence>/ in the feature layout; auto "
+                         f"(default): {DEFAULT_PREFIX} (the official list's layout) or none (the layout of keynet "
+                         f"extract --image-dir DATA-DIR), whichever holds the features; '' = none")
     ap.add_argument("--descriptor-distance", choices=("l2", "hamming"), default="l2",
                     help="l2 (official); hamming for packed uint8 binary descriptors")
     ap.add_argument("--descriptors", choices=("auto", "yes", "no"), default="auto",
@@ -48,7 +74,56 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool_flag(ap, "--drop-duplicates", False, "drop repeated (x, y, scale) rows (the official code keeps them)")
     ap.add_argument("--ransac-threshold", type=float, default=3.0, help="RANSAC reprojection threshold (px)")
     add_bool_flag(ap, "--plot", True, "write the MMA / matching-score PNG")
+    add_bool_flag(ap, "--extract", False,
+                  "extract missing features first, with the default settings (keynet extract: Key.Net + HardNet, "
+                  "1500 points; a baseline's name, e.g. sift: keynet baselines), into the layout read here")
     return ap
+
+
+def _missing_features(results_dir: str, detector: str, sequences: Sequence[str], prefix: str):
+    """``(prefix, missing keypoint files)`` of a detector in the layout ``bench`` will read."""
+    prefix = feature_layout(results_dir, detector, sequences, prefix)
+    return prefix, missing_keypoint_files(results_dir, detector, sequences, prefix)
+
+
+def _missing_message(detector: str, data_dir: str, results_dir: str, prefix: str, missing: List[Path],
+                     total: int, auto: bool) -> str:
+    """One line: which features are missing and the exact command that creates them."""
+    hint = extraction_hint(detector, results_dir, data_dir, prefix)
+    root = Path(results_dir) / detector
+    if len(missing) == total and auto:
+        where = (f"neither {root}/<sequence>/<k>.ppm.kpt.npy nor {root}/{DEFAULT_PREFIX}/<sequence>/<k>.ppm.kpt.npy "
+                 f"exists")
+    else:
+        where = f"{len(missing)} of the {total} keypoint files are missing, the first {missing[0]}"
+    return (f"no features of '{detector}' for the sequences of {data_dir}: {where}; create them with: {hint} "
+            f"(or add --extract to this keynet bench command)")
+
+
+def _extract(detector: str, data_dir: str, results_dir: str, sequences: Sequence[str], prefix: str) -> int:
+    """Extract the features of ``sequences`` with the default settings into the layout of
+    ``prefix``: Key.Net + HardNet (``keynet extract``), or a baseline for its name. Existing
+    files are kept (the extraction resumes)."""
+    print(f"{detector}: extracting the missing features of {len(sequences)} sequence(s) of {data_dir}", flush=True)
+    pre = prefix.strip("/")
+    if detector in METHODS:
+        lines = sequence_feature_lines(sequences, pre)
+        where = dict(zip(lines, (Path(data_dir) / s / f"{k}.ppm" for s in sequences
+                                 for k in range(1, NUM_IMAGES + 1))))
+        summary = extract_list(detector, lines, results_dir, where.__getitem__)
+        print(f"{detector}: {summary.line()}", flush=True)
+        for item, reason in summary.failed:
+            print(f"  failed: {item}: {reason}", file=sys.stderr)
+        return 1 if summary.failed else 0
+    with tempfile.TemporaryDirectory(prefix="keynet-bench-") as tmp:
+        lst = Path(tmp) / "images.txt"  # <sequence>/<k>.ppm lines, found in --data-dir
+        lst.write_text("\n".join(sequence_feature_lines(sequences, "")) + "\n")
+        version = f"{detector}/{pre}" if pre else detector
+        # `keynet extract` in its own process: bench itself stays free of torch, and a command
+        # calls no other command's code
+        return subprocess.call([sys.executable, "-m", "keynet.cli", "extract", "--list-images", str(lst),
+                                "--data-dir", str(data_dir), "--results-dir", str(results_dir),
+                                "--network-version", version])
 
 
 def main(argv=None) -> int:
@@ -68,6 +143,23 @@ def main(argv=None) -> int:
                 print(f"note: {len(outside)} sequence(s) of {args.data_dir} are not in split '{args.split}' and are "
                       f"not evaluated: {', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''}; "
                       f"--split all evaluates every sequence found there", flush=True)
+        present, _ = check_sequences(args.data_dir, sequences, allow_missing=args.allow_missing)
+        for name in args.detector_name:  # every detector's features are there before any is evaluated
+            prefix, missing = _missing_features(args.results_dir, name, present, args.features_prefix)
+            if missing and args.extract:
+                code = _extract(name, args.data_dir, args.results_dir, present, prefix)
+                if code == 2:  # a user error, named on its own line by the extraction
+                    return 2
+                prefix, missing = _missing_features(args.results_dir, name, present, prefix)
+                if code or missing:
+                    print(f"error: the extraction of '{name}' failed for some images (named above)"
+                          + (f"; {len(missing)} still without features, the first {missing[0]}" if missing else ""),
+                          file=sys.stderr)
+                    return 2
+            if missing:
+                raise FeatureFileError(_missing_message(name, args.data_dir, args.results_dir, prefix, missing,
+                                                        len(present) * NUM_IMAGES,
+                                                        args.features_prefix == AUTO_PREFIX))
         for name in args.detector_name:
             print(f"{name}: {args.split}", flush=True)
             t0 = time.time()

@@ -1,12 +1,17 @@
 """Splits, image lists, feature-file checks and the hsequences_bench.py / keynet baselines
-command lines on the mini sequences."""
+command lines on the mini sequences; the README's benchmark quick start and test
+instructions."""
 from __future__ import annotations
 
 import json
 import pickle
+import re
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +19,15 @@ import pytest
 from keynet.commands import baselines as extract_baselines
 from keynet.commands import bench as hsequences_bench
 from HSequences_bench import hsequences as hs
-from HSequences_bench.features import FeatureFileError, load_descriptors, load_keypoints, pair_feature_paths
+from HSequences_bench.features import (
+    FeatureFileError,
+    extraction_hint,
+    feature_layout,
+    load_descriptors,
+    load_keypoints,
+    pair_feature_paths,
+)
+from keynet import cli as keynet_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 MINI = ["i_leuven", "v_boat", "v_graffiti", "v_wall"]
@@ -63,7 +76,7 @@ def test_check_sequences_missing(hseq_mini):
 
 def test_feature_file_checks(tmp_path):
     p = tmp_path / "a.kpt.npy"
-    with pytest.raises(FeatureFileError, match="a.kpt.npy.*\n.*create it with: run me"):
+    with pytest.raises(FeatureFileError, match="a.kpt.npy; create it with: run me$"):  # one line
         load_keypoints(p, hint="run me")
     np.save(p, np.zeros((0,)))
     assert load_keypoints(p).points.shape == (0, 4)
@@ -151,8 +164,9 @@ def test_bench_errors(sift_features, hseq_mini, tmp_path, capsys):
     assert code == 2 and "--allow-missing" in err
     code, _, err = _bench(["--data-dir", str(hseq_mini), "--results-dir", str(sift_features), "--split", "full",
                            "--allow-missing", "--detector-name", "orb", "--results-bench-dir", str(tmp_path)], capsys)
-    assert code == 2 and "orb/hpatches-sequences-release/i_leuven/1.ppm.kpt.npy" in err
-    assert "keynet baselines --method orb" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: no features of 'orb'")
+    assert "orb/<sequence>/<k>.ppm.kpt.npy nor" in err and "orb/hpatches-sequences-release/<sequence>/" in err
+    assert "keynet baselines --method orb" in err and "--extract" in err
     # a descriptor file with the wrong number of rows is reported by name
     bad = tmp_path / "res"
     shutil.copytree(sift_features / "sift", bad / "sift")
@@ -195,3 +209,185 @@ def test_split_all_evaluates_any_folder_names(hseq_mini, tmp_path, capsys):
     assert hsequences_bench.main(common + ["--split", "view", "--allow-missing"]) == 0
     out = capsys.readouterr().out
     assert "not in split 'view'" in out and "graf_copy" in out and "--split all" in out
+
+
+def test_image_list_split_all_and_clean_errors(hseq_mini, tmp_path, capsys):
+    """``python -m HSequences_bench.hsequences image-list``: --split all lists the folder's
+    sequences; a missing folder, --split all without --data-dir or a bad split are one
+    error line and exit 2, never a traceback."""
+    out = tmp_path / "list.txt"
+    assert hs.main(["image-list", "--split", "all", "--data-dir", str(hseq_mini), "--out", str(out)]) == 0
+    lines = out.read_text().split()
+    assert len(lines) == 24 and lines[0] == "hpatches-sequences-release/i_leuven/1.ppm"
+    assert hs.main(["image-list", "--split", "all", "--data-dir", str(hseq_mini), "--prefix", "",
+                    "--out", str(out)]) == 0
+    assert out.read_text().split()[:2] == ["i_leuven/1.ppm", "i_leuven/2.ppm"]
+    capsys.readouterr()
+    for args, words in ((["--split", "all", "--data-dir", str(tmp_path / "myseqs")], "data directory not found"),
+                        (["--split", "full", "--data-dir", str(tmp_path / "myseqs")], "data directory not found"),
+                        (["--split", "all"], "--data-dir"),
+                        (["--split", "nope", "--data-dir", str(hseq_mini)], "split 'nope' not in")):
+        assert hs.main(["image-list", *args, "--out", str(tmp_path / "x.txt")]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], (args, err)
+    with pytest.raises(SystemExit) as exc:
+        hs.main(["image-list", "--split", "all", "--bogus", "--out", "x"])
+    assert exc.value.code == 2
+
+
+# ------------------------------------------------------------------ the folder layout, end to end
+@pytest.fixture(scope="module")
+def small_hseq(hseq_mini, tmp_path_factory):
+    """v_graffiti at half size (homographies rescaled to match, pixel centres kept), so
+    that Key.Net extraction takes seconds: an HPatches-layout folder of one sequence."""
+    data = tmp_path_factory.mktemp("small") / "seqs"
+    (data / "v_graffiti").mkdir(parents=True)
+    f = 0.5
+    a = np.array([[f, 0, 0.5 * f - 0.5], [0, f, 0.5 * f - 0.5], [0, 0, 1]])
+    for k in range(1, 7):
+        img = cv2.imread(str(hseq_mini / "v_graffiti" / f"{k}.ppm"))
+        cv2.imwrite(str(data / "v_graffiti" / f"{k}.ppm"), cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA))
+        if k > 1:
+            h = np.loadtxt(hseq_mini / "v_graffiti" / f"H_1_{k}")
+            np.savetxt(data / "v_graffiti" / f"H_1_{k}", a @ h @ np.linalg.inv(a))
+    return data
+
+
+def _keynet(argv, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["keynet"])  # keynet.cli names the command in argv[0]
+    return keynet_cli.main(argv)
+
+
+def _readme_benchmark_commands():
+    """The keynet commands of step 2 of the README's quick start (continued lines joined)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = block.replace("\\\n", " ")
+    step2 = block.split("# 2.", 1)[1]
+    return [shlex.split(line.split("#", 1)[0]) for line in step2.splitlines()
+            if line.strip().startswith("keynet ") and not line.strip().startswith("keynet download")]
+
+
+def test_readme_benchmark_quick_start_runs_as_written(small_hseq, tmp_path, monkeypatch, capsys):
+    """Step 2 of the README: keynet extract --image-dir DATA, then keynet bench --data-dir DATA
+    with the same --results-dir and name, from a folder that is not the repository."""
+    commands = _readme_benchmark_commands()
+    assert [c[:2] for c in commands] == [["keynet", "extract"], ["keynet", "bench"]], commands
+    extract, bench = commands
+    data = extract[extract.index("--image-dir") + 1]
+    assert bench[bench.index("--data-dir") + 1] == data
+    assert bench[bench.index("--results-dir") + 1] == extract[extract.index("--results-dir") + 1]
+    assert bench[bench.index("--detector-name") + 1] == extract[extract.index("--network-version") + 1]
+    assert "HPatches_images.txt" not in " ".join(" ".join(c) for c in commands)
+    monkeypatch.chdir(tmp_path)  # anywhere: nothing of the repository is needed
+    swap = lambda argv: [str(small_hseq) if w == data else w for w in argv[1:]]  # noqa: E731
+    assert _keynet(swap(extract), monkeypatch) == 0
+    name = extract[extract.index("--network-version") + 1]
+    feats = tmp_path / extract[extract.index("--results-dir") + 1] / name
+    assert (feats / "v_graffiti" / "1.ppm.kpt.npy").is_file() and (feats / "v_graffiti" / "6.ppm.dsc.npy").is_file()
+    capsys.readouterr()
+    assert _keynet(swap(bench) + ["--no-plot"], monkeypatch) == 0
+    out = capsys.readouterr().out
+    assert f"## {name} / all: 1 sequences, 5 pairs" in out and "Rep. Single" in out and "Matching Score" in out
+    rep = float(re.search(r"Rep\. Single: ([0-9.]+)", out).group(1))
+    assert 30 < rep <= 100
+
+
+def test_missing_features_name_the_extract_command_that_makes_them(small_hseq, tmp_path, monkeypatch, capsys):
+    """The error gives the exact command for this --data-dir / --results-dir / name; running
+    it makes the benchmark run. The same for a baseline's name."""
+    monkeypatch.chdir(tmp_path)
+    res = tmp_path / "my features"  # a space: the command is quoted for the shell
+    common = ["--data-dir", str(small_hseq), "--results-dir", str(res), "--split", "all", "--no-plot",
+              "--results-bench-dir", str(tmp_path / "bench")]
+    assert hsequences_bench.main(common + ["--detector-name", "mine", "fast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no features of 'mine' for the sequences of ")
+    hint = err[0].split("create them with: ", 1)[1].split(" (or add --extract", 1)[0]
+    assert shlex.split(hint) == ["keynet", "extract", "--image-dir", str(small_hseq), "--results-dir", str(res),
+                                 "--network-version", "mine"]
+    assert _keynet(shlex.split(hint)[1:] + ["--no-progress"], monkeypatch) == 0
+    capsys.readouterr()
+    assert hsequences_bench.main(common + ["--detector-name", "mine", "fast"]) == 2  # now fast is missing
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no features of 'fast'")
+    for part in err.split("create them with: ", 1)[1].split(" (or add --extract", 1)[0].split(" && "):
+        words = shlex.split(part)
+        if words[:3] == ["python", "-m", "HSequences_bench.hsequences"]:
+            assert hs.main(words[3:]) == 0
+        else:
+            assert words[:3] == ["keynet", "baselines", "--method"]
+            assert _keynet(words[1:] + ["--no-progress"], monkeypatch) == 0
+    capsys.readouterr()
+    assert hsequences_bench.main(common + ["--detector-name", "mine", "fast"]) == 0
+    out = capsys.readouterr().out
+    assert "## mine / all: 1 sequences, 5 pairs" in out and "## fast / all: 1 sequences, 5 pairs" in out
+    # some files missing in the layout found: counted, the first named, the same command
+    (res / "mine" / "v_graffiti" / "4.ppm.kpt.npy").unlink()
+    assert hsequences_bench.main(common + ["--detector-name", "mine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "1 of the 6 keypoint files are missing" in err and "v_graffiti/4.ppm.kpt.npy" in err
+    assert "keynet extract --image-dir" in err
+
+
+def test_bench_extract_makes_missing_features(small_hseq, tmp_path, capsys):
+    """--extract: the missing features are extracted with the default settings (Key.Net +
+    HardNet; a baseline for its name) into the layout read, then evaluated."""
+    res = tmp_path / "res"
+    common = ["--data-dir", str(small_hseq), "--results-dir", str(res), "--split", "all", "--no-plot",
+              "--results-bench-dir", str(tmp_path / "bench"), "--extract"]
+    assert hsequences_bench.main(common + ["--detector-name", "KeyNet_default", "harris"]) == 0
+    out = capsys.readouterr().out
+    assert (res / "KeyNet_default" / "v_graffiti" / "6.ppm.dsc.npy").is_file()
+    assert (res / "harris" / "v_graffiti" / "6.ppm.kpt.npy").is_file()
+    assert "## KeyNet_default / all: 1 sequences, 5 pairs" in out and "## harris / all: 1 sequences" in out
+    assert "KeyNet_default: extracting the missing features of 1 sequence(s)" in out
+    # an official-layout detector with a file missing is completed in its own layout
+    official = res / "official" / "hpatches-sequences-release"
+    shutil.copytree(res / "harris", official)
+    (official / "v_graffiti" / "2.ppm.kpt.npy").unlink()
+    (official / "v_graffiti" / "2.ppm.dsc.npy").unlink()
+    assert feature_layout(res, "official", ["v_graffiti"]) == "hpatches-sequences-release"
+    assert hsequences_bench.main(common + ["--detector-name", "official"]) == 0
+    assert (official / "v_graffiti" / "2.ppm.kpt.npy").is_file() and not (res / "official" / "v_graffiti").exists()
+
+
+def test_feature_layout_and_hint(tmp_path):
+    seqs = ["v_a"]
+    assert feature_layout(tmp_path, "d", seqs) == ""  # nothing yet: where keynet extract --image-dir writes
+    assert feature_layout(tmp_path, "d", seqs, "mine") == "mine"  # a given prefix is used as given
+    for k in (1, 2):
+        (tmp_path / "d" / "hpatches-sequences-release" / "v_a").mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "d" / "hpatches-sequences-release" / "v_a" / f"{k}.ppm.kpt.npy", np.zeros((0, 4)))
+    assert feature_layout(tmp_path, "d", seqs) == "hpatches-sequences-release"
+    (tmp_path / "d" / "v_a").mkdir()
+    for k in (1, 2, 3):
+        np.save(tmp_path / "d" / "v_a" / f"{k}.ppm.kpt.npy", np.zeros((0, 4)))
+    assert feature_layout(tmp_path, "d", seqs) == ""  # the more complete one
+    assert extraction_hint("d", "R", "D", "") == "keynet extract --image-dir D --results-dir R --network-version d"
+    assert extraction_hint("d", "R", "D", "hpatches-sequences-release").endswith(
+        "--network-version d/hpatches-sequences-release")
+
+
+def test_readme_tests_section_installs_pytest_as_ci_does():
+    """The README's test command works after its quick start: the Tests section installs
+    pytest (pip install . does not), with the commands CI (.ci/run) runs."""
+    readme = (ROOT / "README.md").read_text()
+    tests = readme.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    block = tests.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [ln.split("#", 1)[0].strip() for ln in block.splitlines() if ln.split("#", 1)[0].strip()]
+    assert commands[-1] == "python -m pytest -q tests"
+    installs = [c for c in commands if c.startswith("pip install")]
+    requirements = (ROOT / "requirements.txt").read_text()
+    extras = (ROOT / "pyproject.toml").read_text()
+    assert any(("-r requirements.txt" in c and re.search(r"^pytest\b", requirements, re.M))
+               or ('.[test]' in c and re.search(r"test = \[[^]]*pytest", extras)) for c in installs), installs
+    noise = {"python", "python3", "-m", "--quiet", "-q"}  # CI's spelling of the same command
+    ci = [[w for w in shlex.split(ln) if w not in noise] for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ("pip install" in ln or "pytest" in ln) and not ln.lstrip().startswith("#")]
+    for c in commands:
+        words = [w for w in shlex.split(c) if w not in noise]
+        assert words in ci or c in (ROOT / ".ci" / "run").read_text(), f"README runs {c!r}, CI does not"
+    # the one-line mention at the top says how to get pytest too
+    top = readme.split("## Quick start", 1)[0]
+    assert "python -m pytest -q tests" in top and "pip install" in top.split("python -m pytest -q tests")[0][-200:]
