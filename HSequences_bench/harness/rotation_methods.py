@@ -27,10 +27,12 @@ from HSequences_bench.rotation import FeatureSet, Method
 from keynet.base.device import resolve_device
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
 from keynet.pipeline.extraction import (
+    DEFAULT_AFFINE,
     DEFAULT_DESCRIPTOR,
     DEFAULT_ORIENTATION,
     Extractor,
     Features,
+    load_affine,
     load_descriptor,
     load_detector,
     load_orientation,
@@ -147,11 +149,12 @@ def load_kornia_orinet(path: PathLike) -> OriNet:
 
 
 def keynet_method(name: str, detection: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]], descriptor,
-                  orientation=None, tag: str = "") -> Method:
+                  orientation=None, tag: str = "", affine=None) -> Method:
     """Key.Net + HardNet with ``orientation`` (an object with ``estimate(image, kpts)``, or
-    None for upright patches): the steps of :meth:`keynet.pipeline.extraction.Extractor.features` on
-    the keypoints of the shared ``detection``."""
-    features = Extractor(None, descriptor, orientation)
+    None for upright patches) and the affine-shape estimator ``affine`` (None: isotropic
+    regions): the steps of :meth:`keynet.pipeline.extraction.Extractor.features` on the
+    keypoints of the shared ``detection``."""
+    features = Extractor(None, descriptor, orientation, affine)
 
     def extract(image: np.ndarray) -> FeatureSet:
         f = features.features_at(*detection(image))
@@ -184,7 +187,8 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
                   kornia_orinet_weights: Optional[PathLike] = None,
                   device: Optional[Union[str, torch.device]] = None, rotation_average: bool = True,
                   descriptor_weights: Optional[PathLike] = None, subpixel: Optional[bool] = None,
-                  rotation_turns: int = DEFAULT_ROTATION_TURNS) -> Tuple[List[Method], Dict[str, str]]:
+                  rotation_turns: int = DEFAULT_ROTATION_TURNS, affine: str = "none"
+                  ) -> Tuple[List[Method], Dict[str, str]]:
     """The methods ``names`` (in that order) with at most ``num_points`` keypoints each, and
     ``{method: why}`` for those skipped (default weights absent). ``rotation_average``: the
     oriented Key.Net variants detect with rotation-averaged score maps
@@ -193,9 +197,21 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
     ``upright`` is always today's pipeline. ``subpixel``: sub-pixel keypoints (``None``: for the oriented
     variants only, as ``extract --upright false``; ``True``: for every Key.Net variant,
     ``upright`` included; ``False``: none). ``descriptor_weights``: the HardNet of the Key.Net
-    variants (default: the shipped one). Raises :class:`MethodError`
+    variants (default: the shipped one). ``affine`` (``--affine``: none, learned, moments or an
+    AffNet file): the affine shape of every Key.Net variant's regions, estimated before the
+    orientation (kornia-orinet works on isotropic frames only). Raises :class:`MethodError`
     for an unknown name or a given weights file that is missing, and the loaders' errors."""
     skipped = check_methods(names, orientation_weights, kornia_orinet_weights)
+    shaped = str(affine).lower() != "none"
+    if shaped and "kornia-orinet" in names:
+        raise MethodError("kornia-orinet works on isotropic frames only: not with --affine")
+    shape = load_affine(affine, device=device) if shaped and any(n in KEYNET_VARIANTS for n in names) else None
+    if shape is None:
+        shape_tag = ""
+    elif str(affine) == "moments":
+        shape_tag = " affine=moments"
+    else:
+        shape_tag = f" affine={file_digest(DEFAULT_AFFINE if str(affine) in ('learned', 'default') else affine)}"
     names = [n for n in dict.fromkeys(names) if n not in skipped]
     methods: List[Method] = []
     detection, rot_detection, descriptor, base = None, None, None, ""
@@ -226,14 +242,14 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
         if n in OPENCV_METHODS:
             methods.append(opencv_method(n, num_points))
         elif n == "upright":
-            methods.append(keynet_method(n, detection, descriptor, None, base))
+            methods.append(keynet_method(n, detection, descriptor, None, base + shape_tag, shape))
         elif n == "gradient":
             methods.append(keynet_method(n, rot_detection, descriptor, load_orientation("gradient", device=device),
-                                         rot_base + " ori=gradient"))
+                                         rot_base + " ori=gradient" + shape_tag, shape))
         elif n == "learned":
             spec = orientation_weights if orientation_weights is not None else DEFAULT_ORIENTATION
             methods.append(keynet_method(n, rot_detection, descriptor, load_orientation(spec, device=device),
-                                         rot_base + f" ori=learned:{file_digest(spec)}"))
+                                         rot_base + f" ori=learned:{file_digest(spec)}" + shape_tag, shape))
         else:  # kornia-orinet
             orienter = KorniaOrienter(load_kornia_orinet(kornia_orinet_weights), device=device)
             methods.append(keynet_method(n, rot_detection, descriptor, orienter,

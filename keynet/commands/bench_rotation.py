@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "over turns of each level (--rotation-turns), as 'keynet extract --upright false'; upright is "
                   "always today's pipeline")
     add_rotation_turns_arg(ap)
+    options.add_affine_arg(ap)  # the Key.Net variants' regions
     add_auto_flag(ap, "--subpixel",
                   "sub-pixel keypoints (DetectorSettings.subpixel). auto: for the oriented Key.Net variants, as "
                   "'keynet extract --upright false', while upright stays today's pipeline; true: for upright too "
@@ -178,7 +179,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         methods, skipped = build_methods(args.methods, args.num_points, args.orientation_weights,
                                          args.kornia_orinet_weights, args.device, args.rotation_average,
                                          None if args.descriptor == "default" else args.descriptor,
-                                         subpixel=auto_flag(args.subpixel), rotation_turns=args.rotation_turns)
+                                         subpixel=auto_flag(args.subpixel), rotation_turns=args.rotation_turns,
+                                         affine=args.affine)
         notes += [f"skipping '{m}': {why}" for m, why in skipped.items()]
         for n in notes:
             print(f"note: {n}", flush=True)

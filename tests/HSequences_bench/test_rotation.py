@@ -373,3 +373,18 @@ def test_command_runs_and_reuses_its_cache(tmp_path, capsys):
     assert "MMA@3" in (out / "rotation.md").read_text()
     assert cli.main(argv + ["--plot", "false"]) == 0
     assert "0 image(s) extracted" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:.*pyramid level")
+def test_build_methods_with_affine_shapes(real_image_dir):
+    """--affine: the Key.Net variants describe their regions through the affine shape (the
+    same keypoints, other descriptors, a cache tag of their own); kornia-orinet refuses it."""
+    img = load_image(ImageRef(real_image_dir / "v_boat" / "1.ppm", "x"))
+    iso, _ = build_methods(["upright", "sift"], num_points=100, device="cpu")
+    aff, _ = build_methods(["upright", "sift"], num_points=100, device="cpu", affine="moments")
+    a, b = FeatureSet(*iso[0].extract(img)), FeatureSet(*aff[0].extract(img))
+    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    assert a.descriptors.shape == b.descriptors.shape and not np.allclose(a.descriptors, b.descriptors)
+    assert aff[0].tag == iso[0].tag + " affine=moments" and aff[1].tag == iso[1].tag
+    with pytest.raises(MethodError, match="isotropic frames only"):
+        build_methods(["kornia-orinet"], num_points=10, kornia_orinet_weights=__file__, affine="moments")
