@@ -309,7 +309,8 @@ def image_features(extractor: Extractor, path: PathLike, max_image_size: int) ->
     longest side and given in full-resolution pixels (integer pixel centres; the affine shapes
     are scale-free and carry over). ``image_size`` is the file's (width, height)."""
     img, s, size = read_for_extraction(path, max_image_size)
-    f = extractor.features(img, name=str(path))
+    # errors name the file (other extractors of the benchmarks take the image alone)
+    f = extractor.features(img, name=str(path)) if isinstance(extractor, Extractor) else extractor.features(img)
     return Features(_full_resolution(f.keypoints, s), f.descriptors, f.orientations, size, f.shapes)
 
 

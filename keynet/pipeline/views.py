@@ -223,7 +223,7 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
     parts = []
     for v in views:
         if v.plain:
-            f = extractor.features(image, name=name)
+            f = extractor.features(image, name=name) if isinstance(extractor, Extractor) else extractor.features(image)
             n = len(f.keypoints)
             kp = np.asarray(f.keypoints, np.float64)
             shp = (np.tile(np.eye(2, dtype=np.float32), (n, 1, 1)) if f.shapes is None
