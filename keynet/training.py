@@ -35,7 +35,7 @@ from keynet.base.geometry import common_region_masks, warp_points
 from keynet.base.training import LoopConfig, Task, TrainingDiverged, fit
 
 from . import data as kdata
-from .detection import DetectorSettings, KeyNetDetector, nms_top_points
+from .detection import DetectorSettings, KeyNetDetector, nms_top_points, setting
 from .engine import KeyNetEngine
 from .loss import MSIPConfig, msip_loss
 from .model import KeyNet, KeyNetConfig
@@ -56,8 +56,9 @@ class ValConfig:
 
     pairs: int = field(default=0, metadata={"flags": ("--val-pairs",), "help": "validation pairs used (0: all)"})
     batch: int = field(default=4, metadata={"flags": ("--val-batch",), "help": "validation batch"})
-    nms_size: int = field(default=15, metadata={"flags": ("--nms-size",), "help": "NMS window"})
-    num_points: int = field(default=25, metadata={"flags": ("--num-points",), "help": "points per view"})
+    # the detector's own settings (DetectorSettings' declaration), with validation's defaults
+    nms_size: int = setting("nms_size", 15, help="NMS window (px) of the validation's detection")
+    num_points: int = setting("num_points", 25, help="points per view (the best by score) of the validation")
     overlap: float = field(default=0.6, metadata={"flags": ("--overlap",), "help": "IoU for a repeated point"})
     relu: bool = field(default=False, metadata={"flags": ("--val-relu",),
                                                 "help": "score the ReLU of the output (the reproduction)"})
