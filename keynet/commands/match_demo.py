@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     stage = _Stages(args.progress, 4)
     try:
         for path in (args.image0, args.image1):
+            if Path(path).is_dir():
+                raise IsADirectoryError(f"{path} is a folder, not an image file")
             if not Path(path).is_file():
                 raise FileNotFoundError(f"image not found: {path}")
         fcfg = options.feature_config_from_args(args)

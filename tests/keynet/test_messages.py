@@ -47,3 +47,11 @@ def test_too_small_image_is_named(tmp_path):
         image_features(ex, small, 1600)
     with pytest.raises(ImageTooSmallError, match=r"^image: 8x8 px"):  # an array has no name
         ex.features(cv2.imread(str(small), cv2.IMREAD_GRAYSCALE))
+
+
+def test_demo_calls_a_folder_a_folder(tmp_path, capsys):
+    from keynet.commands import match_demo
+
+    assert match_demo.main([str(tmp_path), str(tmp_path / "b.png"), "--out", str(tmp_path / "d.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder, not an image file" in err[0] and not (tmp_path / "d.png").exists()
