@@ -421,6 +421,7 @@ def write_features_h5(features_path: Union[str, os.PathLike], jobs: Sequence[Tup
     summary = RunSummary()
     path = Path(features_path)
     existed = path.exists()
+    new_dirs = [d for d in [path.parent, *path.parent.parents] if not d.exists()]  # made by open_h5
     empty = True
     try:
         with hloc_io.open_h5(path, "a") as fd:
@@ -458,8 +459,13 @@ def write_features_h5(features_path: Union[str, os.PathLike], jobs: Sequence[Tup
                 bar.set_postfix(points=len(f.keypoints), refresh=False)
             empty = len(fd.keys()) == 0
     finally:
-        if empty and not existed:  # nothing written (or stopped before): no empty file left
+        if empty and not existed:  # nothing written (or stopped before): no empty file or folder left
             path.unlink(missing_ok=True)
+            for d in new_dirs:  # innermost first
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
     summary.seconds = time.time() - t0
     return summary
 

@@ -1,5 +1,7 @@
 """User errors name their culprit in one short line: a folder where a file is expected, a
 weights file torch refuses, an image too small for Key.Net."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from hardnet import HardNetWeightsError, load_hardnet
 from keynet.base.files import read_image_list
 from keynet.base.images import ImageReadError, read_image_grey
 from keynet.weights import WeightsError, load_keynet
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _NotATensor:
@@ -55,3 +59,16 @@ def test_demo_calls_a_folder_a_folder(tmp_path, capsys):
     assert match_demo.main([str(tmp_path), str(tmp_path / "b.png"), "--out", str(tmp_path / "d.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a folder, not an image file" in err[0] and not (tmp_path / "d.png").exists()
+
+
+def test_match_with_unusable_weights_leaves_no_output_folder(tmp_path, capsys):
+    from keynet.commands import match
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for n in ("a.png", "b.png"):
+        (imgs / n).write_bytes((ROOT / "test_im" / "test_im.png").read_bytes())
+    out = tmp_path / "out" / "deep"
+    assert match.main(["--image-dir", str(imgs), "--out", str(out), "--descriptor", str(tmp_path / "no.pt")]) == 2
+    assert "HardNet weights not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
