@@ -3,8 +3,8 @@
 The data layout, the metrics and the estimator settings follow the reference package
 ``wxbs-benchmark`` 0.0.4 (Apache-2.0, D. Mishkin; ``dataset.py``, ``metrics.py``,
 ``evaluation.py`` and its README), re-implemented here without torch/kornia so this module
-imports only numpy, OpenCV and the standard library (matplotlib only inside
-:func:`plot_recall_curves`). ``tests/HSequences_bench/test_wide_baseline.py`` pins every
+imports only numpy, OpenCV, the standard library and the project's base (its atomic writer;
+matplotlib only inside :func:`plot_recall_curves`). ``tests/HSequences_bench/test_wide_baseline.py`` pins every
 metric to the reference on fixed inputs.
 
 * **WxBS v1.1**: ``<root>/v1.1/<group>/<pair>/{01,02}.(png|jpg)`` and ``corrs.txt`` (hand
@@ -27,13 +27,14 @@ import csv
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+
+from keynet.base.files import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 
@@ -526,23 +527,8 @@ def make_extreme_pair(seq_dir: PathLike, k: int = 2, tilt: float = 4.0, directio
 
 
 def _atomic_write_text(path: PathLike, text: str) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=str(p.parent))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return Path(path)
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:
@@ -675,17 +661,7 @@ def plot_recall_curves(path: PathLike, thresholds: Sequence[float], curves: Mapp
     if curves:
         ax.legend()
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.stem + ".", suffix=p.suffix or ".png", dir=str(p.parent))
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format=(p.suffix.lstrip(".") or "png"))
+    atomic_write_bytes(p, buf.getvalue())
     return p

@@ -25,6 +25,7 @@ from kornia.feature import LAFOrienter, OriNet, get_laf_orientation
 from HSequences_bench.baselines import opencv_features
 from HSequences_bench.rotation import FeatureSet, Method
 from keynet.base.device import resolve_device
+from keynet.base.files import torch_load_reason
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
 from keynet.pipeline.extraction import (
     DEFAULT_AFFINE,
@@ -123,20 +124,28 @@ class KorniaOrienter:
         return np.mod(-kornia_deg.double().cpu().numpy(), 360.0).astype(np.float32)
 
 
+def peer_state_dict(path: Path, what: str) -> Dict[str, torch.Tensor]:
+    """The state dict of a published peer weights file ``path`` (a state dict, or a checkpoint
+    with a ``state_dict`` entry as the AffNet release); :class:`MethodError` naming ``what``
+    and the file when it cannot be read or holds none."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unreadable file is a user error)
+        raise MethodError(f"cannot read {what} weights {path}: {torch_load_reason(exc)}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise MethodError(f"{path} holds no state dict of {what}")
+    return state
+
+
 def load_kornia_orinet(path: PathLike) -> OriNet:
     """kornia's ``OriNet`` with the weights of ``path`` (a state dict, or a checkpoint with a
     ``state_dict`` entry as the AffNet release). Nothing is downloaded."""
     p = Path(path)
     if not p.is_file():
         raise MethodError(f"kornia OriNet weights not found: {p}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (any unreadable file is a user error)
-        raise MethodError(f"cannot read kornia OriNet weights {p}: {exc}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise MethodError(f"{p} holds no state dict of kornia's OriNet")
+    state = peer_state_dict(p, "kornia's OriNet")
     net = OriNet(pretrained=False)
     try:
         res = net.load_state_dict(state, strict=False)

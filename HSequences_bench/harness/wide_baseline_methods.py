@@ -60,7 +60,7 @@ import torch
 from hardnet.patches import PATCH_SIZE, patch_lafs
 from HSequences_bench.baselines import opencv_features
 from HSequences_bench.harness.rotation_methods import (KorniaOrienter, MethodError, file_digest, load_kornia_orinet,
-                                                       to_uint8)
+                                                       peer_state_dict, to_uint8)
 from keynet.base.cli import str2bool
 from keynet.base.device import resolve_device
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, Extractor, Features,
@@ -423,24 +423,12 @@ def _unit_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(f))[None, None].to(device)
 
 
-def _state_dict(path: Path, what: str) -> Dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (any unreadable file is a user error)
-        raise MethodError(f"cannot read {what} weights {path}: {exc}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise MethodError(f"{path} holds no state dict of {what}")
-    return state
-
-
 def load_into(module: torch.nn.Module, path: PathLike, what: str) -> torch.nn.Module:
     """Load the state dict of ``path`` (a state dict or a checkpoint with ``state_dict``, as the
     published files) into ``module``: every parameter and buffer but ``num_batches_tracked``
     must be there (the AffNet / OriNet releases have none of those counters)."""
     p = Path(path)
-    state = _state_dict(p, what)
+    state = peer_state_dict(p, what)
     try:
         res = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:

@@ -187,6 +187,23 @@ def positive_int(v: str) -> int:
     return n
 
 
+def count_or_all(what: str, every: str):
+    """An argparse type: a number of ``what`` >= 1, or ``all`` (also ``none``) -> ``None``
+    (``every`` says what all means); 0 is rejected, as by :func:`positive_int`."""
+    def parse(v: str) -> Optional[int]:
+        if str(v).strip().lower() in ("all", "none"):
+            return None
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {what} or 'all', got {v!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"expected a number of {what} >= 1 or 'all' ({every}), got {v!r}")
+        return n
+    parse.__name__ = f"{what} count"
+    return parse
+
+
 def _parser_for(hint) -> Tuple[Any, Dict[str, Any]]:
     """argparse ``type`` (and extra keywords) for a resolved type hint."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from keynet.base import twoview, viz
-from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.cli import ArgumentParser, add_bool_flag, count_or_all
 from keynet.pipeline import matching
 
 from . import options
@@ -34,17 +34,8 @@ from .common import USER_ERRORS
 DEFAULT_MAX_LINES = 200
 
 
-def max_lines_arg(v: str) -> Optional[int]:
-    """``--max-lines``: a number of lines >= 1, or ``all`` (every match; ``None``)."""
-    if str(v).strip().lower() == "all":
-        return None
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of lines or 'all', got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of lines >= 1 or 'all' (every match), got {v!r}")
-    return n
+#: ``--max-lines``: a number of lines >= 1, or ``all`` (every match; ``None``).
+max_lines_arg = count_or_all("lines", "every match")
 
 
 def build_parser() -> argparse.ArgumentParser:

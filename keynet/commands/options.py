@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 from typing import Any, Dict, Optional, Sequence
 
-from keynet.base.cli import add_bool_flag, add_config_args, config_from_args
+from keynet.base.cli import add_bool_flag, add_config_args, config_from_args, count_or_all, positive_int
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings
 from keynet.pipeline.extraction import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP,
                                         ORIENTATION_HELP, FeatureConfig)
@@ -127,18 +127,8 @@ def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfi
                         "(ASIFT / MODS; docs/matching.md): none (the plain images), auto (the plain images first, "
                         "then views of tilt 2, then 4, while fewer than --min-inliers matches pass the "
                         "fundamental-matrix check), full (all views at once)")
-    g.add_argument("--min-inliers", type=_positive_int, default=d.min_inliers,
+    g.add_argument("--min-inliers", type=positive_int, default=d.min_inliers,
                    help="verified matches at which --view-synthesis auto stops adding views (MODS's 15)")
-
-
-def _positive_int(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
-    return n
 
 
 def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:
@@ -160,7 +150,7 @@ def add_pair_args(p: argparse.ArgumentParser, num_neighbours: int = 10) -> None:
                         "image with its --num-neighbours most similar images by a VLAD of its own features, "
                         "about n x K pairs (large or unordered collections, distractors)")
     g.add_argument("--window", type=int, default=10, help="images after each one for --pairs sequential")
-    g.add_argument("--num-neighbours", type=_positive_int, default=num_neighbours,
+    g.add_argument("--num-neighbours", type=positive_int, default=num_neighbours,
                    help="images each image is paired with for --pairs retrieval")
     g.add_argument("--codebook", default=None, metavar="NPY",
                    help="VLAD codebook (centroids x descriptor dimension .npy, e.g. OUT/retrieval/codebook.npy of "
@@ -171,15 +161,6 @@ def add_pair_args(p: argparse.ArgumentParser, num_neighbours: int = 10) -> None:
                         "overrides --pairs")
 
 
-def top_k(v: str) -> Optional[int]:
-    """A number of points >= 1, or 'all' / 'none' for all points (0 means nothing anywhere:
-    rejected, as ``--num-points 0``)."""
-    if str(v).strip().lower() in ("none", "all"):
-        return None
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of points or 'all', got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of points >= 1 or 'all' (every point), got {v!r}")
-    return n
+#: ``--top-k-points``: a number of points >= 1, or 'all' / 'none' for all points (0 means
+#: nothing anywhere: rejected, as ``--num-points 0``).
+top_k = count_or_all("points", "every point")
