@@ -65,7 +65,7 @@ from hardnet.patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, patch_lafs
 from keynet.base import twoview
 from keynet.base.images import read_image_grey
 
-from . import hloc_io
+from . import hloc_io, nearest
 from .extraction import Extractor, FeatureConfig, Features, extractor_from_config, write_features_h5
 from .pairs import Pair
 from .views import (NUM_LEVELS, VIEW_SET_ID, VIEW_SYNTHESIS_MODES, dedup_matches, view_features, view_levels,
@@ -195,6 +195,13 @@ def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, config: Optional[Mat
                 la0 = lafs_from_keypoints(kpts0, ori0 if oriented else None)
                 la1 = lafs_from_keypoints(kpts1, ori1 if oriented else None)
             _, idx = KF.match_adalam(d0, d1, la0, la1, config=conf, hw1=hw0, hw2=hw1)
+        elif nearest.needs_blocks(len(d0), len(d1)):  # kornia's matches in bounded memory
+            if cfg.method in ("smnn", "snn"):
+                _, idx = (nearest.smnn if cfg.method == "smnn" else nearest.snn)(d0, d1, th)
+            else:
+                dist, idx = (nearest.mnn if cfg.method == "mnn" else nearest.nn)(d0, d1)
+                if th is not None:
+                    idx = idx[dist <= th]
         elif cfg.method in ("smnn", "snn"):
             fn = KF.match_smnn if cfg.method == "smnn" else KF.match_snn
             _, idx = fn(d0, d1, th)
@@ -233,15 +240,23 @@ def match_union(kpts0: np.ndarray, desc0: np.ndarray, lafs0: np.ndarray, kpts1: 
     th = cfg.resolved_threshold
     mutual = cfg.method == "smnn"
     with torch.no_grad():
-        _, idx = KF.match_fginn(d0, d1, la0, la1, th, FGINN_RADIUS, mutual=mutual)
+        _, idx = _fginn(d0, d1, la0, la1, th, mutual)
         m = idx.cpu().numpy().astype(np.int64).reshape(-1, 2)
         if mutual:  # the ratio test seen from image 1 too, as smnn
-            _, back = KF.match_fginn(d1, d0, la1, la0, th, FGINN_RADIUS, mutual=True)
+            _, back = _fginn(d1, d0, la1, la0, th, True)
             b = back.cpu().numpy().astype(np.int64).reshape(-1, 2)
             n1 = len(d1)
             m = m[np.isin(m[:, 0] * n1 + m[:, 1], b[:, 1] * n1 + b[:, 0])]
     m = m[np.argsort(m[:, 0], kind="stable")]
     return m, _cosine(d0, d1, m)
+
+
+def _fginn(d0: torch.Tensor, d1: torch.Tensor, la0: torch.Tensor, la1: torch.Tensor, th: float,
+           mutual: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """kornia's FGINN (:data:`FGINN_RADIUS`), in blocks above :data:`nearest.MAX_DISTANCE_ENTRIES`."""
+    if nearest.needs_blocks(len(d0), len(d1)):
+        return nearest.fginn(d0, d1, la1[0, :, :, 2], th, FGINN_RADIUS, mutual)
+    return KF.match_fginn(d0, d1, la0, la1, th, FGINN_RADIUS, mutual=mutual)
 
 
 def verify_matches(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray, scores: np.ndarray
