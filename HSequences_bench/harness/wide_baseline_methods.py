@@ -9,12 +9,14 @@ Methods (their names are the command's values), in the registry :data:`METHODS`
   ``orientation='none'`` / ``'learned'``, i.e. ``--upright true`` / ``false``), built by
   :func:`keynet.pipeline.matching.build_extractor` and run by ``extract_image``. Each is
   :func:`keynet_preset` of some :class:`FeatureConfig` fields, so a new field (``affine``,
-  ``view_synthesis``, ...) is a new method in one line::
+  ...) is a new method in one line::
 
-      METHODS["keynet-views"] = keynet_preset(view_synthesis="auto")
+      METHODS["keynet-moments"] = keynet_preset(orientation="learned", affine="moments")
 
   and any combination is reachable without code as the method spec
-  ``keynet:<field>=<value>,<field>=<value>`` (:func:`parse_keynet_spec`);
+  ``keynet:<field>=<value>,<field>=<value>`` (:func:`parse_keynet_spec`; the matcher's
+  ``view_synthesis=auto|full`` is accepted there too, e.g.
+  ``keynet:affine=learned,view_synthesis=auto``);
 * ``keynet-affine``: our pipeline with our own affine shape and orientation
   (``affine='learned'``, ``orientation='learned'``; skipped while ``pretrained_nets/affnet.pt``
   is not shipped);
@@ -67,7 +69,7 @@ from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFA
                                         load_descriptor, resolve_detector_weights)
 from keynet.pipeline.matching import (FeatureConfig, MatcherConfig, ViewedImage, build_extractor, extract_image,
                                       match_descriptors, match_view_levels)
-from keynet.pipeline.views import NUM_LEVELS, VIEW_SET_ID, view_levels
+from keynet.pipeline.views import NUM_LEVELS, VIEW_SET_ID, VIEW_SYNTHESIS_MODES, view_levels
 
 PathLike = Union[str, os.PathLike]
 
@@ -76,6 +78,8 @@ __all__ = ["DEFAULT_METHODS", "ImageFeatures", "METHODS", "Method", "MethodError
 
 #: The prefix of a method spec that sets :class:`FeatureConfig` fields.
 KEYNET_SPEC_PREFIX = "keynet:"
+#: The matcher field a method spec may set besides the FeatureConfig fields.
+VIEW_SYNTHESIS_FIELD = "view_synthesis"
 #: Patches described per network call (AffNet, OriNet, HardNet) in the kornia methods.
 CHUNK = 1024
 
@@ -251,7 +255,7 @@ def parse_keynet_spec(spec: str) -> Dict[str, object]:
     ``none`` for an optional field). Unknown fields and bad values: :class:`MethodError`."""
     if not spec.startswith(KEYNET_SPEC_PREFIX):
         raise MethodError(f"not a keynet method spec: {spec!r} (expected keynet:<field>=<value>,...)")
-    hints = _field_types()
+    hints = {**_field_types(), VIEW_SYNTHESIS_FIELD: str}
     out: Dict[str, object] = {}
     body = spec[len(KEYNET_SPEC_PREFIX):].strip()
     for item in filter(None, (s.strip() for s in body.split(","))):
@@ -263,6 +267,9 @@ def parse_keynet_spec(spec: str) -> Dict[str, object]:
             raise MethodError(f"unknown FeatureConfig field {key!r} in method spec {spec!r}; fields: "
                               + ", ".join(hints))
         out[key] = _coerce(key, value.strip(), hints[key])
+    if out.get(VIEW_SYNTHESIS_FIELD, "none") not in VIEW_SYNTHESIS_MODES:
+        raise MethodError(f"bad value {out[VIEW_SYNTHESIS_FIELD]!r} for {VIEW_SYNTHESIS_FIELD!r} in method spec "
+                          f"{spec!r}; choose from {', '.join(VIEW_SYNTHESIS_MODES)}")
     return out
 
 
@@ -582,7 +589,7 @@ def kornia_orinet(options: MethodOptions) -> Method:
 
 # ------------------------------------------------------------------------------ the registry
 #: name -> factory(options) -> Method. A new :class:`FeatureConfig` field is a new method in
-#: one line, e.g. ``METHODS["keynet-views"] = keynet_preset(view_synthesis="auto")``.
+#: one line, e.g. ``METHODS["keynet-moments"] = keynet_preset(orientation="learned", affine="moments")``.
 METHODS: Dict[str, Callable[[MethodOptions], Method]] = {
     "keynet-upright": keynet_preset(orientation="none"),
     "keynet-oriented": keynet_preset(orientation="learned"),
@@ -604,7 +611,10 @@ def build_method(name: str, options: MethodOptions) -> Method:
     Raises :class:`MethodError` (unknown name, bad spec, missing given weights) or
     :class:`MethodSkipped` (default weights absent). Loads no network."""
     if name.startswith(KEYNET_SPEC_PREFIX):
-        method = keynet_preset(**parse_keynet_spec(name))(options)
+        fields = parse_keynet_spec(name)
+        mode = fields.pop(VIEW_SYNTHESIS_FIELD, "none")
+        factory = keynet_preset(**fields) if mode == "none" else view_synthesis_preset(mode, **fields)
+        method = factory(options)
     elif name in METHODS:
         method = METHODS[name](options)
     else:

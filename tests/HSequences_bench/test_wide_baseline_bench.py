@@ -140,9 +140,26 @@ def test_keynet_spec_parsing_and_tags():
     with pytest.raises(wm.MethodError, match="unknown FeatureConfig field 'frobnicate'"):
         wm.keynet_preset(frobnicate="yes")(opts)
     for bad, msg in (("keynet:bogus=1", "unknown FeatureConfig field 'bogus'"),
-                     ("keynet:subpixel=maybe", "bad value 'maybe'"), ("keynet:nms_size", "not <field>=<value>")):
+                     ("keynet:subpixel=maybe", "bad value 'maybe'"), ("keynet:nms_size", "not <field>=<value>"),
+                     ("keynet:view_synthesis=some", "bad value 'some' for 'view_synthesis'")):
         with pytest.raises(wm.MethodError, match=msg):
             wm.parse_keynet_spec(bad)
+
+
+def test_keynet_spec_with_view_synthesis_is_the_view_method():
+    """``view_synthesis`` (a matcher setting) in a spec gives the view-synthesis method of those
+    FeatureConfig fields: ``keynet:view_synthesis=auto`` is keynet-views (same cache); ``none`` is
+    the plain pipeline."""
+    opts = wm.MethodOptions(num_points=500, max_image_size=640)
+    views = wm.build_method("keynet-views", opts)
+    same = wm.build_method("keynet:view_synthesis=auto", opts)
+    assert isinstance(same, wm.ViewSynthesisMethod) and same.cache_name == views.cache_name
+    affine = wm.build_method("keynet:affine=moments,view_synthesis=full", opts)
+    assert isinstance(affine, wm.ViewSynthesisMethod) and affine.matcher.view_synthesis == "full"
+    assert '"affine": "moments"' in affine.tag and affine.cache_name != views.cache_name
+    plain = wm.build_method("keynet:view_synthesis=none,orientation=none", opts)
+    assert not isinstance(plain, wm.ViewSynthesisMethod)
+    assert plain.cache_name == wm.build_method("keynet-upright", opts).cache_name
 
 
 @pytest.mark.parametrize("argv,message", [
