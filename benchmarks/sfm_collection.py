@@ -254,6 +254,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mapper", choices=reconstruction.MAPPERS, default="global", help="mapper of the collection")
     p.add_argument("--alone", type=str2bool, default=True, metavar="BOOL",
                    help="also reconstruct each scene alone (exhaustive + incremental) on the same features")
+    p.add_argument("--min-model-size", type=int, default=None,
+                   help="fewest registered images of a model kept besides the first (default: COLMAP's, "
+                        "10 incremental / hierarchical, 3 global)")
     p.add_argument("--num-threads", type=int, default=-1, help="COLMAP threads")
     p.add_argument("--overwrite", type=str2bool, default=False, metavar="BOOL", help="recompute what exists")
     p.add_argument("--progress", type=str2bool, default=True, metavar="BOOL", help="progress bars")
@@ -284,7 +287,8 @@ def main(argv=None) -> int:
           flush=True)
     fcfg = options.feature_config_from_args(args)
     mcfg = options.matcher_config_from_args(args)
-    base = ReconstructionConfig(features=fcfg, matcher=mcfg, num_threads=args.num_threads, overwrite=args.overwrite)
+    base = ReconstructionConfig(features=fcfg, matcher=mcfg, num_threads=args.num_threads, overwrite=args.overwrite,
+                                min_model_size=args.min_model_size)
     cfg = dataclasses.replace(base, pair_mode="retrieval", mapper=args.mapper,
                               retrieval=RetrievalConfig(num_neighbours=args.num_neighbours))
     out = work / "collection"  # one folder for every mapper: features, retrieval and matches are reused
@@ -293,6 +297,7 @@ def main(argv=None) -> int:
     report: Dict = {"images": n, "groups": {g: len(v) for g, v in groups.items()},
                     "features": dataclasses.asdict(fcfg), "matcher": dataclasses.asdict(mcfg),
                     "retrieval": dataclasses.asdict(cfg.retrieval), "mapper": args.mapper,
+                    "min_model_size": cfg.resolved_min_model_size,
                     "quality": retrieval_quality(pairs, groups, n), "collection_seconds": total,
                     "collection_stages": stages}
     models = model_report(res.models, groups)

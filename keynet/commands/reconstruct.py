@@ -21,7 +21,7 @@ import sys
 import warnings
 
 
-from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.cli import ArgumentParser, add_bool_flag, positive_int
 from keynet.pipeline import reconstruction
 from keynet.pipeline.reconstruction import CAMERA_MODES, MAPPERS, CameraConfig, ReconstructionConfig
 from keynet.pipeline.retrieval import RetrievalConfig
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "overlapping clusters mapped incrementally, then merged (large scenes)")
     g.add_argument("--min-num-matches", type=int, default=d.min_num_matches,
                    help="minimum verified matches for a pair to be used")
+    g.add_argument("--min-model-size", type=positive_int, default=d.min_model_size, metavar="N",
+                   help="fewest registered images of a model kept besides the first (default: COLMAP's, 10 for the "
+                        "incremental and hierarchical mappers, 3 for the global one); lower it for a collection of "
+                        "several small scenes")
     g.add_argument("--num-threads", type=int, default=d.num_threads, help="COLMAP threads (-1: all)")
     g.add_argument("--seed", type=int, default=d.seed, help="COLMAP random seed")
     add_bool_flag(g, "--colmap-log", False, "show COLMAP's own log")
@@ -87,7 +91,8 @@ def main(argv=None) -> int:
             camera=CameraConfig(args.camera_mode, args.camera_model, args.camera_params, args.refine_intrinsics),
             pair_mode=args.pairs, window=args.window, pairs_file=args.pairs_file,
             retrieval=RetrievalConfig(num_neighbours=args.num_neighbours, codebook=args.codebook), mapper=args.mapper,
-            min_num_matches=args.min_num_matches, num_threads=args.num_threads, seed=args.seed,
+            min_num_matches=args.min_num_matches, min_model_size=args.min_model_size,
+            num_threads=args.num_threads, seed=args.seed,
             overwrite=args.overwrite, strict=args.strict)
         result = reconstruction.reconstruct(args.image_dir, args.out, cfg, progress=args.progress,
                                             verbose=args.colmap_log)

@@ -58,6 +58,11 @@ CAMERA_MODES = {"auto": pycolmap.CameraMode.AUTO, "single": pycolmap.CameraMode.
 CAMERA_MODELS = tuple(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
 #: COLMAP's mappers (``ReconstructionConfig.mapper``).
 MAPPERS = ("incremental", "global", "hierarchical")
+#: COLMAP's own ``min_model_size`` of each mapper (read from pycolmap; the hierarchical mapper's
+#: clusters are mapped by the incremental one): 10, 3, 10 in COLMAP 4.2.
+DEFAULT_MIN_MODEL_SIZE = {"incremental": int(pycolmap.IncrementalPipelineOptions().min_model_size),
+                          "global": int(pycolmap.GlobalPipelineOptions().min_model_size),
+                          "hierarchical": int(pycolmap.IncrementalPipelineOptions().min_model_size)}
 
 
 class ReconstructionError(RuntimeError):
@@ -119,6 +124,11 @@ class ReconstructionConfig:
     mapper: str = "incremental"
     #: COLMAP's minimum number of verified inlier matches to use a pair (its default 15).
     min_num_matches: int = 15
+    #: the fewest registered images of a model that is kept besides the first; ``None``:
+    #: COLMAP's default of the mapper (:data:`DEFAULT_MIN_MODEL_SIZE`: 10 incremental and
+    #: hierarchical, 3 global). A collection of several small scenes needs a lower value with
+    #: the incremental mappers, or each scene after the first with fewer images is discarded.
+    min_model_size: Optional[int] = None
     num_threads: int = -1
     #: COLMAP's random seed (a fixed seed makes a run repeatable up to thread scheduling).
     seed: int = 0
@@ -130,6 +140,16 @@ class ReconstructionConfig:
     def __post_init__(self) -> None:
         if self.mapper not in MAPPERS:
             raise ValueError(f"unknown mapper {self.mapper!r}; choose one of {', '.join(MAPPERS)}")
+        if self.min_model_size is not None and (int(self.min_model_size) != self.min_model_size
+                                                or self.min_model_size < 2):
+            raise ValueError(f"min_model_size must be an integer >= 2, got {self.min_model_size}")
+
+    @property
+    def resolved_min_model_size(self) -> int:
+        """:attr:`min_model_size`, or COLMAP's default for :attr:`mapper`."""
+        if self.min_model_size is not None:
+            return int(self.min_model_size)
+        return DEFAULT_MIN_MODEL_SIZE[self.mapper]
 
 
 @dataclass
@@ -219,6 +239,7 @@ def mapper_options(cfg: ReconstructionConfig) -> pycolmap.IncrementalPipelineOpt
     """COLMAP's incremental mapper defaults, with fixed intrinsics when asked."""
     o = pycolmap.IncrementalPipelineOptions()
     o.min_num_matches = int(cfg.min_num_matches)
+    o.min_model_size = cfg.resolved_min_model_size
     o.num_threads = int(cfg.num_threads)
     o.random_seed = int(cfg.seed)
     refine = bool(cfg.camera.refine_intrinsics)
@@ -235,6 +256,7 @@ def global_mapper_options(cfg: ReconstructionConfig) -> pycolmap.GlobalPipelineO
     when asked (its bundle adjustment is the only step that refines them)."""
     o = pycolmap.GlobalPipelineOptions()
     o.min_num_matches = int(cfg.min_num_matches)
+    o.min_model_size = cfg.resolved_min_model_size
     o.num_threads = int(cfg.num_threads)
     o.random_seed = int(cfg.seed)
     m = o.mapper

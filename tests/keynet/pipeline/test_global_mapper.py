@@ -60,6 +60,25 @@ def test_mapper_option_checked():
     assert not h.incremental_options.ba_refine_focal_length and not h.incremental_options.mapper.abs_pose_refine_focal_length
 
 
+def test_min_model_size_reaches_every_mapper():
+    """``min_model_size``: COLMAP's default of each mapper unless given (COLMAP drops the models
+    after the first with fewer registered images: scenes of a mixed collection)."""
+    assert reconstruction.mapper_options(ReconstructionConfig()).min_model_size == 10
+    assert reconstruction.global_mapper_options(ReconstructionConfig(mapper="global")).min_model_size == 3
+    h = reconstruction.hierarchical_mapper_options(ReconstructionConfig(mapper="hierarchical"))
+    assert h.incremental_options.min_model_size == 10
+    for mapper in MAPPERS:
+        cfg = ReconstructionConfig(mapper=mapper, min_model_size=4)
+        assert reconstruction.mapper_options(cfg).min_model_size == 4
+        assert reconstruction.global_mapper_options(cfg).min_model_size == 4
+        assert reconstruction.hierarchical_mapper_options(cfg).incremental_options.min_model_size == 4
+    for bad in (1, 2.5):
+        with pytest.raises(ValueError, match="min_model_size must be an integer >= 2"):
+            ReconstructionConfig(min_model_size=bad)
+    args = reconstruct_cli.parse_args(["--image-dir", "x", "--out", "y", "--min-model-size", "5"])
+    assert args.min_model_size == 5 and reconstruct_cli.parse_args(["--image-dir", "x", "--out", "y"]).min_model_size is None
+
+
 @pytest.mark.parametrize("mapper", ["global", "hierarchical"])
 def test_mappers_on_the_synthetic_scene(scene, matched, mapper):
     root, K, gt, names = scene
