@@ -78,8 +78,13 @@ __all__ = ["DEFAULT_METHODS", "ImageFeatures", "METHODS", "Method", "MethodError
 
 #: The prefix of a method spec that sets :class:`FeatureConfig` fields.
 KEYNET_SPEC_PREFIX = "keynet:"
-#: The matcher field a method spec may set besides the FeatureConfig fields.
+#: The view-synthesis settings a method spec may set besides the FeatureConfig fields: the
+#: matcher's ``view_synthesis`` and which matches the view method gives the benchmark's
+#: estimator, ``view_matches`` (:class:`ViewSynthesisMethod`); name -> (values, default).
 VIEW_SYNTHESIS_FIELD = "view_synthesis"
+VIEW_MATCHES_FIELD = "view_matches"
+VIEW_MATCHES = ("verified", "tentative")
+VIEW_FIELDS = {VIEW_SYNTHESIS_FIELD: (VIEW_SYNTHESIS_MODES, "none"), VIEW_MATCHES_FIELD: (VIEW_MATCHES, "verified")}
 #: Patches described per network call (AffNet, OriNet, HardNet) in the kornia methods.
 CHUNK = 1024
 
@@ -255,7 +260,7 @@ def parse_keynet_spec(spec: str) -> Dict[str, object]:
     ``none`` for an optional field). Unknown fields and bad values: :class:`MethodError`."""
     if not spec.startswith(KEYNET_SPEC_PREFIX):
         raise MethodError(f"not a keynet method spec: {spec!r} (expected keynet:<field>=<value>,...)")
-    hints = {**_field_types(), VIEW_SYNTHESIS_FIELD: str}
+    hints = {**_field_types(), **{k: str for k in VIEW_FIELDS}}
     out: Dict[str, object] = {}
     body = spec[len(KEYNET_SPEC_PREFIX):].strip()
     for item in filter(None, (s.strip() for s in body.split(","))):
@@ -267,9 +272,12 @@ def parse_keynet_spec(spec: str) -> Dict[str, object]:
             raise MethodError(f"unknown FeatureConfig field {key!r} in method spec {spec!r}; fields: "
                               + ", ".join(hints))
         out[key] = _coerce(key, value.strip(), hints[key])
-    if out.get(VIEW_SYNTHESIS_FIELD, "none") not in VIEW_SYNTHESIS_MODES:
-        raise MethodError(f"bad value {out[VIEW_SYNTHESIS_FIELD]!r} for {VIEW_SYNTHESIS_FIELD!r} in method spec "
-                          f"{spec!r}; choose from {', '.join(VIEW_SYNTHESIS_MODES)}")
+    for key, (values, default) in VIEW_FIELDS.items():
+        if out.get(key, default) not in values:
+            raise MethodError(f"bad value {out[key]!r} for {key!r} in method spec {spec!r}; choose from "
+                              f"{', '.join(values)}")
+    if out.get(VIEW_MATCHES_FIELD) is not None and out.get(VIEW_SYNTHESIS_FIELD, "none") == "none":
+        raise MethodError(f"{VIEW_MATCHES_FIELD!r} needs view_synthesis=auto|full in method spec {spec!r}")
     return out
 
 
@@ -329,14 +337,19 @@ class ViewSynthesisMethod(Method):
     """Our pipeline matching synthesised views (``MatcherConfig.view_synthesis`` ``auto`` or
     ``full``, :func:`keynet.pipeline.matching.match_view_levels`). The features of every view
     level are computed once per image and cached (so an ``auto`` pair that stops at level 0 is
-    charged the time of all levels: the seconds per pair are an upper bound for ``auto``); a
-    pair's matches are the verified ones (duplicates merged, fundamental-matrix inliers),
-    which the benchmark's own estimator then fits."""
+    charged the time of all levels: the seconds per pair are an upper bound for ``auto``). A
+    pair's matches, which the benchmark's own estimator then fits, are those of the last level
+    matched with the duplicates merged: ``matches='verified'`` (the default, what ``keynet
+    match`` writes) only the fundamental-matrix inliers of the view-synthesis verification,
+    ``'tentative'`` all of them, as every other method gives its tentative matches."""
 
-    def __init__(self, cfg: FeatureConfig, mode: str, options: MethodOptions) -> None:
+    def __init__(self, cfg: FeatureConfig, mode: str, options: MethodOptions, matches: str = "verified") -> None:
+        if matches not in VIEW_MATCHES:
+            raise MethodError(f"unknown view matches {matches!r}; choose from {', '.join(VIEW_MATCHES)}")
         matcher = MatcherConfig(options.matcher.method, options.matcher.threshold, view_synthesis=mode)
-        super().__init__("keynet", f"{_pipeline_tag(cfg)} views={VIEW_SET_ID}:{mode}", lambda: build_extractor(cfg),
-                         matcher, cfg.max_image_size)
+        tag = f"{_pipeline_tag(cfg)} views={VIEW_SET_ID}:{mode}" + ("" if matches == "verified" else f" {matches}")
+        super().__init__("keynet", tag, lambda: build_extractor(cfg), matcher, cfg.max_image_size)
+        self.tentative = matches == "tentative"
 
     def extract(self, path: PathLike) -> ImageFeatures:
         if self._extractor is None:
@@ -362,13 +375,15 @@ class ViewSynthesisMethod(Method):
                         "ori": None, "hw": (f.size[1], f.size[0])}
             return get
         m, _, inliers, _ = match_view_levels(getter(f1), getter(f2), self.matcher)
-        return np.asarray(m, np.int64).reshape(-1, 2)[np.asarray(inliers, bool)]
+        m = np.asarray(m, np.int64).reshape(-1, 2)
+        return m if self.tentative else m[np.asarray(inliers, bool)]
 
 
-def view_synthesis_preset(mode: str, **fields) -> Callable[[MethodOptions], Method]:
-    """The factory of our pipeline (these :class:`FeatureConfig` fields) with view synthesis ``mode``."""
+def view_synthesis_preset(mode: str, matches: str = "verified", **fields) -> Callable[[MethodOptions], Method]:
+    """The factory of our pipeline (these :class:`FeatureConfig` fields) with view synthesis
+    ``mode``, giving the ``matches`` of :class:`ViewSynthesisMethod`."""
     def factory(options: MethodOptions) -> Method:
-        return ViewSynthesisMethod(_feature_config(options, dict(fields)), mode, options)
+        return ViewSynthesisMethod(_feature_config(options, dict(fields)), mode, options, matches)
     return factory
 
 
@@ -597,6 +612,9 @@ METHODS: Dict[str, Callable[[MethodOptions], Method]] = {
     "keynet-moments": keynet_preset(orientation="learned", affine="moments"),
     "keynet-views": view_synthesis_preset("auto"),
     "keynet-views-full": view_synthesis_preset("full"),
+    # our best configuration on the development pairs (docs/wide_baseline.md): our AffNet's
+    # shapes, view synthesis, the last level's merged matches to the benchmark's estimator
+    "keynet-affine-views": view_synthesis_preset("auto", "tentative", affine="learned"),
     "sift": sift_factory(root=False),
     "rootsift": sift_factory(root=True),
     "kornia-keynet-affnet-hardnet": kornia_keynet_affnet_hardnet,
@@ -613,7 +631,8 @@ def build_method(name: str, options: MethodOptions) -> Method:
     if name.startswith(KEYNET_SPEC_PREFIX):
         fields = parse_keynet_spec(name)
         mode = fields.pop(VIEW_SYNTHESIS_FIELD, "none")
-        factory = keynet_preset(**fields) if mode == "none" else view_synthesis_preset(mode, **fields)
+        matches = fields.pop(VIEW_MATCHES_FIELD, "verified")
+        factory = keynet_preset(**fields) if mode == "none" else view_synthesis_preset(mode, matches, **fields)
         method = factory(options)
     elif name in METHODS:
         method = METHODS[name](options)

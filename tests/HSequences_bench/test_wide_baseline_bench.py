@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import shutil
 import time
@@ -157,6 +158,12 @@ def test_keynet_spec_with_view_synthesis_is_the_view_method():
     affine = wm.build_method("keynet:affine=moments,view_synthesis=full", opts)
     assert isinstance(affine, wm.ViewSynthesisMethod) and affine.matcher.view_synthesis == "full"
     assert '"affine": "moments"' in affine.tag and affine.cache_name != views.cache_name
+    tentative = wm.build_method("keynet:view_synthesis=auto,view_matches=tentative", opts)
+    assert tentative.tentative and not views.tentative and tentative.cache_name != views.cache_name
+    for bad, msg in (("keynet:view_matches=tentative", "needs view_synthesis=auto|full"),
+                     ("keynet:view_synthesis=auto,view_matches=all", "bad value 'all' for 'view_matches'")):
+        with pytest.raises(wm.MethodError, match=msg):
+            wm.parse_keynet_spec(bad)
     plain = wm.build_method("keynet:view_synthesis=none,orientation=none", opts)
     assert not isinstance(plain, wm.ViewSynthesisMethod)
     assert plain.cache_name == wm.build_method("keynet-upright", opts).cache_name
@@ -245,3 +252,15 @@ def test_view_synthesis_method_caches_its_views_and_returns_verified_matches(tmp
     m = method.match(f, f)
     assert len(m) >= 15 and np.all(view_levels(f.extra["views"])[m[:, 0]] == 0)  # level 0 was enough
     assert np.mean(m[:, 0] == m[:, 1]) > 0.9
+    # view_matches=tentative: the same level's merged matches, not only the verified ones. Image 2
+    # is image 1 with a third of its level-0 keypoints moved away: their matches stay tentative.
+    moved = f.keypoints.copy()
+    level0 = np.flatnonzero(view_levels(f.extra["views"]) == 0)
+    rng = np.random.default_rng(0)
+    moved[level0[::3], :2] = rng.uniform(0, 200, (len(level0[::3]), 2))
+    f2 = dataclasses.replace(f, keypoints=moved)
+    verified = method.match(f, f2)
+    tentative = wm.build_method("keynet:view_synthesis=auto,view_matches=tentative",
+                                wm.MethodOptions(num_points=300, max_image_size=512)).match(f, f2)
+    assert len(verified) >= 15 and len(tentative) > len(verified) + 20
+    assert {tuple(r) for r in verified} <= {tuple(r) for r in tentative}
