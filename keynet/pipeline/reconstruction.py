@@ -42,6 +42,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 import pycolmap
+from tqdm import tqdm
 
 from keynet.base import twoview
 from keynet.base.files import relative_image_names
@@ -58,6 +59,8 @@ CAMERA_MODES = {"auto": pycolmap.CameraMode.AUTO, "single": pycolmap.CameraMode.
 CAMERA_MODELS = tuple(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
 #: COLMAP's mappers (``ReconstructionConfig.mapper``).
 MAPPERS = ("incremental", "global", "hierarchical")
+#: Pairs a call of COLMAP's geometric verification (for the progress bar of large collections).
+VERIFY_CHUNK = 1000
 #: COLMAP's own ``min_model_size`` of each mapper (read from pycolmap; the hierarchical mapper's
 #: clusters are mapped by the incremental one): 10, 3, 10 in COLMAP 4.2.
 DEFAULT_MIN_MODEL_SIZE = {"incremental": int(pycolmap.IncrementalPipelineOptions().min_model_size),
@@ -327,6 +330,25 @@ def verification_options(cfg: ReconstructionConfig) -> pycolmap.TwoViewGeometryO
     return o
 
 
+def verify_pairs(cfg: ReconstructionConfig, db_path: PathLike, pairs: Sequence[Pair], chunk_path: PathLike,
+                 progress: bool = True) -> None:
+    """COLMAP's geometric verification (``pycolmap.verify_matches``) of ``pairs`` in the database,
+    :data:`VERIFY_CHUNK` pairs a call (each pair is verified on its own, with the same seed, so
+    the result is that of one call), with a progress bar; ``chunk_path``: the pairs file of a
+    chunk, removed at the end."""
+    chunk_path = Path(chunk_path)
+    bar = tqdm(total=len(pairs), desc="verification", unit="pair", disable=not progress or len(pairs) <= VERIFY_CHUNK)
+    try:
+        for start in range(0, len(pairs), VERIFY_CHUNK):
+            chunk = pairs[start:start + VERIFY_CHUNK]
+            write_pairs(chunk_path, chunk)
+            pycolmap.verify_matches(str(db_path), str(chunk_path), verification_options(cfg))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        chunk_path.unlink(missing_ok=True)
+
+
 def reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: Optional[ReconstructionConfig] = None,
                 progress: bool = True, log: Callable[[str], None] = print,
                 image_list: Optional[Sequence[str]] = None, verbose: bool = False) -> ReconstructionResult:
@@ -390,8 +412,8 @@ def _reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: ReconstructionConf
     t = time.time()
     db_path = out / "database.db"
     write_database(db_path, image_dir, names, features_path, matches_path, pairs, cfg.camera)
-    pairs_path = write_pairs(out / "pairs.txt", pairs)
-    pycolmap.verify_matches(str(db_path), str(pairs_path), verification_options(cfg))
+    write_pairs(out / "pairs.txt", pairs)
+    verify_pairs(cfg, db_path, pairs, out / "verify_pairs.txt", progress)
     seconds["verification"] = time.time() - t
 
     t = time.time()
@@ -480,5 +502,5 @@ __all__ = [
     "CAMERA_MODELS", "CAMERA_MODES", "MAPPERS", "CameraConfig", "PoseErrors", "ReconstructionConfig",
     "ReconstructionError", "ReconstructionResult", "SceneNotReconstructed", "format_summary", "global_mapper_options",
     "hierarchical_mapper_options", "image_names", "mapper_options", "model_stats", "pose_errors",
-    "reconstruct", "run_mapper", "write_database", "calibrate_view_graph", "cameras_without_focal_prior",
+    "reconstruct", "run_mapper", "write_database", "calibrate_view_graph", "cameras_without_focal_prior", "verify_pairs",
 ]

@@ -168,3 +168,29 @@ def test_global_mapper_calibrates_the_view_graph_without_intrinsics(fountain, mo
     assert abs(focal / K[0, 0] - 1) < 0.05  # full-resolution pixels; COLMAP's guess: 1.2 x 3072 = 3686
     err = reconstruction.pose_errors(res.best, gt).summary()
     assert err["rot_max"] < 0.5, err
+
+
+def test_verification_in_chunks_is_one_call(scene, matched, tmp_path, monkeypatch):
+    """COLMAP's verification run a chunk of pairs at a time (for the progress bar) gives the
+    two-view geometries of one call on all the pairs."""
+    root, K, gt, names = scene
+    out, cfg = matched
+    pairs = read_pairs(out / "pairs.txt", names)
+    assert len(pairs) > 10
+
+    def verified(chunk: int):
+        monkeypatch.setattr(reconstruction, "VERIFY_CHUNK", chunk)
+        db = tmp_path / f"db{chunk}.db"
+        reconstruction.write_database(db, root / "images", names, out / "features.h5", out / "matches.h5", pairs,
+                                      cfg.camera)
+        reconstruction.verify_pairs(cfg, db, pairs, tmp_path / "chunk.txt", progress=False)
+        d = pycolmap.Database.open(str(db))
+        try:
+            pair_ids, geoms = d.read_two_view_geometries()
+            return {int(p): (int(g.config), np.asarray(g.inlier_matches).tobytes()) for p, g in zip(pair_ids, geoms)}
+        finally:
+            d.close()
+
+    whole, chunked = verified(10 ** 6), verified(3)
+    assert len(whole) == len(pairs) and chunked == whole
+    assert not (tmp_path / "chunk.txt").exists()
