@@ -176,15 +176,21 @@ def auto_bool(v: str) -> Optional[bool]:
 auto_bool.__name__ = "auto|true|false"
 
 
-def positive_int(v: str) -> int:
-    """An integer >= 1 (``--num-points``: 0 never means "all"; say ``all`` where all is meant)."""
+def _at_least_one(v: str, not_int: str, too_small: str) -> int:
+    """``int(v)`` if it is >= 1; else an ``ArgumentTypeError`` with the message for each case."""
     try:
         n = int(v)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
+        raise argparse.ArgumentTypeError(not_int) from None
     if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+        raise argparse.ArgumentTypeError(too_small)
     return n
+
+
+def positive_int(v: str) -> int:
+    """An integer >= 1 (``--num-points``: 0 never means "all"; say ``all`` where all is meant)."""
+    message = f"expected a positive integer, got {v!r}"
+    return _at_least_one(v, message, message)
 
 
 def count_or_all(what: str, every: str):
@@ -193,13 +199,8 @@ def count_or_all(what: str, every: str):
     def parse(v: str) -> Optional[int]:
         if str(v).strip().lower() in ("all", "none"):
             return None
-        try:
-            n = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number of {what} or 'all', got {v!r}") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"expected a number of {what} >= 1 or 'all' ({every}), got {v!r}")
-        return n
+        return _at_least_one(v, f"expected a number of {what} or 'all', got {v!r}",
+                             f"expected a number of {what} >= 1 or 'all' ({every}), got {v!r}")
     parse.__name__ = f"{what} count"
     return parse
 

@@ -45,7 +45,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import faiss
 import h5py
@@ -58,6 +58,7 @@ from . import hloc_io
 from .pairs import Pair, dedupe_pairs, read_pairs, write_pairs
 
 PathLike = Union[str, os.PathLike]
+T = TypeVar("T")
 
 DEFAULT_NUM_NEIGHBOURS = 10
 DEFAULT_NUM_CENTROIDS = 64
@@ -286,6 +287,18 @@ def _write_json(path: Path, data: Dict) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
+def _cached(path: Path, meta_path: Path, meta: Dict, load: Callable[[Path], T], errors, overwrite: bool
+            ) -> Optional[T]:
+    """``load(path)`` when ``path`` exists and was made from ``meta`` (the JSON at ``meta_path``)
+    and loads without ``errors``; else ``None`` (to be computed again)."""
+    if overwrite or _read_json(meta_path) != meta or not path.is_file():
+        return None
+    try:
+        return load(path)
+    except errors:
+        return None
+
+
 def global_descriptors(features_path: PathLike, names: Sequence[str], codebook: np.ndarray, out_path: PathLike,
                        reuse: Optional[Dict[str, np.ndarray]] = None, progress: bool = False) -> np.ndarray:
     """:func:`vlad` of every image of ``names`` written to ``out_path`` (``.npy``, a memory
@@ -351,13 +364,8 @@ def retrieval_pairs(features_path: PathLike, names: Sequence[str], work_dir: Pat
         meta = {"method": "faiss.Kmeans", "num_centroids": int(cfg.num_centroids), "dim": dim,
                 "sample": cfg.sample_size, "iterations": int(cfg.kmeans_iterations), "seed": int(cfg.seed),
                 "features": features_fp, "images": names_fp, "num_images": len(names)}
-        old = _read_json(codebook_path.with_suffix(".json"))
-        codebook = None
-        if not overwrite and old == meta and codebook_path.is_file():
-            try:
-                codebook = load_codebook(codebook_path, dim)
-            except RetrievalError:
-                codebook = None
+        codebook = _cached(codebook_path, codebook_path.with_suffix(".json"), meta,
+                           lambda p: load_codebook(p, dim), RetrievalError, overwrite)
         reused["codebook"] = codebook is not None
         if codebook is None:
             sample = sample_descriptors(features_path, names, cfg.sample_size, cfg.seed, progress)
@@ -400,12 +408,7 @@ def retrieval_pairs(features_path: PathLike, names: Sequence[str], work_dir: Pat
     t = time.time()
     pairs_path = work / "pairs.txt"
     pmeta = {"global": gfp, "images": names_fp, "num_neighbours": int(cfg.num_neighbours)}
-    pairs = None
-    if not overwrite and _read_json(work / "pairs.json") == pmeta and pairs_path.is_file():
-        try:
-            pairs = read_pairs(pairs_path, names)
-        except ValueError:
-            pairs = None
+    pairs = _cached(pairs_path, work / "pairs.json", pmeta, lambda p: read_pairs(p, names), ValueError, overwrite)
     reused["pairs"] = pairs is not None
     if pairs is None:
         pairs = knn_pairs(names, vectors, cfg.num_neighbours, progress)
