@@ -37,9 +37,10 @@ Methods (their names are the command's values), in the registry :data:`METHODS`
 
 Every method is matched by :func:`keynet.pipeline.matching.match_descriptors` with the same
 :class:`MatcherConfig` (default: the pipeline's ``smnn`` at 0.9). A method's :attr:`Method.tag`
-holds everything that changes its output (settings, weights files and their digests,
-matcher): the caches of :mod:`HSequences_bench.harness.wide_baseline_run` live under
-``cache/<Method.cache_name>/``. Building a method loads nothing; its networks are loaded
+holds everything that changes its matches (settings, weights files and their digests,
+matcher), :attr:`Method.features_tag` what changes its features: the caches of
+:mod:`HSequences_bench.harness.wide_baseline_run` live under ``cache/<Method.cache_name>/``
+and ``cache/<Method.features_cache_name>/``. Building a method loads nothing; its networks are loaded
 on the first image that is not in a cache.
 """
 from __future__ import annotations
@@ -149,19 +150,30 @@ class Method:
     ``max_image_size`` (keypoints mapped back to full resolution)."""
 
     def __init__(self, family: str, tag: str, make_extractor: Callable[[], object], matcher: MatcherConfig,
-                 max_image_size: int, name: str = "") -> None:
+                 max_image_size: int, name: str = "", features_tag: str = "") -> None:
         self.family = family
         self.name = name or family
         self.matcher = matcher
         self.max_image_size = int(max_image_size)
-        self.tag = f"{tag} max_image_size={self.max_image_size} matcher={matcher.method}:{matcher.resolved_threshold}"
+        size = f" max_image_size={self.max_image_size}"
+        #: everything that changes the matches; ``features_tag`` (default: ``tag``): what changes
+        #: the features, when the method's own settings also change only the matching
+        self.tag = f"{tag}{size} matcher={matcher.method}:{matcher.resolved_threshold}"
+        self.features_tag = f"{features_tag or tag}{size}"
         self._make = make_extractor
         self._extractor: Optional[object] = None
 
     @property
     def cache_name(self) -> str:
-        """``<family>-<hash of the tag>``: the method's folder under ``<out-dir>/cache/``."""
+        """``<family>-<hash of the tag>``: the method's folder under ``<out-dir>/cache/``
+        (its matches and estimates)."""
         return f"{self.family}-{hashlib.sha1(self.tag.encode()).hexdigest()[:12]}"
+
+    @property
+    def features_cache_name(self) -> str:
+        """``<family>-features-<hash of the features tag>``: the folder of its features, shared
+        by the methods that extract alike and match differently (matcher, view matches)."""
+        return f"{self.family}-features-{hashlib.sha1(self.features_tag.encode()).hexdigest()[:12]}"
 
     @property
     def loaded(self) -> bool:
@@ -347,8 +359,11 @@ class ViewSynthesisMethod(Method):
         if matches not in VIEW_MATCHES:
             raise MethodError(f"unknown view matches {matches!r}; choose from {', '.join(VIEW_MATCHES)}")
         matcher = MatcherConfig(options.matcher.method, options.matcher.threshold, view_synthesis=mode)
-        tag = f"{_pipeline_tag(cfg)} views={VIEW_SET_ID}:{mode}" + ("" if matches == "verified" else f" {matches}")
-        super().__init__("keynet", tag, lambda: build_extractor(cfg), matcher, cfg.max_image_size)
+        pipeline = _pipeline_tag(cfg)
+        tag = f"{pipeline} views={VIEW_SET_ID}:{mode}" + ("" if matches == "verified" else f" {matches}")
+        # every view level is extracted whatever the mode: the mode and the matches given change the matches only
+        super().__init__("keynet", tag, lambda: build_extractor(cfg), matcher, cfg.max_image_size,
+                         features_tag=f"{pipeline} views={VIEW_SET_ID}")
         self.tentative = matches == "tentative"
 
     def extract(self, path: PathLike) -> ImageFeatures:

@@ -10,10 +10,12 @@ and score them with the reference protocols of :mod:`HSequences_bench.wide_basel
   (image 1 against image k squeezed by a tilt; the fixed set :data:`SYNTHETIC_K` x
   :data:`SYNTHETIC_TILTS`), scored with the EVD metric: the development stand-in for EVD.
 
-Caches (reused unless ``overwrite``), under ``<cache>/<Method.cache_name>/`` (the method's
-settings and weights, hashed; ``tag.txt`` holds them in words):
-``features/<image key>.npz`` (keypoints, descriptors, size, seconds),
-``matches/<pair key>.npz`` (matches, their points, keypoint counts, seconds) and
+Caches (reused unless ``overwrite``), each folder named by a hash of what changes its
+contents (``tag.txt`` holds it in words): under ``<cache>/<Method.features_cache_name>/`` (the
+extraction's settings and weights, shared by methods that only match differently)
+``features/<image key>.npz`` (keypoints, descriptors, size, seconds; a file of the older
+layout, ``<Method.cache_name>/features/``, is still read), and under
+``<cache>/<Method.cache_name>/`` (also the matcher's settings) ``matches/<pair key>.npz`` (matches, their points, keypoint counts, seconds) and
 ``estimates/<pair key>.<F|H>.npz`` (the MAGSAC++ model, inliers, seconds; OpenCV's USAC is
 seeded, so a rerun gives the same model). The synthetic images are written once to
 ``<cache>/synthetic/<sequence>/``. Every file is written atomically (a temp file, then
@@ -232,23 +234,28 @@ class Store:
     def _path(self, method: Method, kind: str, key: str, suffix: str = ".npz") -> Optional[Path]:
         if self.cache_dir is None:
             return None
-        root = self.cache_dir / method.cache_name
-        if method.cache_name not in self._tagged:
-            tag = root / "tag.txt"
-            if not tag.is_file() or tag.read_text() != method.tag + "\n":
-                wb.write_text_atomic(tag, method.tag + "\n")
-            self._tagged.add(method.cache_name)
+        name, tag = ((method.features_cache_name, method.features_tag) if kind == "features"
+                     else (method.cache_name, method.tag))
+        root = self.cache_dir / name
+        if name not in self._tagged:
+            tag_file = root / "tag.txt"
+            if not tag_file.is_file() or tag_file.read_text() != tag + "\n":
+                wb.write_text_atomic(tag_file, tag + "\n")
+            self._tagged.add(name)
         return root / kind / f"{key}{suffix}"
 
     def _read(self, path: Optional[Path]) -> Optional[Dict[str, np.ndarray]]:
         return None if path is None or self.overwrite else _load_npz(path)
 
     def features(self, method: Method, key: str, image: Path) -> ImageFeatures:
-        mem = (method.cache_name, key)
+        mem = (method.features_cache_name, key)
         if mem in self._recent:
             return self._recent[mem]
         path = self._path(method, "features", key)
         z = self._read(path)
+        legacy = None if path is None else self.cache_dir / method.cache_name / "features" / f"{key}.npz"
+        if z is None and legacy is not None and legacy.is_file():  # written before the features had a folder of their own
+            z = self._read(legacy)
         if z is not None and {"keypoints", "descriptors", "size", "seconds"} <= set(z):
             f = ImageFeatures(z["keypoints"], z["descriptors"], tuple(int(v) for v in z["size"]), float(z["seconds"]),
                               {k[2:]: z[k] for k in z if k.startswith("x_")})

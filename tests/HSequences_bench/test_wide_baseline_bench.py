@@ -95,7 +95,12 @@ def test_end_to_end_files_and_tables(first_run):
     # the synthetic images are kept with their ground truth
     assert len(list((out / "cache" / "synthetic" / "v_graffiti").glob("*.png"))) == 2
     tags = sorted(p.parent.name for p in (out / "cache").glob("*/tag.txt"))
-    assert [t.split("-")[0] for t in tags] == ["keynet", "sift"]
+    # per method a folder of features and one of matches + estimates
+    assert [t.split("-")[0] for t in tags] == ["keynet", "keynet", "sift", "sift"]
+    assert sum("-features-" in t for t in tags) == 2
+    for features in (out / "cache").glob("*-features-*"):
+        assert {p.name for p in features.iterdir()} == {"tag.txt", "features"}
+        assert "matcher=" not in (features / "tag.txt").read_text()
 
 
 def test_second_run_reuses_the_cache(first_run):
@@ -120,6 +125,27 @@ def test_keynet_spec_of_the_upright_config_shares_its_cache(first_run, graffiti)
     rows = read_csv(out / "synthetic.csv")
     assert {r["method"] for r in rows} == {"keynet:orientation=none"}
     assert "| keynet:orientation=none |" in (out / "synthetic.md").read_text()
+
+
+def test_another_matcher_reuses_the_features(first_run, graffiti, tmp_path):
+    """Only the matching depends on ``--matcher``: the features come from the cache, the pairs
+    are matched again into a folder of their own. Features in the older layout (inside the
+    method's folder) are still read."""
+    out = first_run["out"]
+    before = _cache_files(out)
+    pairs = ["--synthetic-dir", graffiti, "--synthetic-k", "2", "--synthetic-tilts", "2", "4", *SMALL, "--no-plot"]
+    rc, stdout, stderr, _ = run_cli(*pairs, "--methods", "keynet-upright", "--matcher", "mnn", "--out-dir", out)
+    assert rc == 0, stderr
+    assert "0 image(s) extracted, 3 from the cache; 2 pair(s) matched" in stdout
+    assert all(_cache_files(out).get(p) == t for p, t in before.items())  # nothing rewritten
+    # the older layout: the features inside the folder of the method's matches
+    old = tmp_path / "old"
+    shutil.copytree(out / "cache" / "synthetic", old / "cache" / "synthetic")
+    method = wm.build_method("keynet-upright", wm.MethodOptions(num_points=500, max_image_size=640))
+    shutil.copytree(out / "cache" / method.features_cache_name / "features", old / "cache" / method.cache_name / "features")
+    rc, stdout, stderr, _ = run_cli(*pairs, "--methods", "keynet-upright", "--out-dir", old)
+    assert rc == 0, stderr
+    assert "0 image(s) extracted, 3 from the cache; 2 pair(s) matched" in stdout
 
 
 def test_keynet_spec_parsing_and_tags():
@@ -160,6 +186,12 @@ def test_keynet_spec_with_view_synthesis_is_the_view_method():
     assert '"affine": "moments"' in affine.tag and affine.cache_name != views.cache_name
     tentative = wm.build_method("keynet:view_synthesis=auto,view_matches=tentative", opts)
     assert tentative.tentative and not views.tentative and tentative.cache_name != views.cache_name
+    # every view level is extracted whatever the mode and the matches given: one folder of features
+    full = wm.build_method("keynet:view_synthesis=full", opts)
+    assert full.cache_name != views.cache_name
+    assert tentative.features_cache_name == views.features_cache_name == full.features_cache_name
+    assert affine.features_cache_name != views.features_cache_name
+    assert views.features_cache_name != wm.build_method("keynet-upright", opts).features_cache_name
     for bad, msg in (("keynet:view_matches=tentative", "needs view_synthesis=auto|full"),
                      ("keynet:view_synthesis=auto,view_matches=all", "bad value 'all' for 'view_matches'")):
         with pytest.raises(wm.MethodError, match=msg):
