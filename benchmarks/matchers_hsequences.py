@@ -19,6 +19,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keynet.base.geometry import read_homography  # noqa: E402
+from keynet.detection import SkippedLevelsWarning  # noqa: E402
 from keynet.commands import options
 from keynet.pipeline import matching  # noqa: E402
 from keynet.pipeline.matching import MatcherConfig, match_descriptors  # noqa: E402
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--pixel-threshold", type=float, default=3.0)
     options.add_feature_args(p, matching.FeatureConfig(num_points=4000, max_image_size=0))
     args = p.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")
+    warnings.simplefilter("ignore", SkippedLevelsWarning)
     ex = matching.build_extractor(options.feature_config_from_args(args))
     seqs = [s for d in args.data_dirs for s in sorted(Path(d).iterdir()) if (s / "1.ppm").is_file()]
     totals = {m: [0, 0] for m in MATCHERS}

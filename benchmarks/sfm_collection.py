@@ -48,6 +48,7 @@ import resource
 import sys
 import threading
 import time
+import warnings
 from itertools import combinations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -60,6 +61,7 @@ import pycolmap  # noqa: E402
 
 from keynet.base.cli import str2bool  # noqa: E402
 from keynet.base.files import list_images  # noqa: E402
+from keynet.detection import SkippedLevelsWarning  # noqa: E402
 from keynet.commands import options  # noqa: E402
 from keynet.pipeline import matching, reconstruction  # noqa: E402
 from keynet.pipeline.pairs import read_pairs  # noqa: E402
@@ -275,6 +277,7 @@ def fmt_stages(rows: List[Dict]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     pycolmap.logging.minloglevel = 2
+    warnings.simplefilter("ignore", SkippedLevelsWarning)  # the small distractor photos: expected
     strecha = Path(args.strecha_dir)
     dirs = [Path(d) for d in args.distractor_dirs]
     for d in [strecha, *dirs]:

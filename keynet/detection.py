@@ -38,6 +38,12 @@ class ImageTooSmallError(ValueError):
     """The image is smaller than the network needs."""
 
 
+class SkippedLevelsWarning(UserWarning):
+    """Pyramid levels smaller than the network needs were skipped (the points come from the
+    others). Expected for small images; commands that read many photos ignore it with
+    ``warnings.simplefilter("ignore", SkippedLevelsWarning)``."""
+
+
 # ----------------------------------------------------------------------------- score-map ops
 def nms(score: ArrayOrTensor, size: int) -> ArrayOrTensor:
     """Keep values equal to the maximum of their ``size x size`` neighbourhood, zero the rest.
@@ -359,7 +365,8 @@ class KeyNetDetector:
                 pts.append(p)
                 n_found += len(p)
         if skipped:
-            warnings.warn(f"{len(skipped)} pyramid level(s) smaller than {min_side} px skipped: {skipped}")
+            warnings.warn(f"{len(skipped)} pyramid level(s) smaller than {min_side} px skipped: {skipped}",
+                          SkippedLevelsWarning)
         if not pts:
             return np.zeros((0, 4), dtype=np.float64)
         allp = np.concatenate(pts, 0)

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import matching
 from keynet.pipeline.pairs import make_pairs, write_pairs
 from keynet.pipeline.reconstruction import image_names
@@ -48,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")  # small images: expected
+    warnings.simplefilter("ignore", SkippedLevelsWarning)  # small images: expected
     out = Path(args.out)
     try:
         fcfg = options.feature_config_from_args(args)

@@ -24,6 +24,7 @@ import numpy as np
 
 from keynet.base import twoview, viz
 from keynet.base.cli import ArgumentParser, add_bool_flag, count_or_all
+from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import matching
 
 from . import options
@@ -114,7 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")  # small images: expected
+    warnings.simplefilter("ignore", SkippedLevelsWarning)  # small images: expected
     stage = _Stages(args.progress, 4)
     try:
         for path in (args.image0, args.image1):

@@ -22,6 +22,7 @@ import warnings
 
 
 from keynet.base.cli import ArgumentParser, add_bool_flag, positive_int
+from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import reconstruction
 from keynet.pipeline.reconstruction import CAMERA_MODES, MAPPERS, CameraConfig, ReconstructionConfig
 from keynet.pipeline.retrieval import RetrievalConfig
@@ -84,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")  # small images: expected
+    warnings.simplefilter("ignore", SkippedLevelsWarning)  # small images: expected
     try:
         cfg = ReconstructionConfig(
             features=options.feature_config_from_args(args), matcher=options.matcher_config_from_args(args),

@@ -62,7 +62,7 @@ from scipy.spatial import cKDTree
 
 from hardnet.affnet import upright_shape
 from keynet.base.geometry import rotation_homography
-from keynet.detection import ImageTooSmallError
+from keynet.detection import ImageTooSmallError, SkippedLevelsWarning
 
 from .extraction import Extractor, Features
 
@@ -233,7 +233,7 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
             img, a = synthesize(image, v)
             try:
                 with _points_budget(extractor, max(1, int(round(budget * v.share)))), warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*pyramid level.*skipped")
+                    warnings.simplefilter("ignore", SkippedLevelsWarning)
                     f = extractor.features(img)
             except ImageTooSmallError:
                 continue

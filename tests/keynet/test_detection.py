@@ -181,3 +181,27 @@ def test_rotation_average_turns_must_be_a_multiple_of_four():
     for bad in (0, 2, 6):
         with pytest.raises(ValueError, match="multiple of 4"):
             DetectorSettings(rotation_average_turns=bad)
+
+
+def test_skipped_levels_warn_with_their_own_category():
+    """A pyramid level below the network's input size is skipped with a SkippedLevelsWarning
+    (a UserWarning the commands can ignore without hiding any other warning)."""
+    import warnings
+
+    from keynet.detection import SkippedLevelsWarning
+
+    class _Large(_BlobNet):
+        def min_input_size(self):
+            return 40
+
+    img = np.zeros((60, 80))
+    img[25:35, 35:45] = 1.0
+    det = KeyNetDetector(_Large(), DetectorSettings(num_points=10, pyramid_levels=3, upsampled_levels=0,
+                                                    nms_size=5, border_size=2), device="cpu")
+    with pytest.warns(SkippedLevelsWarning, match=r"pyramid level\(s\) smaller than 40 px skipped"):
+        det.detect(img)
+    assert issubclass(SkippedLevelsWarning, UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", SkippedLevelsWarning)
+        assert len(det.detect(img)) > 0
