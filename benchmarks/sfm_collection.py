@@ -303,7 +303,8 @@ def main(argv=None) -> int:
                     "features": dataclasses.asdict(fcfg), "matcher": dataclasses.asdict(mcfg),
                     "retrieval": dataclasses.asdict(cfg.retrieval), "mapper": args.mapper,
                     "min_model_size": cfg.resolved_min_model_size,
-                    "quality": retrieval_quality(pairs, groups, n), "collection_seconds": total,
+                    "usable_images": res.num_images,  # a photo the features stage skipped is in no pair
+                    "quality": retrieval_quality(pairs, groups, res.num_images), "collection_seconds": total,
                     "collection_stages": stages}
     models = model_report(res.models, groups)
     report["models"] = models
