@@ -68,8 +68,8 @@ from keynet.base.cli import str2bool
 from keynet.base.device import resolve_device
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, Extractor, Features,
                                         load_descriptor, resolve_detector_weights)
-from keynet.pipeline.matching import (FeatureConfig, MatcherConfig, ViewedImage, build_extractor, extract_image,
-                                      match_descriptors, match_view_levels)
+from keynet.pipeline.matching import (DEFAULT_MIN_INLIERS, FeatureConfig, MatcherConfig, ViewedImage, build_extractor,
+                                      extract_image, match_descriptors, match_view_levels)
 from keynet.pipeline.views import NUM_LEVELS, VIEW_SET_ID, VIEW_SYNTHESIS_MODES, view_levels
 
 PathLike = Union[str, os.PathLike]
@@ -86,6 +86,9 @@ VIEW_SYNTHESIS_FIELD = "view_synthesis"
 VIEW_MATCHES_FIELD = "view_matches"
 VIEW_MATCHES = ("verified", "tentative")
 VIEW_FIELDS = {VIEW_SYNTHESIS_FIELD: (VIEW_SYNTHESIS_MODES, "none"), VIEW_MATCHES_FIELD: (VIEW_MATCHES, "verified")}
+#: ``auto``'s stopping count (``MatcherConfig.min_inliers``: the verified matches at which no
+#: further view level is added), a positive integer.
+MIN_INLIERS_FIELD = "min_inliers"
 #: Patches described per network call (AffNet, OriNet, HardNet) in the kornia methods.
 CHUNK = 1024
 
@@ -262,7 +265,7 @@ def _coerce(name: str, value: str, hint) -> object:
         if hint in (int, float, str):
             return hint(value)
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-        raise MethodError(f"bad value {value!r} for FeatureConfig field {name!r}: {exc}") from None
+        raise MethodError(f"bad value {value!r} for field {name!r}: {exc}") from None
     return value
 
 
@@ -272,7 +275,7 @@ def parse_keynet_spec(spec: str) -> Dict[str, object]:
     ``none`` for an optional field). Unknown fields and bad values: :class:`MethodError`."""
     if not spec.startswith(KEYNET_SPEC_PREFIX):
         raise MethodError(f"not a keynet method spec: {spec!r} (expected keynet:<field>=<value>,...)")
-    hints = {**_field_types(), **{k: str for k in VIEW_FIELDS}}
+    hints = {**_field_types(), **{k: str for k in VIEW_FIELDS}, MIN_INLIERS_FIELD: int}
     out: Dict[str, object] = {}
     body = spec[len(KEYNET_SPEC_PREFIX):].strip()
     for item in filter(None, (s.strip() for s in body.split(","))):
@@ -290,6 +293,12 @@ def parse_keynet_spec(spec: str) -> Dict[str, object]:
                               f"{', '.join(values)}")
     if out.get(VIEW_MATCHES_FIELD) is not None and out.get(VIEW_SYNTHESIS_FIELD, "none") == "none":
         raise MethodError(f"{VIEW_MATCHES_FIELD!r} needs view_synthesis=auto|full in method spec {spec!r}")
+    if MIN_INLIERS_FIELD in out:
+        if out.get(VIEW_SYNTHESIS_FIELD) != "auto":
+            raise MethodError(f"{MIN_INLIERS_FIELD!r} needs view_synthesis=auto in method spec {spec!r}")
+        if int(out[MIN_INLIERS_FIELD]) < 1:  # type: ignore[arg-type]
+            raise MethodError(f"bad value {out[MIN_INLIERS_FIELD]!r} for {MIN_INLIERS_FIELD!r} in method spec "
+                              f"{spec!r}: a positive integer")
     return out
 
 
@@ -355,12 +364,19 @@ class ViewSynthesisMethod(Method):
     match`` writes) only the fundamental-matrix inliers of the view-synthesis verification,
     ``'tentative'`` all of them, as every other method gives its tentative matches."""
 
-    def __init__(self, cfg: FeatureConfig, mode: str, options: MethodOptions, matches: str = "verified") -> None:
+    def __init__(self, cfg: FeatureConfig, mode: str, options: MethodOptions, matches: str = "verified",
+                 min_inliers: int = DEFAULT_MIN_INLIERS) -> None:
         if matches not in VIEW_MATCHES:
             raise MethodError(f"unknown view matches {matches!r}; choose from {', '.join(VIEW_MATCHES)}")
-        matcher = MatcherConfig(options.matcher.method, options.matcher.threshold, view_synthesis=mode)
+        try:
+            matcher = MatcherConfig(options.matcher.method, options.matcher.threshold, view_synthesis=mode,
+                                    min_inliers=min_inliers)
+        except ValueError as exc:
+            raise MethodError(str(exc)) from None
         pipeline = _pipeline_tag(cfg)
         tag = f"{pipeline} views={VIEW_SET_ID}:{mode}" + ("" if matches == "verified" else f" {matches}")
+        if mode == "auto" and min_inliers != DEFAULT_MIN_INLIERS:  # the default keeps the earlier caches' tag
+            tag += f" min_inliers={int(min_inliers)}"
         # every view level is extracted whatever the mode: the mode and the matches given change the matches only
         super().__init__("keynet", tag, lambda: build_extractor(cfg), matcher, cfg.max_image_size,
                          features_tag=f"{pipeline} views={VIEW_SET_ID}")
@@ -394,11 +410,13 @@ class ViewSynthesisMethod(Method):
         return m if self.tentative else m[np.asarray(inliers, bool)]
 
 
-def view_synthesis_preset(mode: str, matches: str = "verified", **fields) -> Callable[[MethodOptions], Method]:
+def view_synthesis_preset(mode: str, matches: str = "verified", min_inliers: int = DEFAULT_MIN_INLIERS,
+                          **fields) -> Callable[[MethodOptions], Method]:
     """The factory of our pipeline (these :class:`FeatureConfig` fields) with view synthesis
-    ``mode``, giving the ``matches`` of :class:`ViewSynthesisMethod`."""
+    ``mode``, giving the ``matches`` of :class:`ViewSynthesisMethod`, ``auto`` stopping at
+    ``min_inliers`` verified matches."""
     def factory(options: MethodOptions) -> Method:
-        return ViewSynthesisMethod(_feature_config(options, dict(fields)), mode, options, matches)
+        return ViewSynthesisMethod(_feature_config(options, dict(fields)), mode, options, matches, min_inliers)
     return factory
 
 
@@ -647,7 +665,9 @@ def build_method(name: str, options: MethodOptions) -> Method:
         fields = parse_keynet_spec(name)
         mode = fields.pop(VIEW_SYNTHESIS_FIELD, "none")
         matches = fields.pop(VIEW_MATCHES_FIELD, "verified")
-        factory = keynet_preset(**fields) if mode == "none" else view_synthesis_preset(mode, matches, **fields)
+        min_inliers = int(fields.pop(MIN_INLIERS_FIELD, DEFAULT_MIN_INLIERS))  # type: ignore[arg-type]
+        factory = (keynet_preset(**fields) if mode == "none"
+                   else view_synthesis_preset(mode, matches, min_inliers, **fields))
         method = factory(options)
     elif name in METHODS:
         method = METHODS[name](options)

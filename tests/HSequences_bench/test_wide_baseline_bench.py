@@ -192,8 +192,17 @@ def test_keynet_spec_with_view_synthesis_is_the_view_method():
     assert tentative.features_cache_name == views.features_cache_name == full.features_cache_name
     assert affine.features_cache_name != views.features_cache_name
     assert views.features_cache_name != wm.build_method("keynet-upright", opts).features_cache_name
+    # auto's stopping count: a matcher setting (the same features); the default keeps the tag
+    more = wm.build_method("keynet:view_synthesis=auto,min_inliers=40", opts)
+    assert more.matcher.min_inliers == 40 and views.matcher.min_inliers == 15
+    assert more.cache_name != views.cache_name and more.features_cache_name == views.features_cache_name
+    assert wm.build_method("keynet:view_synthesis=auto,min_inliers=15", opts).cache_name == views.cache_name
     for bad, msg in (("keynet:view_matches=tentative", "needs view_synthesis=auto|full"),
-                     ("keynet:view_synthesis=auto,view_matches=all", "bad value 'all' for 'view_matches'")):
+                     ("keynet:view_synthesis=auto,view_matches=all", "bad value 'all' for 'view_matches'"),
+                     ("keynet:min_inliers=30", "needs view_synthesis=auto"),
+                     ("keynet:view_synthesis=full,min_inliers=30", "needs view_synthesis=auto"),
+                     ("keynet:view_synthesis=auto,min_inliers=0", "a positive integer"),
+                     ("keynet:view_synthesis=auto,min_inliers=many", "bad value 'many' for field 'min_inliers'")):
         with pytest.raises(wm.MethodError, match=msg):
             wm.parse_keynet_spec(bad)
     plain = wm.build_method("keynet:view_synthesis=none,orientation=none", opts)
@@ -296,3 +305,7 @@ def test_view_synthesis_method_caches_its_views_and_returns_verified_matches(tmp
                                 wm.MethodOptions(num_points=300, max_image_size=512)).match(f, f2)
     assert len(verified) >= 15 and len(tentative) > len(verified) + 20
     assert {tuple(r) for r in verified} <= {tuple(r) for r in tentative}
+    # a stopping count that level 0 cannot reach: auto goes on to the last level
+    deep = wm.build_method("keynet:view_synthesis=auto,min_inliers=100000",
+                           wm.MethodOptions(num_points=300, max_image_size=512)).match(f, f)
+    assert view_levels(f.extra["views"])[deep[:, 0]].max() == 2
