@@ -5,15 +5,80 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import os
 import re
 import sys
+import tempfile
 import typing
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 #: Help of every ``--device`` option (inference and training alike).
 DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."
 
 _SHOWS_DEFAULT = re.compile(r"%\(default\)|\(default\b|\bdefault:|\(required\)", re.IGNORECASE)
+
+
+#: The start of every user-error line of every command (argparse's own style).
+ERROR_PREFIX = "error: "
+#: Exit code of a command stopped by Ctrl-C (the shell's 128 + SIGINT).
+INTERRUPTED = 130
+
+
+def user_error(message: object) -> int:
+    """Print the one line ``error: <message>`` (its first line) on stderr; returns exit code 2."""
+    text = str(message).strip().splitlines()
+    print(ERROR_PREFIX + (text[0] if text else type(message).__name__), file=sys.stderr, flush=True)
+    return 2
+
+
+def interruptible(kept: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorator of a command's ``main``: Ctrl-C ends it with one line on stderr,
+    ``interrupted: <kept>; run the same command again to resume``, and exit code 130
+    instead of a ``KeyboardInterrupt`` traceback. ``kept``: what the interrupted run leaves."""
+    def wrap(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(*args: Any, **kwargs: Any) -> int:
+            try:
+                return main(*args, **kwargs)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: {kept}; run the same command again to resume", file=sys.stderr, flush=True)
+                return INTERRUPTED
+        return run
+    return wrap
+
+
+class OutputPathError(ValueError):
+    """An output folder or file that cannot be created or written (the message names it)."""
+
+
+def check_output_dir(path: Union[str, os.PathLike], option: str = "--out") -> None:
+    """Raise :class:`OutputPathError` naming ``option`` when the folder ``path`` cannot be
+    created or written: it is a file, a file lies on its way, or the nearest existing folder
+    above it refuses a new file. Creates nothing (a probe file is removed at once)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputPathError(f"{option} {path}: is a file, not a folder")
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"{option} {path}: {existing} is a file, it cannot hold a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".keynet-probe-"):
+            pass
+    except OSError as e:
+        raise OutputPathError(f"{option} {path}: cannot write in {existing} ({e.strerror or e})") from None
+
+
+def check_output_file(path: Union[str, os.PathLike], option: str = "--out") -> None:
+    """Raise :class:`OutputPathError` naming ``option`` when the file ``path`` cannot be
+    written: it is a folder, or its folder cannot be created or written (:func:`check_output_dir`)."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputPathError(f"{option} {path}: is a folder, not a file")
+    check_output_dir(p.parent if str(p.parent) else ".", option)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -191,6 +256,17 @@ def positive_int(v: str) -> int:
     """An integer >= 1 (``--num-points``: 0 never means "all"; say ``all`` where all is meant)."""
     message = f"expected a positive integer, got {v!r}"
     return _at_least_one(v, message, message)
+
+
+def non_negative_int(v: str) -> int:
+    """An integer >= 0 (``--max-image-size``: 0 = never downscale)."""
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = full resolution), got {v!r}")
+    return n
 
 
 def count_or_all(what: str, every: str):

@@ -36,7 +36,7 @@ from HSequences_bench.hsequences import (
     get_split,
 )
 from HSequences_bench.report import console_summary, plot_curves, save_pickle, write_tables
-from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.cli import ArgumentParser, OutputPathError, add_bool_flag, check_output_dir
 from keynet.base.geometry import HomographyError
 
 from . import options
@@ -136,6 +136,7 @@ def main(argv=None) -> int:
     out_dir = Path(args.results_bench_dir)
     runs = []
     try:
+        check_output_dir(out_dir, "--results-bench-dir")  # before any work
         sequences = get_split(args.split_path, args.split, args.data_dir)
         if args.split != "all" and Path(args.data_dir).is_dir():
             outside = sorted(set(folder_sequences(args.data_dir)) - set(sequences))
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
             print(console_summary(run, cfg) + f"   ({time.time() - t0:.1f} s)", flush=True)
             pkl = out_dir / f"{name}_{args.split}.pickle"
             save_pickle(official_results(run, cfg), pkl)
-    except (FeatureFileError, DatasetError, HomographyError) as exc:
+    except (FeatureFileError, DatasetError, HomographyError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     paths = write_tables(runs, cfg, out_dir, args.split)

@@ -45,7 +45,7 @@ from keynet.weights import WeightsError
 from . import options
 from .options import add_rotation_turns_arg
 
-#: Errors that are the user's (bad option, missing file): one ``[ERROR]`` line, exit code 2.
+#: Errors that are the user's (bad option, missing file): one ``error:`` line, exit code 2.
 USER_ERRORS = (AngleError, MethodError, DatasetError, HomographyError, WeightsError, HardNetWeightsError,
                ImageReadError, ImageTooSmallError)
 
@@ -194,7 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for p, pc in cases.items():
             records += evaluate_cases(pc, methods, store, cfg, progress=args.progress, desc=p)
     except USER_ERRORS + (OptionError,) as exc:
-        print(f"[ERROR] {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     summary, paths = write_reports(records, out, plot=args.plot)
     for p in cases:

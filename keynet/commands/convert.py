@@ -21,7 +21,7 @@ def build_parser() -> ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if len(args.src) > 1 and not args.average:
-        print("[ERROR] several input files: pass --average to average them, or convert one at a time",
+        print("error: several input files: pass --average to average them, or convert one at a time",
               file=sys.stderr)
         return 2
     try:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
             return 0
         meta = convert(args.src[0], args.dst, note=args.note)
     except WeightsError as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.dst} (from {meta.get('source_format', '?')} weights {args.src[0]})")
     return 0

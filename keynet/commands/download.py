@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     items = ARTEFACTS[args.name]
     if args.url and len(items) > 1:
-        print(f"[ERROR] --url takes one file; {args.name} has {len(items)}", file=sys.stderr)
+        print(f"error: --url takes one file; {args.name} has {len(items)}", file=sys.stderr)
         return 2
     out = Path(args.out)
     try:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
             f = out / a.filename
             print(f"{a.name}: {path} ({f.stat().st_size} bytes, sha256 {sha256_of(f)}): {a.description}")
     except DownloadError as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.name == "keynet-tf":
         npz = out / "keynet_tf_official.npz"

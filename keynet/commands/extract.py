@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from hardnet import HardNetWeightsError
-from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.cli import ArgumentParser, OutputPathError, add_bool_flag, check_output_dir, interruptible
 from keynet.base.files import feature_paths
 from keynet.base.resources import TEST_IMAGE_LIST as IMAGE_LIST
 from keynet.base.runner import Shard, gather_summaries
@@ -71,8 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+@interruptible("the features written so far under --results-dir are kept (a re-run skips them)")
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        check_output_dir(Path(args.results_dir) / args.network_version, "--results-dir")  # before any work
+    except OutputPathError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     shard = Shard.from_env()
     say = print if shard.main else (lambda *a, **k: None)
 
@@ -82,7 +88,7 @@ def main(argv=None) -> int:
     try:
         ex = extractor_from_config(cfg)
     except (WeightsError, HardNetWeightsError, ValueError) as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     det, desc, ori = ex.detector, ex.descriptor, ex.orientation
     if desc is None and shard.main:
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
                                      progress=args.progress and shard.main, data_dir=args.data_dir, shard=shard,
                                      image_dir=args.image_dir)
     except (OSError, ValueError) as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     summary = gather_summaries(summary, shard)
     out = Path(args.results_dir) / args.network_version
@@ -116,7 +122,7 @@ def main(argv=None) -> int:
             try:
                 path = merge_rank_files(args.results_dir, args.network_version, shard.world)
             except (OSError, ValueError) as e:
-                print(f"[ERROR] merging the per-process files: {e}", file=sys.stderr)
+                print(f"error: merging the per-process files: {e}", file=sys.stderr)
                 return 2
         else:
             path = h5_output_path(args.results_dir, args.network_version)

@@ -17,7 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from keynet.base.cli import ArgumentParser, add_bool_flag
+from keynet.base.cli import ArgumentParser, add_bool_flag, check_output_dir, interruptible
 from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import matching
 from keynet.pipeline.pairs import make_pairs, write_pairs
@@ -47,11 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+@interruptible("the features and matches written so far under --out are kept (a re-run reuses them)")
 def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.simplefilter("ignore", SkippedLevelsWarning)  # small images: expected
     out = Path(args.out)
     try:
+        check_output_dir(out)  # before any work
         fcfg = options.feature_config_from_args(args)
         mcfg = options.matcher_config_from_args(args)
         names = image_names(args.image_dir)
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
                                   progress=args.progress, export_dir=(out / "matches") if args.export_npz else None)
         write_pairs(out / "pairs.txt", pairs)
     except USER_ERRORS as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     skipped = f", {len(fs.failed)} skipped (unreadable or too small; --strict stops instead)" if fs.failed else ""
     print(f"{len(names)} images: features {len(fs.done)} extracted, {len(fs.reused)} reused{skipped} "

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from keynet.base import twoview, viz
-from keynet.base.cli import ArgumentParser, add_bool_flag, count_or_all
+from keynet.base.cli import ArgumentParser, add_bool_flag, check_output_file, count_or_all
 from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import matching
 
@@ -109,6 +109,16 @@ def add_banner(canvas: np.ndarray, lines: List[str]) -> np.ndarray:
     return np.vstack([banner, canvas])
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--out`` and ``--keypoints-out`` can be written as pictures, else one ``OSError`` naming
+    the option (checked before any work)."""
+    for option, path in (("--out", args.out), ("--keypoints-out", args.keypoints_out)):
+        if path:
+            check_output_file(path, option)
+            if not cv2.haveImageWriter(str(path)):
+                raise OSError(f"{option} {path}: no picture format for this extension (use .png or .jpg)")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
@@ -118,6 +128,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore", SkippedLevelsWarning)  # small images: expected
     stage = _Stages(args.progress, 4)
     try:
+        check_outputs(args)  # before any work
         for path in (args.image0, args.image1):
             if Path(path).is_dir():
                 raise IsADirectoryError(f"{path} is a folder, not an image file")
@@ -153,7 +164,7 @@ def main(argv=None) -> int:
                     ((args.image0, res["kpts0"]), (args.image1, res["kpts1"]))]
             viz.save_image(args.keypoints_out, viz.fit_width(viz.side_by_side(*pics)[0], args.max_width))
     except (*USER_ERRORS, OSError) as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     print(f"wrote {args.out}" + (f" and {args.keypoints_out}" if args.keypoints_out else "")

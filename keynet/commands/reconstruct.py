@@ -21,7 +21,7 @@ import sys
 import warnings
 
 
-from keynet.base.cli import ArgumentParser, add_bool_flag, positive_int
+from keynet.base.cli import ArgumentParser, add_bool_flag, check_output_dir, positive_int
 from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import reconstruction
 from keynet.pipeline.reconstruction import CAMERA_MODES, MAPPERS, CameraConfig, ReconstructionConfig
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.simplefilter("ignore", SkippedLevelsWarning)  # small images: expected
     try:
+        check_output_dir(args.out)  # before any work
         cfg = ReconstructionConfig(
             features=options.feature_config_from_args(args), matcher=options.matcher_config_from_args(args),
             camera=CameraConfig(args.camera_mode, args.camera_model, args.camera_params, args.refine_intrinsics),
@@ -98,10 +99,10 @@ def main(argv=None) -> int:
         result = reconstruction.reconstruct(args.image_dir, args.out, cfg, progress=args.progress,
                                             verbose=args.colmap_log)
     except reconstruction.SceneNotReconstructed as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except USER_ERRORS as e:
-        print(f"[ERROR] {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(reconstruction.format_summary(result))
     return 0

@@ -23,7 +23,7 @@ from keynet.base.files import locate_image, read_image_list, relative_image_name
 from keynet.base.images import ImageReadError
 from keynet.base.resources import WEIGHTS_DIR
 from keynet.base.runner import RunSummary, Shard, run_list
-from keynet.base.cli import DEVICE_HELP, device_arg
+from keynet.base.cli import DEVICE_HELP, device_arg, non_negative_int
 from keynet.detection import (DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings, ImageTooSmallError,
                               KeyNetDetector, setting)
 from keynet.engine import EngineConfig
@@ -99,7 +99,7 @@ class FeatureConfig:
     affine: str = field(default="none", metadata={"metavar": "none|learned|moments|PATH", "help": AFFINE_HELP})
     num_points: int = setting("num_points", 8000)
     max_image_size: int = field(default=1600, metadata={
-        "help": "longest side (px) features are computed at; larger images are downscaled and the keypoints "
+        "type": non_negative_int, "help": "longest side (px) features are computed at; larger images are downscaled and the keypoints "
                 "mapped back to full resolution; 0 = full resolution"})
     nms_size: int = setting("nms_size", 15)
     subpixel: Optional[bool] = setting("subpixel", True, help=next(
@@ -204,6 +204,27 @@ def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
     return HardNetDescriptor(model, device=device)
 
 
+#: ``--orientation`` values besides a weights path (``none``: upright, set by ``--upright``).
+ORIENTATION_CHOICES = ("learned", "gradient")
+
+
+def _patch_network(load: Callable[[Path], Tuple[torch.nn.Module, Dict[str, Any]]], path: Path, option: str,
+                   choices: Sequence[str], network: str, command: str) -> torch.nn.Module:
+    """The network of the weights file ``path`` (``load``: its loader). A missing file or one
+    that is not such weights is one :class:`HardNetWeightsError` naming the ``--option``'s
+    valid values and the command that writes the weights."""
+    valid = f"--{option} takes {', '.join(choices)} or {network} weights written by {command}"
+    if path.is_dir():
+        raise HardNetWeightsError(f"--{option} {path}: is a folder, not a weights file; {valid}")
+    if not path.is_file():
+        raise HardNetWeightsError(f"--{option} {path}: no such value or file; {valid}")
+    try:
+        model, _ = load(path)
+    except HardNetWeightsError:
+        raise HardNetWeightsError(f"--{option} {path}: not {network} weights; {valid}") from None
+    return model
+
+
 def load_orientation(spec: Optional[Union[str, os.PathLike]] = "default",
                      device: Optional[Union[str, torch.device]] = None) -> Optional[OrientationEstimator]:
     """Keypoint orientation estimator: ``'default'``/``'learned'`` -> the shipped OriNet
@@ -217,7 +238,8 @@ def load_orientation(spec: Optional[Union[str, os.PathLike]] = "default",
     if str(spec) in ("default", "learned") and not path.is_file():
         raise HardNetWeightsError(f"no shipped orientation network at {path}; train one with "
                                   "keynet train-orientation, or use the classical estimator ('gradient')")
-    model, _ = load_orinet(path)
+    model = _patch_network(load_orinet, path, "orientation", ORIENTATION_CHOICES, "OriNet",
+                           "keynet train-orientation")
     return OrientationEstimator("learned", model, device=device)
 
 
@@ -235,7 +257,7 @@ def load_affine(spec: Optional[Union[str, os.PathLike]] = "none",
     if str(spec) in ("default", "learned") and not path.is_file():
         raise HardNetWeightsError(f"no shipped affine-shape network at {path}; use --affine moments or an "
                                   "AffNet weights file")
-    model, _ = load_affnet(path)
+    model = _patch_network(load_affnet, path, "affine", AFFINE_CHOICES, "AffNet", "keynet train-affnet")
     return AffineShapeEstimator("learned", model, device=device)
 
 

@@ -325,7 +325,7 @@ def test_feature_store_caches_on_disk(tmp_path):
 # ---------------------------------------------------------------------------- command line
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(("[ERROR] ", "error: ")), err
+    assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
 
 

@@ -56,4 +56,4 @@ def test_demo_end_to_end_stages_on_stderr(tmp_path, capsys):
     # a user error is still one line, exit 2
     assert match_demo.main([a, str(tmp_path / "missing.png"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("[ERROR] image not found")
+    assert len(err) == 1 and err[0].startswith("error: image not found")

@@ -155,7 +155,7 @@ def test_cli_fixed_intrinsics(scene, tmp_path, capsys):
 # ----------------------------------------------------------------------------- bad inputs
 def one_line_error(capsys):
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("[ERROR]") and "Traceback" not in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
     return err[0]
 
 
