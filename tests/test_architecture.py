@@ -13,7 +13,8 @@ Rooms (docs/architecture.md):
   each other;
 * ``HSequences_bench.harness``: extracts features for a benchmark; sits above the pipeline;
 * ``keynet.pipeline``: the only place where detector and descriptor meet;
-* ``keynet.commands`` (and the dispatcher ``keynet.cli``): one module per command, which
+* ``keynet.commands`` (and the dispatcher ``keynet.cli``, run by ``python -m keynet`` through
+  ``keynet.__main__``): one module per command, which
   imports no other command (``options`` and ``common`` are shared parts, not commands);
   nothing below imports a command;
 * the packages' ``__init__`` modules export lazily: they import only ``keynet.base.lazy``;
@@ -34,6 +35,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("keynet", "hardnet", "HSequences_bench")
 SHARED_COMMAND_PARTS = {"keynet.commands", "keynet.commands.options", "keynet.commands.common"}
+#: the dispatcher and ``python -m keynet``, which runs it
+DISPATCHERS = {"keynet.cli", "keynet.__main__"}
 
 
 def _modules() -> Dict[str, Path]:
@@ -55,7 +58,7 @@ def room(mod: str) -> str:
     if mod in ("keynet", "keynet.pipeline"):
         return "api"
     for prefix, name in (("keynet.base", "base"), ("keynet.pipeline", "pipeline"), ("keynet.commands", "commands"),
-                         ("keynet.cli", "commands"), ("HSequences_bench.harness", "harness"),
+                         ("keynet.cli", "commands"), ("keynet.__main__", "commands"), ("HSequences_bench.harness", "harness"),
                          ("HSequences_bench", "bench"), ("hardnet", "hardnet"), ("keynet", "detector")):
         if mod == prefix or mod.startswith(prefix + "."):
             return name
@@ -128,7 +131,7 @@ def test_rooms(mod):
 
 
 @pytest.mark.parametrize("mod", sorted(m for m in MODULES if room(m) == "commands" and m not in SHARED_COMMAND_PARTS
-                                       and m != "keynet.cli"))
+                                       and m not in DISPATCHERS))
 def test_commands_import_no_other_command(mod):
     others = sorted(d for d in GRAPH[mod] if room(d) == "commands" and d not in SHARED_COMMAND_PARTS)
     assert not others, f"{mod} imports the commands {others}: share through keynet.commands.options / common"
