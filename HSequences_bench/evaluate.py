@@ -22,7 +22,15 @@ from HSequences_bench.features import (
     pair_feature_paths,
 )
 from HSequences_bench.homography import corner_error, estimate_homography
-from HSequences_bench.hsequences import DEFAULT_PREFIX, ImagePair, check_sequences, sequence_pairs, split_kind
+from HSequences_bench.hsequences import (
+    DEFAULT_PREFIX,
+    ImagePair,
+    check_sequences,
+    sequence_indices,
+    sequence_pairs,
+    split_kind,
+    unpaired_images,
+)
 from HSequences_bench.matching import (
     THRESHOLDS,
     match_distances,
@@ -155,12 +163,16 @@ class DetectorRun:
     missing_sequences: Dict[str, List[str]]
     has_descriptors: bool
     duplicates: int = 0
+    #: sequence -> its images ``k.ppm`` without a homography ``H_1_k`` (not evaluated)
+    unpaired: Dict[str, List[int]] = field(default_factory=dict)
 
 
-def _descriptor_mode(results_dir: PathLike, detector: str, sequences: Sequence[str], prefix: str) -> bool:
+def _descriptor_mode(results_dir: PathLike, detector: str, sequences: Sequence[str], prefix: str,
+                     data_dir: PathLike) -> bool:
     """True when the detector has descriptor files, False when it has none at all.
     A partial set is an error naming the first missing file."""
-    paths = [pair_feature_paths(results_dir, detector, s, k, prefix)[1] for s in sequences for k in range(1, 7)]
+    paths = [pair_feature_paths(results_dir, detector, s, k, prefix)[1] for s in sequences
+             for k in sequence_indices(data_dir, s)]
     exist = [p.is_file() for p in paths]
     if all(exist):
         return True
@@ -180,11 +192,13 @@ def evaluate_detector(detector: str, sequences: Sequence[str], data_dir: PathLik
     has no descriptor file at all), True = required, False = ignore them. ``prefix``: the
     folder between ``<results_dir>/<detector>/`` and ``<sequence>/`` in the feature layout
     (``''``: none, the layout of ``keynet extract --image-dir <data_dir>``; ``'auto'``: the
-    layout holding the features, :func:`~HSequences_bench.features.feature_layout`)."""
+    layout holding the features, :func:`~HSequences_bench.features.feature_layout`). Each
+    sequence gives the pairs (1, k) of its images with a homography ``H_1_k`` (HPatches: the
+    official five; :func:`~HSequences_bench.hsequences.sequence_indices`)."""
     present, missing = check_sequences(data_dir, sequences, allow_missing=allow_missing)
-    prefix = feature_layout(results_dir, detector, present, prefix)
+    prefix = feature_layout(results_dir, detector, present, prefix, data_dir)
     if descriptors is None:
-        descriptors = _descriptor_mode(results_dir, detector, present, prefix)
+        descriptors = _descriptor_mode(results_dir, detector, present, prefix, data_dir)
     hint = extraction_hint(detector, results_dir, data_dir, prefix)
     records, dups = [], 0
     for seq in present:
@@ -202,7 +216,8 @@ def evaluate_detector(detector: str, sequences: Sequence[str], data_dir: PathLik
             rec = evaluate_pair(src.points, dst.points, pair, cfg, src_dsc, dst_dsc)
             rec["dup_src"], rec["dup_dst"] = src.duplicates, dst.duplicates
             records.append(rec)
-    return DetectorRun(detector, split, records, missing, bool(descriptors), dups)
+    unpaired = {s: ks for s in present for ks in [unpaired_images(data_dir, s)] if ks}
+    return DetectorRun(detector, split, records, missing, bool(descriptors), dups, unpaired)
 
 
 def official_results(run: DetectorRun, cfg: BenchConfig) -> Dict[str, object]:

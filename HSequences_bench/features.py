@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from HSequences_bench.baselines import METHODS
-from HSequences_bench.hsequences import DEFAULT_PREFIX, NUM_IMAGES
+from HSequences_bench.hsequences import DEFAULT_PREFIX, image_list_lines
 from keynet.base.files import feature_paths
 
 PathLike = Union[str, os.PathLike]
@@ -37,21 +37,25 @@ def pair_feature_paths(results_dir: PathLike, detector: str, sequence: str, k: i
 AUTO_PREFIX = "auto"
 
 
-def sequence_feature_lines(sequences: Sequence[str], prefix: str = DEFAULT_PREFIX) -> List[str]:
-    """The feature names (image-list lines) of images 1..6 of ``sequences`` in the layout of
-    ``prefix``: ``<prefix>/<sequence>/<k>.ppm``, or ``<sequence>/<k>.ppm`` for ``prefix=''``."""
-    pre = prefix.strip("/")
-    return [f"{pre}/{s}/{k}.ppm" if pre else f"{s}/{k}.ppm" for s in sequences for k in range(1, NUM_IMAGES + 1)]
+def sequence_feature_lines(sequences: Sequence[str], prefix: str = DEFAULT_PREFIX,
+                           data_dir: Optional[PathLike] = None) -> List[str]:
+    """The feature names (image-list lines) of the images of ``sequences`` in the layout of
+    ``prefix``: ``<prefix>/<sequence>/<k>.ppm``, or ``<sequence>/<k>.ppm`` for ``prefix=''``;
+    k = 1..6, or with ``data_dir`` the images evaluated there
+    (:func:`~HSequences_bench.hsequences.sequence_indices`)."""
+    return image_list_lines(sequences, prefix, data_dir)
 
 
 def missing_keypoint_files(results_dir: PathLike, detector: str, sequences: Sequence[str],
-                           prefix: str = DEFAULT_PREFIX) -> List[Path]:
-    """The keypoint files of images 1..6 of ``sequences`` that are not in the layout of ``prefix``."""
+                           prefix: str = DEFAULT_PREFIX, data_dir: Optional[PathLike] = None) -> List[Path]:
+    """The keypoint files of the images of ``sequences`` (:func:`sequence_feature_lines`)
+    that are not in the layout of ``prefix``."""
     return [p for p in (feature_paths(results_dir, detector, line)[0]
-                        for line in sequence_feature_lines(sequences, prefix)) if not p.is_file()]
+                        for line in sequence_feature_lines(sequences, prefix, data_dir)) if not p.is_file()]
 
 
-def feature_layout(results_dir: PathLike, detector: str, sequences: Sequence[str], prefix: str = AUTO_PREFIX) -> str:
+def feature_layout(results_dir: PathLike, detector: str, sequences: Sequence[str], prefix: str = AUTO_PREFIX,
+                   data_dir: Optional[PathLike] = None) -> str:
     """The ``prefix`` of the feature layout to read: ``prefix`` itself unless it is ``'auto'``.
 
     ``auto`` picks between the official layout ``<results>/<detector>/hpatches-sequences-release/
@@ -59,12 +63,13 @@ def feature_layout(results_dir: PathLike, detector: str, sequences: Sequence[str
     ``<results>/<detector>/<sequence>/<k>.ppm.kpt.npy`` (what ``keynet extract --image-dir
     <data-dir>`` writes): the one holding more of the keypoint files of ``sequences``, the
     official one on a tie; the folder layout when neither holds any (where the extraction
-    command of :func:`extraction_hint` puts them)."""
+    command of :func:`extraction_hint` puts them). ``data_dir``: count the images evaluated
+    there (default: 1..6 of each sequence)."""
     if prefix != AUTO_PREFIX:
         return prefix
-    total = len(sequences) * NUM_IMAGES
-    official = total - len(missing_keypoint_files(results_dir, detector, sequences, DEFAULT_PREFIX))
-    folder = total - len(missing_keypoint_files(results_dir, detector, sequences, ""))
+    total = len(sequence_feature_lines(sequences, "", data_dir))
+    official = total - len(missing_keypoint_files(results_dir, detector, sequences, DEFAULT_PREFIX, data_dir))
+    folder = total - len(missing_keypoint_files(results_dir, detector, sequences, "", data_dir))
     return DEFAULT_PREFIX if official and official >= folder else ""
 
 

@@ -1,7 +1,9 @@
 """HSequences (HPatches sequences) data: splits, image lists and the image pairs 1-k.
 
 Data layout (HPatches): ``<data-dir>/<sequence>/{1..6}.ppm`` and ``H_1_k`` (k = 2..6)
-mapping pixels of image 1 to image k. Splits files map a split name to its sequence
+mapping pixels of image 1 to image k. A sequence of one's own may have 2 to N images: the
+benchmark evaluates image 1 against each other image ``k.ppm`` that has its homography
+``H_1_k`` (:func:`sequence_indices`); on HPatches that is the official five pairs 1-2 .. 1-6. Splits files map a split name to its sequence
 names; both our ``{split: [names]}`` and the official ``{split: {"test": [names]}}``
 forms are read (we write the official form, so the original script can read ours).
 
@@ -20,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,9 @@ DEBUG_SEQUENCES = {
     "debug_illum": ["i_ajuntament", "i_resort", "i_table", "i_troulos", "i_bologna"],
 }
 NUM_IMAGES = 6
+#: ``<k>.ppm`` and ``H_1_<k>`` in a sequence folder.
+_IMAGE_NAME = re.compile(r"^([0-9]+)\.ppm$")
+_HOMOGRAPHY_NAME = re.compile(r"^H_1_([0-9]+)$")
 
 
 class DatasetError(RuntimeError):
@@ -138,10 +144,13 @@ def get_split(path: PathLike, split: str, data_dir: Optional[PathLike] = None) -
 
 
 # ------------------------------------------------------------------- image lists
-def image_list_lines(sequences: Sequence[str], prefix: str = DEFAULT_PREFIX) -> List[str]:
-    """``<prefix>/<sequence>/<k>.ppm`` for k = 1..6 of every sequence."""
+def image_list_lines(sequences: Sequence[str], prefix: str = DEFAULT_PREFIX,
+                     data_dir: Optional[PathLike] = None) -> List[str]:
+    """``<prefix>/<sequence>/<k>.ppm`` for the images of every sequence: k = 1..6 (HPatches),
+    or with ``data_dir`` the images the benchmark evaluates there (:func:`sequence_indices`)."""
     pre = prefix.strip("/")
-    return [f"{pre}/{s}/{k}.ppm" if pre else f"{s}/{k}.ppm" for s in sequences for k in range(1, NUM_IMAGES + 1)]
+    return [f"{pre}/{s}/{k}.ppm" if pre else f"{s}/{k}.ppm" for s in sequences
+            for k in (sequence_indices(data_dir, s) if data_dir is not None else range(1, NUM_IMAGES + 1))]
 
 
 # ------------------------------------------------------------------------ dataset
@@ -161,24 +170,58 @@ class ImagePair:
 
 
 def sequence_files(data_dir: PathLike, sequence: str) -> List[Path]:
-    """The files a sequence needs: images 1..6 and homographies H_1_2..H_1_6."""
+    """The files of a complete HPatches sequence: images 1..6 and homographies H_1_2..H_1_6
+    (the rotation benchmark's requirement; ``bench`` asks only :func:`required_files`)."""
     d = Path(data_dir) / sequence
     return [d / f"{k}.ppm" for k in range(1, NUM_IMAGES + 1)] + [d / f"H_1_{k}" for k in range(2, NUM_IMAGES + 1)]
 
 
+def _numbers(folder: Path, pattern: "re.Pattern[str]") -> List[int]:
+    """The numbers of the files of ``folder`` whose names match ``pattern``, ascending."""
+    if not folder.is_dir():
+        return []
+    found = ((pattern.match(p.name), p) for p in folder.iterdir())
+    return sorted(int(m.group(1)) for m, p in found if m and p.is_file())
+
+
+def sequence_indices(data_dir: PathLike, sequence: str) -> List[int]:
+    """The images of ``sequence`` the benchmark evaluates: 1 and every ``k >= 2`` with both
+    ``k.ppm`` and ``H_1_k``, ascending (HPatches: 1..6; a sequence of one's own: 2 to N)."""
+    d = Path(data_dir) / sequence
+    images = set(_numbers(d, _IMAGE_NAME))
+    return [1] + [k for k in _numbers(d, _HOMOGRAPHY_NAME) if k >= 2 and k in images]
+
+
+def unpaired_images(data_dir: PathLike, sequence: str) -> List[int]:
+    """The images ``k.ppm`` (k >= 2) of ``sequence`` without a homography ``H_1_k``: not evaluated."""
+    d = Path(data_dir) / sequence
+    homographies = set(_numbers(d, _HOMOGRAPHY_NAME))
+    return [k for k in _numbers(d, _IMAGE_NAME) if k >= 2 and k not in homographies]
+
+
+def required_files(data_dir: PathLike, sequence: str) -> List[Path]:
+    """The files ``bench`` needs of a sequence: ``1.ppm`` and, for every homography ``H_1_k``
+    in its folder, the image ``k.ppm``; without any homography ``2.ppm`` and ``H_1_2`` (at
+    least one pair)."""
+    d = Path(data_dir) / sequence
+    ks = [k for k in _numbers(d, _HOMOGRAPHY_NAME) if k >= 2] or [2]
+    return [d / "1.ppm"] + [f for k in ks for f in (d / f"{k}.ppm", d / f"H_1_{k}")]
+
+
 def check_sequences(data_dir: PathLike, sequences: Sequence[str], allow_missing: bool = False
                     ) -> Tuple[List[str], Dict[str, List[str]]]:
-    """Split ``sequences`` into those complete in ``data_dir`` and the missing ones.
+    """Split ``sequences`` into those complete in ``data_dir`` (:func:`required_files`: image
+    1 and at least one image with its homography) and the missing or incomplete ones.
 
     Returns ``(present, missing)`` with ``missing[name]`` the missing files. Raises
     :class:`DatasetError` listing them unless ``allow_missing``; an empty result is
-    always an error.
+    always an error naming the first missing file.
     """
     if not Path(data_dir).is_dir():
         raise DatasetError(f"data directory not found: {data_dir}")
     present, missing = [], {}
     for s in sequences:
-        lack = [str(p) for p in sequence_files(data_dir, s) if not p.is_file()]
+        lack = [str(p) for p in required_files(data_dir, s) if not p.is_file()]
         if lack:
             missing[s] = lack
         else:
@@ -189,7 +232,13 @@ def check_sequences(data_dir: PathLike, sequences: Sequence[str], allow_missing:
                            f"{data_dir}: {names} (first missing file: {next(iter(missing.values()))[0]}); "
                            f"pass --allow-missing to evaluate the {len(present)} present ones")
     if not present:
-        raise DatasetError(f"none of the {len(sequences)} requested sequences is in {data_dir}")
+        if not missing:
+            raise DatasetError(f"no sequence requested in {data_dir}")
+        name, lack = next(iter(missing.items()))
+        where = ("is not there" if not (Path(data_dir) / name).is_dir() else
+                 f"lacks {lack[0]} (a sequence needs 1.ppm and at least one image k.ppm with its homography H_1_k)")
+        raise DatasetError(f"none of the {len(sequences)} requested sequences is complete in {data_dir}: "
+                           f"{name} {where}")
     return present, missing
 
 
@@ -202,10 +251,11 @@ def image_shape(path: PathLike) -> Tuple[int, int]:
 
 
 def sequence_pairs(data_dir: PathLike, sequence: str) -> Iterator[ImagePair]:
-    """The pairs (1, k), k = 2..6, of a sequence with image shapes and homographies."""
+    """The pairs (1, k) of a sequence with image shapes and homographies: k = 2..6 on
+    HPatches, every image with a homography H_1_k in general (:func:`sequence_indices`)."""
     d = Path(data_dir) / sequence
     shape_src = image_shape(d / "1.ppm")
-    for k in range(2, NUM_IMAGES + 1):
+    for k in sequence_indices(data_dir, sequence)[1:]:
         yield ImagePair(sequence, k, shape_src, image_shape(d / f"{k}.ppm"), read_homography(d / f"H_1_{k}"))
 
 
@@ -252,11 +302,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if missing:
                 print(f"skipped {len(missing)} sequences not in {args.data_dir}")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(image_list_lines(seqs, args.prefix)) + "\n")
+        lines = image_list_lines(seqs, args.prefix, args.data_dir)
+        Path(args.out).write_text("\n".join(lines) + "\n")
     except (DatasetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {len(seqs)} sequences, {len(seqs) * NUM_IMAGES} images")
+    print(f"wrote {args.out}: {len(seqs)} sequences, {len(lines)} images")
     return 0
 
 

@@ -69,8 +69,10 @@ def summarise(run: DetectorRun, cfg: BenchConfig, subset: str = "all") -> Dict[s
     for t, v in auc.items():
         row[f"H_AUC@{t}"] = v
     row["outside_image"] = int(sum(r["n_src_outside_image"] + r["n_dst_outside_image"] for r in recs))
-    row["duplicates"] = int(sum(r.get("dup_dst", 0) for r in recs) +
-                            sum(r.get("dup_src", 0) for r in recs if r["pair"] == 2))
+    first = {}  # image 1 of each sequence: counted once, with its first pair
+    for r in recs:
+        first.setdefault(r["sequence"], r)
+    row["duplicates"] = int(sum(r.get("dup_dst", 0) for r in recs) + sum(r.get("dup_src", 0) for r in first.values()))
     return row
 
 
@@ -103,6 +105,30 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep] + body) + "\n"
+
+
+#: The pairs of an HPatches sequence: image 1 against images 2..6.
+HPATCHES_PAIRS = [2, 3, 4, 5, 6]
+
+
+def pairs_note(run: DetectorRun) -> str:
+    """One line on the sequences whose pairs are not HPatches' 1-2 .. 1-6 (sequences of one's
+    own: image 1 against each image with a homography ``H_1_k``) and on the images left out
+    for want of a homography; ``''`` when every sequence has the official five pairs."""
+    pairs: Dict[str, List[int]] = {}
+    for r in run.records:
+        pairs.setdefault(str(r["sequence"]), []).append(int(r["pair"]))
+    other = {s: ks for s, ks in pairs.items() if ks != HPATCHES_PAIRS}
+    parts = []
+    if other:
+        named = [f"{s} ({', '.join(f'1-{k}' for k in ks)})" for s, ks in other.items()]
+        parts.append(f"{len(other)} sequence(s) with other pairs than HPatches' 1-2 .. 1-6, image 1 against each image "
+                     f"with a homography H_1_k: " + ", ".join(named[:8]) + (" ..." if len(named) > 8 else ""))
+    if run.unpaired:
+        named = [f"{s}/{k}.ppm" for s, ks in run.unpaired.items() for k in ks]
+        parts.append(f"{len(named)} image(s) without a homography H_1_k not evaluated: " + ", ".join(named[:8])
+                     + (" ..." if len(named) > 8 else ""))
+    return "note: " + "; ".join(parts) if parts else ""
 
 
 def console_summary(run: DetectorRun, cfg: BenchConfig) -> str:
@@ -140,6 +166,8 @@ def console_summary(run: DetectorRun, cfg: BenchConfig) -> str:
     if run.missing_sequences:
         lines.append(f"   skipped {len(run.missing_sequences)} sequences missing from the data folder: "
                      + ", ".join(list(run.missing_sequences)[:8]) + (" ..." if len(run.missing_sequences) > 8 else ""))
+    if pairs_note(run):
+        lines.append("   " + pairs_note(run))
     if s["outside_image"] or s["duplicates"]:
         lines.append(f"   note: {s['outside_image']} keypoint rows outside the image were dropped; "
                      f"{s['duplicates']} duplicated keypoint rows (kept, as the official code)")
@@ -152,9 +180,10 @@ def save_pickle(results: Dict[str, object], path: PathLike) -> None:
 
 
 def plot_curves(runs: Sequence[DetectorRun], cfg: BenchConfig, path: PathLike) -> bool:
-    """PNG of MMA (D2-Net precision) and matching score vs threshold, overall /
-    illumination / viewpoint, one line per detector with descriptors. Returns False
-    when no detector has descriptors (nothing drawn)."""
+    """PNG of MMA (D2-Net precision) and matching score vs threshold, one line per detector
+    with descriptors, one column per subset with pairs: overall and then illumination /
+    viewpoint / other sequences when there are several kinds, else the one kind. Returns
+    False when no detector has descriptors (nothing drawn)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -163,9 +192,11 @@ def plot_curves(runs: Sequence[DetectorRun], cfg: BenchConfig, path: PathLike) -
     if not runs:
         return False
     ts = list(cfg.thresholds)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharex=True)
-    titles = {"all": "Overall", "illum": "Illumination", "view": "Viewpoint"}
-    for col, sub in enumerate(SUBSETS[:3]):
+    kinds = [sub for sub in SUBSETS[1:] if any(summarise(run, cfg, sub)["pairs"] for run in runs)]
+    panels = ["all"] + kinds if len(kinds) > 1 else kinds
+    fig, axes = plt.subplots(2, len(panels), figsize=(0.5 + 4.2 * len(panels), 7.5), sharex=True, squeeze=False)
+    titles = {"all": "Overall", "illum": "Illumination", "view": "Viewpoint", "other": "Other sequences"}
+    for col, sub in enumerate(panels):
         for run in runs:
             s = summarise(run, cfg, sub)
             if not s["pairs"]:
@@ -198,6 +229,8 @@ def write_tables(runs: Sequence[DetectorRun], cfg: BenchConfig, out_dir: PathLik
     cols = ["detector", "subset", "pairs", "rep_single", "rep_multi", f"MS@{px}", "MS_mean_1-10",
             "MMA_D2@3", "H_acc@3", "num_features"]
     md = to_markdown(table[[c for c in cols if c in table.columns]]) if not table.empty else ""
+    notes = [f"{run.detector}: {note}" for run in runs for note in [pairs_note(run)] if note]
+    md += "".join(f"\n{n}\n" for n in notes)
     atomic_write_bytes(paths[1], md.encode())
     atomic_write_bytes(paths[2], per_sequence_table(runs).to_csv(index=False).encode())
     return paths

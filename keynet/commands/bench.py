@@ -29,7 +29,6 @@ from HSequences_bench.features import (
 from HSequences_bench.hsequences import (
     DEFAULT_PREFIX,
     DEFAULT_SPLITS,
-    NUM_IMAGES,
     DatasetError,
     check_sequences,
     folder_sequences,
@@ -51,10 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--results-dir", default="extracted_features/", help="extracted features root")
     ap.add_argument("--split", default="view",
                     help="full, view, illum, view_test, illum_test, debug_view, debug_illum (or any in --split-path); "
-                         "all: every sequence found in --data-dir, whatever its name (default: view, the official)")
+                         "all: every sequence found in --data-dir, whatever its name (default: view, the official). "
+                         "Each sequence: image 1 against each image k.ppm with a homography H_1_k (HPatches: 1-2 .. "
+                         "1-6; one's own sequences may have 2 to N images)")
     ap.add_argument("--split-path", default=str(DEFAULT_SPLITS), help="splits json (ours or the official file)")
     add_bool_flag(ap, "--allow-missing", False,
-                  "evaluate the sequences of the split present in --data-dir and report the others")
+                  "evaluate the sequences of the split complete in --data-dir (1.ppm and at least one k.ppm with "
+                  "H_1_k) and report the others")
     ap.add_argument("--top-k-points", type=options.top_k, default=1000,
                     help="best points kept per image; all (or none) = every point; 0 is rejected")
     ap.add_argument("--overlap", type=float, default=0.6, help="minimum circle IoU of a repeated point")
@@ -80,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _missing_features(results_dir: str, detector: str, sequences: Sequence[str], prefix: str):
-    """``(prefix, missing keypoint files)`` of a detector in the layout ``bench`` will read."""
-    prefix = feature_layout(results_dir, detector, sequences, prefix)
-    return prefix, missing_keypoint_files(results_dir, detector, sequences, prefix)
+def _missing_features(results_dir: str, detector: str, sequences: Sequence[str], prefix: str, data_dir: str):
+    """``(prefix, missing keypoint files)`` of a detector in the layout ``bench`` will read
+    (the images of ``sequences`` that are evaluated in ``data_dir``)."""
+    prefix = feature_layout(results_dir, detector, sequences, prefix, data_dir)
+    return prefix, missing_keypoint_files(results_dir, detector, sequences, prefix, data_dir)
 
 
 def _missing_message(detector: str, data_dir: str, results_dir: str, prefix: str, missing: List[Path],
@@ -107,9 +110,8 @@ def _extract(detector: str, data_dir: str, results_dir: str, sequences: Sequence
     print(f"{detector}: extracting the missing features of {len(sequences)} sequence(s) of {data_dir}", flush=True)
     pre = prefix.strip("/")
     if detector in METHODS:
-        lines = sequence_feature_lines(sequences, pre)
-        where = dict(zip(lines, (Path(data_dir) / s / f"{k}.ppm" for s in sequences
-                                 for k in range(1, NUM_IMAGES + 1))))
+        lines = sequence_feature_lines(sequences, pre, data_dir)
+        where = dict(zip(lines, (Path(data_dir) / line for line in sequence_feature_lines(sequences, "", data_dir))))
         summary = extract_list(detector, lines, results_dir, where.__getitem__)
         print(f"{detector}: {summary.line()}", flush=True)
         for item, reason in summary.failed:
@@ -117,7 +119,7 @@ def _extract(detector: str, data_dir: str, results_dir: str, sequences: Sequence
         return 1 if summary.failed else 0
     with tempfile.TemporaryDirectory(prefix="keynet-bench-") as tmp:
         lst = Path(tmp) / "images.txt"  # <sequence>/<k>.ppm lines, found in --data-dir
-        lst.write_text("\n".join(sequence_feature_lines(sequences, "")) + "\n")
+        lst.write_text("\n".join(sequence_feature_lines(sequences, "", data_dir)) + "\n")
         version = f"{detector}/{pre}" if pre else detector
         # `keynet extract` in its own process: bench itself stays free of torch, and a command
         # calls no other command's code
@@ -146,12 +148,12 @@ def main(argv=None) -> int:
                       f"--split all evaluates every sequence found there", flush=True)
         present, _ = check_sequences(args.data_dir, sequences, allow_missing=args.allow_missing)
         for name in args.detector_name:  # every detector's features are there before any is evaluated
-            prefix, missing = _missing_features(args.results_dir, name, present, args.features_prefix)
+            prefix, missing = _missing_features(args.results_dir, name, present, args.features_prefix, args.data_dir)
             if missing and args.extract:
                 code = _extract(name, args.data_dir, args.results_dir, present, prefix)
                 if code == 2:  # a user error, named on its own line by the extraction
                     return 2
-                prefix, missing = _missing_features(args.results_dir, name, present, prefix)
+                prefix, missing = _missing_features(args.results_dir, name, present, prefix, args.data_dir)
                 if code or missing:
                     print(f"error: the extraction of '{name}' failed for some images (named above)"
                           + (f"; {len(missing)} still without features, the first {missing[0]}" if missing else ""),
@@ -159,7 +161,7 @@ def main(argv=None) -> int:
                     return 2
             if missing:
                 raise FeatureFileError(_missing_message(name, args.data_dir, args.results_dir, prefix, missing,
-                                                        len(present) * NUM_IMAGES,
+                                                        len(sequence_feature_lines(present, "", args.data_dir)),
                                                         args.features_prefix == AUTO_PREFIX))
         for name in args.detector_name:
             print(f"{name}: {args.split}", flush=True)

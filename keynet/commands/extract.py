@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--list-images", default=None,
                      help="Text file with one image path per line (relative paths: to the current folder, else to "
-                          f"the list's folder). Default (neither this nor --image-dir): {IMAGE_LIST}")
+                          "the list's folder); outputs are named by the line as written, an absolute one below "
+                          "<results-dir>/<network-version>/ without its leading '/' (--image-dir names them relative "
+                          f"to a folder). Default (neither this nor --image-dir): {IMAGE_LIST}")
     src.add_argument("--image-dir", default=None,
                      help="A folder of images instead of a list: every image below it (recursive; "
                           ".jpg/.jpeg/.png/.ppm/.bmp, the rule of match and reconstruct), each named by its path "
