@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, MethodError, MethodOptions,
-                                                            build_methods, default_peer_weights)
+from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, PEER_FILES, MethodError,
+                                                            MethodOptions, build_methods, default_peer_weights)
 from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_TILTS, BenchInputError, Case, Store,
                                                         evd_cases, run_cases, summary_markdown, synthetic_cases,
                                                         write_reports, wxbs_cases)
@@ -31,6 +31,16 @@ USER_ERRORS = (MethodError, BenchInputError, DeviceError, FileNotFoundError, Val
 
 class OptionError(ValueError):
     """An option value that argparse cannot check alone."""
+
+
+def peer_default(which: str) -> str:
+    """The help's default of ``--peer-<which>``: the file found, or where it is looked for
+    (never a path that does not exist)."""
+    path = default_peer_weights(which)
+    if path.is_file():
+        return f"default: {path}"
+    return (f"default: none found, so those methods are skipped; looked for $KEYNET_SHARED/"
+            f"{'/'.join(PEER_FILES[which])}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ("affnet", "kornia's AffNet weights (the AffNet release's AffNet.pth)"),
                         ("orinet", "kornia's OriNet weights (the AffNet release's OriNet.pth)")):
         m.add_argument(f"--peer-{which}", default=None, metavar="PATH",
-                       help=f"{what} for the kornia methods; never downloaded (default: "
-                            f"{default_peer_weights(which)} when present, else those methods are skipped)")
+                       help=f"{what} for the kornia methods; never downloaded ({peer_default(which)})")
     options.add_matcher_args(ap)
     options.add_settings(ap, FeatureConfig(), ["device"])
     ap.add_argument("--out-dir", default="HSequences_bench/results/wide_baseline",

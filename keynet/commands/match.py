@@ -19,7 +19,7 @@ from pathlib import Path
 
 from keynet.base.cli import ArgumentParser, add_bool_flag, check_output_dir, interruptible
 from keynet.detection import SkippedLevelsWarning
-from keynet.pipeline import matching
+from keynet.pipeline import hloc_io, matching
 from keynet.pipeline.pairs import make_pairs, write_pairs
 from keynet.pipeline.reconstruction import image_names
 from keynet.pipeline.retrieval import RetrievalConfig, retrieval_pairs
@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     print(f"{len(names)} images: features {len(fs.done)} extracted, {len(fs.reused)} reused{skipped} "
           f"({fs.seconds:.1f} s); "
           f"{len(pairs)} pairs: {len(ms.done)} matched, {len(ms.reused)} reused ({ms.seconds:.1f} s)")
+    counts = hloc_io.match_counts(out / "matches.h5", pairs) if pairs else []
+    print(f"{sum(counts)} matches in {len(pairs)} pairs ({sum(c == 0 for c in counts)} pairs without any)")
     print(f"wrote {out / 'features.h5'}, {out / 'matches.h5'}, {out / 'pairs.txt'}"
           + (f", {out / 'matches'}/*.npz" if args.export_npz else ""))
     return 0

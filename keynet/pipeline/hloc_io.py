@@ -257,3 +257,10 @@ def iter_pairs_in(fd: h5py.File) -> Iterable[str]:
     for a in fd:
         for b in fd[a]:
             yield f"{a}/{b}"
+
+
+def match_counts(path: PathLike, pairs: Sequence[Tuple[str, str]]) -> List[int]:
+    """The number of matches of each pair of ``pairs`` in the ``matches.h5`` at ``path``
+    (stored in either order)."""
+    with h5py.File(str(path), "r") as fd:
+        return [int(len(read_matches(fd, a, b)[0])) for a, b in pairs]
