@@ -52,3 +52,15 @@ def test_bench_wxbs_help_shows_no_missing_default_path(tmp_path, monkeypatch):
     peer.write_bytes(b"")
     monkeypatch.setenv("KEYNET_SHARED", str(tmp_path / "shared"))
     assert f"(default: {peer})" in peer_help()
+
+
+def test_num_points_1500_gives_the_official_1495(reference_dir):
+    """The official per-level quotas round down (docs/extraction.md): kept, as the TF reference."""
+    from keynet.detection import DetectorSettings, level_quotas
+
+    s = DetectorSettings()
+    levels = 1 + s.upsampled_levels + s.pyramid_levels  # the image, up-sampled and down-sampled levels
+    assert level_quotas(1500, levels, s.upsampled_levels, s.scale_factor_levels) == [755, 377, 188, 94, 47, 23, 11]
+    counts = {np.load(p).shape[0] for p in sorted((reference_dir / "tf_cpu_kpt").rglob("*.kpt.npy"))[:6]}
+    assert counts == {1495}
+    assert "755 + 377 + 188 + 94 + 47 + 23 + 11 = 1495" in (ROOT / "docs" / "extraction.md").read_text()
