@@ -20,17 +20,8 @@ DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda
 _SHOWS_DEFAULT = re.compile(r"%\(default\)|\(default\b|\bdefault:|\(required\)", re.IGNORECASE)
 
 
-#: The start of every user-error line of every command (argparse's own style).
-ERROR_PREFIX = "error: "
 #: Exit code of a command stopped by Ctrl-C (the shell's 128 + SIGINT).
 INTERRUPTED = 130
-
-
-def user_error(message: object) -> int:
-    """Print the one line ``error: <message>`` (its first line) on stderr; returns exit code 2."""
-    text = str(message).strip().splitlines()
-    print(ERROR_PREFIX + (text[0] if text else type(message).__name__), file=sys.stderr, flush=True)
-    return 2
 
 
 def interruptible(kept: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
