@@ -293,7 +293,8 @@ def main(argv=None) -> int:
     fcfg = options.feature_config_from_args(args)
     mcfg = options.matcher_config_from_args(args)
     base = ReconstructionConfig(features=fcfg, matcher=mcfg, num_threads=args.num_threads, overwrite=args.overwrite,
-                                min_model_size=args.min_model_size)
+                                min_model_size=args.min_model_size,
+                                camera=CameraConfig("auto"))  # the recorded runs: COLMAP's auto (distractors)
     cfg = dataclasses.replace(base, pair_mode="retrieval", mapper=args.mapper,
                               retrieval=RetrievalConfig(num_neighbours=args.num_neighbours))
     out = work / "collection"  # one folder for every mapper: features, retrieval and matches are reused
@@ -316,9 +317,9 @@ def main(argv=None) -> int:
     if args.alone:
         for scene in args.scenes:
             fixed = CameraConfig("single", "PINHOLE", pinhole(gts[scene]["K"]), refine_intrinsics=False)
-            runs = [("alone", "alone", CameraConfig(), "incremental")]
+            runs = [("alone", "alone", CameraConfig("auto"), "incremental")]  # the recorded runs: COLMAP's auto
             if args.mapper != "incremental":  # the mapper's share of the difference, apart from the pairs'
-                runs.append((f"alone, {args.mapper} mapper", f"alone-{args.mapper}", CameraConfig(), args.mapper))
+                runs.append((f"alone, {args.mapper} mapper", f"alone-{args.mapper}", CameraConfig("auto"), args.mapper))
             runs.append(("alone, K fixed", "alone-fixed", fixed, "incremental"))
             for label, folder, camera, mapper in runs:
                 aout = work / folder / scene

@@ -51,3 +51,9 @@ def reference_dir(shared_dir) -> Path:
 def imagenet_sample(shared_dir) -> Path:
     """shared/data/imagenet-sample (1000 JPEG photos)."""
     return _need(shared_dir / "data" / "imagenet-sample")
+
+
+@pytest.fixture(scope="session")
+def strecha(shared_dir) -> Path:
+    """shared/data/strecha (fountain-P11, Herz-Jesus-P8 with ground-truth cameras)."""
+    return _need(shared_dir / "data" / "strecha")

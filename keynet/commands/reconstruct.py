@@ -24,7 +24,7 @@ import warnings
 from keynet.base.cli import ArgumentParser, add_bool_flag, check_output_dir, positive_int
 from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import reconstruction
-from keynet.pipeline.reconstruction import CAMERA_MODES, MAPPERS, CameraConfig, ReconstructionConfig
+from keynet.pipeline.reconstruction import CAMERA_MODE_CHOICES, MAPPERS, CameraConfig, ReconstructionConfig
 from keynet.pipeline.retrieval import RetrievalConfig
 
 from . import options
@@ -47,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_matcher_args(p, views=True)
     d = ReconstructionConfig()
     g = p.add_argument_group("cameras")
-    g.add_argument("--camera-mode", choices=tuple(CAMERA_MODES), default=d.camera.mode,
-                   help="auto: COLMAP's default; single: one camera shared by all images; per-image; per-folder")
+    g.add_argument("--camera-mode", choices=CAMERA_MODE_CHOICES, default=d.camera.mode,
+                   help="grouped: one camera per image size and EXIF camera (photos of one size without EXIF are "
+                        "taken as one camera); auto: COLMAP's default (one camera per image unless EXIF names "
+                        "the camera); single: one camera shared by all images; per-image; per-folder. The summary "
+                        "says what was assumed")
     g.add_argument("--camera-model", default=None,
                    help=f"COLMAP camera model, e.g. PINHOLE, SIMPLE_RADIAL, OPENCV (default: COLMAP's "
                         f"SIMPLE_RADIAL); one of {', '.join(reconstruction.CAMERA_MODELS)}")
@@ -83,6 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def _log(line: str) -> None:
+    """Messages of the run: warnings (a model that looks wrong) on stderr, the rest on stdout."""
+    print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout, flush=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.simplefilter("ignore", SkippedLevelsWarning)  # small images: expected
@@ -97,7 +105,7 @@ def main(argv=None) -> int:
             num_threads=args.num_threads, seed=args.seed,
             overwrite=args.overwrite, strict=args.strict)
         result = reconstruction.reconstruct(args.image_dir, args.out, cfg, progress=args.progress,
-                                            verbose=args.colmap_log)
+                                            verbose=args.colmap_log, log=_log)
     except reconstruction.SceneNotReconstructed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

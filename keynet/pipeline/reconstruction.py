@@ -13,8 +13,9 @@ Pipeline of :func:`reconstruct` (``keynet reconstruct``), every stage writing un
    the features of at most ``matching.FEATURE_CACHE_IMAGES`` images in memory, so memory
    stays bounded on large collections;
 3. a fresh COLMAP database ``database.db``: cameras, rigs, frames and images by
-   ``pycolmap.import_images`` (COLMAP's camera modes, EXIF focal lengths, or the given
-   camera model and parameters), keypoints and matches written with
+   ``pycolmap.import_images`` (by default one camera per group of photos of the same size and
+   the same EXIF camera, :func:`camera_groups`; or COLMAP's camera modes; EXIF focal
+   lengths, or the given camera model and parameters), keypoints and matches written with
    ``pycolmap.Database`` -- keypoints shifted by +0.5 px into COLMAP's pixel convention
    (top-left pixel centre at (0.5, 0.5); ours and hloc's put it at (0, 0));
 4. geometric verification (``pycolmap.verify_matches``, COLMAP's two-view geometries);
@@ -23,7 +24,23 @@ Pipeline of :func:`reconstruct` (``keynet reconstruct``), every stage writing un
    positioning, then bundle adjustment) or ``pycolmap.hierarchical_mapping`` (the scene
    clustered into overlapping parts, each mapped incrementally, then merged) ->
    ``sparse/<k>/`` (cameras.bin, images.bin, points3D.bin, ... and ``points3D.ply``),
-   models sorted by size (``sparse/0`` largest).
+   models sorted by size (``sparse/0`` largest);
+6. every model checked for failures a user cannot see (:func:`check_model`: focal lengths
+   implausible, far from their prior or far apart among photos that look like one camera,
+   principal points far from the centre, points behind the cameras): one warning line per
+   model through ``log``, with the option that fixes it, also kept in
+   :attr:`ReconstructionResult.warnings`; the summary says what was assumed about cameras
+   (:attr:`ReconstructionResult.cameras`).
+
+Cameras by default (``CameraConfig(mode='grouped')``, ``--camera-mode grouped``): photos of
+the same size whose EXIF names the same camera (make, model, focal length) -- or that have
+no EXIF camera at all -- share one camera. Photos of one size without EXIF are most likely
+frames of one camera (a phone, a video, a downscaled set), and sharing one focal length over
+all of them is what makes self-calibration well posed; one camera per image (COLMAP's
+``auto`` without EXIF, hloc's default) lets every image choose its own focal length, which
+can drift to absurd values (docs/matching.md). Photos from different cameras that happen to
+have one size and no EXIF need ``--camera-mode per-image`` (the summary says what was
+assumed, and a model whose focal lengths disagree is flagged).
 
 Camera intrinsics given with ``CameraConfig(model='PINHOLE', params=(fx, fy, cx, cy))``
 are in COLMAP's convention and full-resolution pixels (whatever ``max_image_size`` the
@@ -42,6 +59,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 import pycolmap
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from keynet.base import twoview
@@ -54,8 +72,27 @@ from .retrieval import RetrievalConfig, retrieval_pairs
 
 PathLike = Union[str, os.PathLike]
 
+#: COLMAP's own camera modes (``pycolmap.import_images``).
 CAMERA_MODES = {"auto": pycolmap.CameraMode.AUTO, "single": pycolmap.CameraMode.SINGLE,
                 "per-image": pycolmap.CameraMode.PER_IMAGE, "per-folder": pycolmap.CameraMode.PER_FOLDER}
+#: ``CameraConfig.mode`` choices: ours (``grouped``, the default: :func:`camera_groups`) and COLMAP's.
+CAMERA_MODE_CHOICES = ("grouped",) + tuple(CAMERA_MODES)
+DEFAULT_CAMERA_MODE = "grouped"
+#: The checks of a finished model (:func:`check_model`), stated, not tuned on data:
+#: a perspective photo's field of view (of its longer side) lies within these degrees ...
+PLAUSIBLE_FOV_DEG = (5.0, 130.0)
+#: ... a refined focal length stays within this factor of a prior from EXIF or --camera-params
+#: (a 2x crop of a photo keeps its EXIF focal length: the prior is then 2x off) ...
+PRIOR_FOCAL_FACTOR = 2.0
+#: ... photos that look like one camera (one size, the same EXIF camera or none) but were given
+#: several get focal lengths within this factor of one another (one camera's per-image
+#: self-calibration scatters by a few percent) ...
+SAME_CAMERA_FOCAL_FACTOR = 1.5
+#: ... the principal point lies within this fraction of the width / height of the image centre
+#: (COLMAP keeps it where it was put; far off means wrong --camera-params) ...
+PRINCIPAL_POINT_OFFSET = 0.25
+#: ... and at most this share of the observations is behind its camera (a sound model has none).
+MAX_BEHIND_SHARE = 0.05
 CAMERA_MODELS = tuple(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
 #: COLMAP's mappers (``ReconstructionConfig.mapper``).
 MAPPERS = ("incremental", "global", "hierarchical")
@@ -78,20 +115,22 @@ class SceneNotReconstructed(ReconstructionError):
 
 @dataclass
 class CameraConfig:
-    """Cameras: ``mode`` (``auto``: COLMAP's default; ``single``: one camera shared by all
+    """Cameras: ``mode`` (``grouped``, the default: one camera per group of images of the same
+    size and the same EXIF camera or none, :func:`camera_groups`; ``auto``: COLMAP's default,
+    one camera per image unless EXIF names the camera; ``single``: one camera shared by all
     images; ``per-image``; ``per-folder``), ``model`` (a COLMAP camera model; ``None``:
     COLMAP's default SIMPLE_RADIAL), ``params`` (the model's parameters in COLMAP order,
     full-resolution pixels; ``None``: from the image size and EXIF focal length, as COLMAP
     does), ``refine_intrinsics`` (False: the intrinsics stay as given)."""
 
-    mode: str = "auto"
+    mode: str = DEFAULT_CAMERA_MODE
     model: Optional[str] = None
     params: Optional[Tuple[float, ...]] = None
     refine_intrinsics: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in CAMERA_MODES:
-            raise ValueError(f"unknown camera mode {self.mode!r}; choose one of {', '.join(CAMERA_MODES)}")
+        if self.mode not in CAMERA_MODE_CHOICES:
+            raise ValueError(f"unknown camera mode {self.mode!r}; choose one of {', '.join(CAMERA_MODE_CHOICES)}")
         if self.model is not None and self.model not in CAMERA_MODELS:
             raise ValueError(f"unknown camera model {self.model!r}; COLMAP's models: {', '.join(CAMERA_MODELS)}")
         if self.params is not None:
@@ -164,6 +203,10 @@ class ReconstructionResult:
     num_images: int
     image_names: List[str]
     seconds: Dict[str, float]
+    #: what was assumed about the cameras (one line, :func:`describe_cameras`)
+    cameras: str = ""
+    #: one line per model that looks wrong, with the option that fixes it (:func:`check_model`)
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def best(self) -> pycolmap.Reconstruction:
@@ -179,14 +222,26 @@ def model_stats(rec: pycolmap.Reconstruction) -> Dict[str, float]:
             "reproj_error": float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else float("nan")}
 
 
+def _focal_text(rec: pycolmap.Reconstruction) -> str:
+    f = [float(c.mean_focal_length()) for c in rec.cameras.values()]
+    if not f:
+        return "no camera"
+    if len(f) == 1:
+        return f"focal length {f[0]:.0f} px"
+    return f"focal lengths {min(f):.0f}-{max(f):.0f} px ({len(f)} cameras)"
+
+
 def format_summary(result: ReconstructionResult) -> str:
-    """The printed summary: one line per model, then the timing."""
+    """The printed summary: one line per model (with its focal lengths), what was assumed
+    about the cameras, then the timing."""
     lines = []
     for k, (rec, d) in enumerate(zip(result.models, result.model_dirs)):
         s = model_stats(rec)
         lines.append(f"model {k} ({d}): {s['registered']}/{result.num_images} images registered, "
                      f"{s['points']} points, mean track length {s['track_length']:.2f}, "
-                     f"mean reprojection error {s['reproj_error']:.3f} px")
+                     f"mean reprojection error {s['reproj_error']:.3f} px, {_focal_text(rec)}")
+    if result.cameras:
+        lines.append(f"cameras: {result.cameras}")
     lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
     return "\n".join(lines)
 
@@ -200,17 +255,64 @@ def image_names(image_dir: PathLike) -> List[str]:
         raise ReconstructionError(str(e)) from None
 
 
+def exif_camera(path: PathLike) -> Tuple[str, str, str]:
+    """The camera an image's EXIF names: ``(make, model, focal length in mm)``, each ``""``
+    where absent; all ``""`` for a file without (readable) EXIF."""
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+            focal = exif.get_ifd(0x8769).get(37386, exif.get(37386))  # Exif IFD, FocalLength
+            make, model = exif.get(271, ""), exif.get(272, "")
+    except Exception:  # noqa: BLE001 -- a malformed or unreadable EXIF is no EXIF
+        return ("", "", "")
+    text = lambda v: str(v).strip("\x00 ") if v is not None else ""  # noqa: E731
+    try:
+        focal_text = f"{float(focal):g}" if focal is not None else ""
+    except (TypeError, ValueError, ZeroDivisionError):
+        focal_text = ""
+    return (text(make), text(model), focal_text)
+
+
+def camera_groups(image_dir: PathLike, names: Sequence[str],
+                  sizes: Mapping[str, Tuple[int, int]]) -> List[List[str]]:
+    """The default camera rule (``CameraConfig(mode='grouped')``): images share one camera when
+    they have the same size (``sizes[name]`` = (width, height); a name without a size reads
+    its own) and their EXIF names the same camera -- make, model and focal length, so the
+    settings of one zoom lens stay apart -- or none at all. Photos of one size without EXIF are
+    most likely one camera. Groups in the order of their first image."""
+    groups: Dict[Tuple, List[str]] = {}
+    for name in names:
+        path = Path(image_dir) / name
+        size = sizes.get(name)
+        if size is None:
+            try:
+                with Image.open(path) as im:
+                    size = im.size
+            except Exception:  # noqa: BLE001 -- COLMAP reports the unreadable image
+                size = (-1, -1)
+        groups.setdefault((tuple(size), exif_camera(path)), []).append(name)
+    return list(groups.values())
+
+
 def write_database(db_path: PathLike, image_dir: PathLike, names: Sequence[str], features_path: PathLike,
                    matches_path: PathLike, pairs: Sequence[Tuple[str, str]], camera: CameraConfig) -> Dict[str, int]:
     """A fresh COLMAP database at ``db_path``: cameras / rigs / frames / images by
-    ``pycolmap.import_images``, keypoints (+0.5 px, COLMAP's convention) and raw matches
+    ``pycolmap.import_images`` (``camera.mode='grouped'``: one camera per group of
+    :func:`camera_groups`, the sizes read from ``features_path``), keypoints (+0.5 px, COLMAP's convention) and raw matches
     through ``pycolmap.Database``. Returns ``{image name: image id}``."""
     db_path = Path(db_path)
     if db_path.exists():
         db_path.unlink()
     pycolmap.Database.open(str(db_path)).close()
-    pycolmap.import_images(str(db_path), str(image_dir), CAMERA_MODES[camera.mode], list(names),
-                           camera.reader_options())
+    if camera.mode == "grouped":
+        with hloc_io.open_h5(features_path, "r") as ff:
+            sizes = {n: tuple(int(v) for v in ff[n]["image_size"][()]) for n in names if n in ff}
+        for group in camera_groups(image_dir, names, sizes):
+            pycolmap.import_images(str(db_path), str(image_dir), pycolmap.CameraMode.SINGLE, group,
+                                   camera.reader_options())
+    else:
+        pycolmap.import_images(str(db_path), str(image_dir), CAMERA_MODES[camera.mode], list(names),
+                               camera.reader_options())
     db = pycolmap.Database.open(str(db_path))
     try:
         ids = {im.name: im.image_id for im in db.read_all_images()}
@@ -437,7 +539,156 @@ def _reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: ReconstructionConf
         rec.write(str(d))
         rec.export_PLY(str(d / "points3D.ply"))
         dirs.append(d)
-    return ReconstructionResult(recs, dirs, len(names), names, seconds)
+    priors, counts = database_cameras(db_path)
+    result = ReconstructionResult(recs, dirs, len(names), names, seconds, describe_cameras(cfg.camera, priors, counts))
+    for k, rec in enumerate(recs):
+        found = check_model(rec, priors, cfg.camera.mode)
+        if found:
+            result.warnings.append(model_warning(k, found))
+            log(f"warning: {result.warnings[-1]}")
+    return result
+
+
+def database_cameras(db_path: PathLike) -> Tuple[Dict[int, pycolmap.Camera], Dict[int, int]]:
+    """The cameras of a database as imported (their priors: EXIF, given or guessed focal
+    lengths) and the number of images of each."""
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        cams = {int(c.camera_id): c for c in db.read_all_cameras()}
+        counts: Dict[int, int] = {}
+        for im in db.read_all_images():
+            counts[int(im.camera_id)] = counts.get(int(im.camera_id), 0) + 1
+    finally:
+        db.close()
+    return cams, counts
+
+
+_MODE_RULES = {"grouped": "one per image size and EXIF camera; photos of one size without EXIF share one",
+               "auto": "COLMAP's: one per image unless EXIF names the camera",
+               "single": "one for all images", "per-image": "one per image", "per-folder": "one per folder"}
+
+
+def describe_cameras(camera: CameraConfig, cams: Mapping[int, pycolmap.Camera], counts: Mapping[int, int]) -> str:
+    """What was assumed about the cameras, in one line (the summary's ``cameras:`` line)."""
+    n_img, n_cam = sum(counts.values()), len(cams)
+    model = camera.model or (next(iter(cams.values())).model.name if cams else "SIMPLE_RADIAL")
+    with_prior = sum(1 for c in cams.values() if c.has_prior_focal_length)
+    if camera.params is not None:
+        prior = "the given --camera-params"
+    elif with_prior == n_cam:
+        prior = "focal length from EXIF"
+    elif with_prior:
+        prior = f"focal length from EXIF for {with_prior} of {n_cam}, the others guessed (1.2 x the longer side)"
+    else:
+        prior = "no EXIF focal length: guessed as 1.2 x the longer side"
+    refine = "refined by bundle adjustment" if camera.refine_intrinsics else "held fixed"
+    text = (f"{n_img} images -> {n_cam} camera{'s' if n_cam != 1 else ''} (--camera-mode {camera.mode}: "
+            f"{_MODE_RULES[camera.mode]}), {model}, {prior}, {refine}")
+    if camera.mode in ("grouped", "single") and n_cam < n_img:
+        text += "; photos from different cameras need --camera-mode per-image"
+    return text
+
+
+def _field_of_view_deg(cam: pycolmap.Camera) -> float:
+    f = float(cam.mean_focal_length())
+    return float(np.degrees(2 * np.arctan(max(cam.width, cam.height) / (2 * f)))) if f > 0 else 180.0
+
+
+def share_behind_cameras(rec: pycolmap.Reconstruction) -> float:
+    """The share of a model's observations whose 3D point lies behind (or on the plane of)
+    the camera that observes it (0 for a sound model: COLMAP drops such observations)."""
+    ids = list(rec.point3D_ids())
+    if not ids:
+        return 0.0
+    index = {pid: i for i, pid in enumerate(ids)}
+    xyz = np.array([rec.points3D[pid].xyz for pid in ids], np.float64).reshape(-1, 3)
+    behind = total = 0
+    for im in rec.images.values():
+        if not im.has_pose:
+            continue
+        rows = [index[p.point3D_id] for p in im.get_observation_points2D() if p.point3D_id in index]
+        if not rows:
+            continue
+        m = np.asarray(im.cam_from_world().matrix(), np.float64)
+        depth = xyz[rows] @ m[2, :3] + m[2, 3]
+        behind += int((depth <= 0).sum())
+        total += len(rows)
+    return behind / total if total else 0.0
+
+
+def check_model(rec: pycolmap.Reconstruction, priors: Mapping[int, pycolmap.Camera],
+                mode: str = DEFAULT_CAMERA_MODE) -> List[Tuple[str, str]]:
+    """Signs that a finished model is wrong although COLMAP reports success, as
+    ``[(problem, fix)]`` (empty: none seen). ``priors``: the database's cameras
+    (:func:`database_cameras`), ``mode``: the camera mode used (it chooses the fix). The rules,
+    stated, not tuned on data:
+
+    * a camera's field of view (longer side, fisheye models excepted) outside
+      :data:`PLAUSIBLE_FOV_DEG`;
+    * a refined focal length more than :data:`PRIOR_FOCAL_FACTOR` times off its prior from EXIF
+      or ``--camera-params``;
+    * cameras that look like one (same size and model, the same prior or none) with focal
+      lengths more than :data:`SAME_CAMERA_FOCAL_FACTOR` apart;
+    * a principal point more than :data:`PRINCIPAL_POINT_OFFSET` of the width / height from
+      the image centre;
+    * more than :data:`MAX_BEHIND_SHARE` of the observations behind their camera.
+    """
+    found: List[Tuple[str, str]] = []
+    cams = {int(k): c for k, c in rec.cameras.items()}
+    give_k = "give the intrinsics with --camera-params (pixels of the image files) and --refine-intrinsics false"
+    one_camera = "--camera-mode single" if mode == "grouped" else "--camera-mode grouped"
+    lo, hi = PLAUSIBLE_FOV_DEG
+    odd_fov = [(k, _field_of_view_deg(c)) for k, c in cams.items()
+               if "FISHEYE" not in c.model.name and not lo <= _field_of_view_deg(c) <= hi]
+    if odd_fov:
+        k, fov = max(odd_fov, key=lambda kf: abs(np.log(kf[1] / 40.0)))
+        found.append((f"{len(odd_fov)} camera(s) with an implausible field of view (camera {k}: focal length "
+                      f"{cams[k].mean_focal_length():.0f} px, {fov:.2g} deg)",
+                      give_k if mode in ("grouped", "single") else f"{one_camera} or {give_k}"))
+    off_prior = []
+    for k, c in cams.items():
+        p = priors.get(k)
+        if p is not None and p.has_prior_focal_length:
+            ratio = float(c.mean_focal_length()) / float(p.mean_focal_length())
+            if not 1 / PRIOR_FOCAL_FACTOR <= ratio <= PRIOR_FOCAL_FACTOR:
+                off_prior.append((k, ratio, float(p.mean_focal_length())))
+    if off_prior:
+        k, ratio, f0 = max(off_prior, key=lambda t: abs(np.log(t[1])))
+        found.append((f"{len(off_prior)} camera(s) with a focal length far from its prior (camera {k}: "
+                      f"{cams[k].mean_focal_length():.0f} px against {f0:.0f} px from EXIF or --camera-params)",
+                      "check that prior (--camera-params in pixels of the image files, or the EXIF); if it is right, "
+                      "hold it with --refine-intrinsics false"))
+    look_alike: Dict[Tuple, List[int]] = {}
+    for k, c in cams.items():
+        p = priors.get(k, c)
+        key = (c.width, c.height, c.model.name,
+               round(float(p.mean_focal_length()), 1) if p.has_prior_focal_length else None)
+        look_alike.setdefault(key, []).append(k)
+    for (w, h, _, _), ks in look_alike.items():
+        f = [float(cams[k].mean_focal_length()) for k in ks]
+        if len(ks) > 1 and max(f) > SAME_CAMERA_FOCAL_FACTOR * min(f):
+            found.append((f"focal lengths {min(f):.0f}-{max(f):.0f} px among {len(ks)} cameras of {w}x{h} photos "
+                          f"that look like one camera", f"if they are one camera, {one_camera}"))
+    off_centre = [k for k, c in cams.items()
+                  if abs(c.principal_point_x - c.width / 2) > PRINCIPAL_POINT_OFFSET * c.width
+                  or abs(c.principal_point_y - c.height / 2) > PRINCIPAL_POINT_OFFSET * c.height]
+    if off_centre:
+        c = cams[off_centre[0]]
+        found.append((f"{len(off_centre)} camera(s) with the principal point far from the image centre (camera "
+                      f"{off_centre[0]}: ({c.principal_point_x:.0f}, {c.principal_point_y:.0f}) in a "
+                      f"{c.width}x{c.height} image)",
+                      "check --camera-params: COLMAP's order (PINHOLE: fx,fy,cx,cy) in pixels of the image files"))
+    behind = share_behind_cameras(rec)
+    if behind > MAX_BEHIND_SHARE:
+        found.append((f"{100 * behind:.0f}% of the observations behind their camera",
+                      f"{give_k}, or try --mapper global"))
+    return found
+
+
+def model_warning(k: int, found: Sequence[Tuple[str, str]]) -> str:
+    """One line for model ``k`` from :func:`check_model`'s findings: the problems, then the fixes."""
+    fixes = list(dict.fromkeys(fix for _, fix in found))
+    return f"model {k} may be wrong: {'; '.join(p for p, _ in found)}; try: {'; or '.join(fixes)}"
 
 
 def _verified_pairs(db_path: PathLike) -> int:
@@ -499,7 +750,8 @@ def pose_errors(rec: pycolmap.Reconstruction, gt: Mapping[str, Tuple[np.ndarray,
 
 
 __all__ = [
-    "CAMERA_MODELS", "CAMERA_MODES", "MAPPERS", "CameraConfig", "PoseErrors", "ReconstructionConfig",
+    "CAMERA_MODELS", "CAMERA_MODES", "CAMERA_MODE_CHOICES", "DEFAULT_CAMERA_MODE", "MAPPERS", "camera_groups",
+    "check_model", "database_cameras", "describe_cameras", "exif_camera", "model_warning", "share_behind_cameras", "CameraConfig", "PoseErrors", "ReconstructionConfig",
     "ReconstructionError", "ReconstructionResult", "SceneNotReconstructed", "format_summary", "global_mapper_options",
     "hierarchical_mapper_options", "image_names", "mapper_options", "model_stats", "pose_errors",
     "reconstruct", "run_mapper", "write_database", "calibrate_view_graph", "cameras_without_focal_prior", "verify_pairs",
