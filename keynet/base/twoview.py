@@ -213,3 +213,84 @@ def rotation_angle_deg(R: np.ndarray) -> float:
     """Angle (degrees) of a rotation matrix (the geodesic distance to the identity)."""
     c = (np.trace(np.asarray(R, np.float64)) - 1.0) / 2.0
     return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+# ----------------------------------------------------------------------------- fit quality
+#: A fit is weak when (rules stated from counts and geometry, not tuned on data):
+#: it keeps fewer inliers than COLMAP's geometric verification needs to accept a pair
+#: (``TwoViewGeometryOptions.min_num_inliers``) ...
+MIN_INLIERS = 15
+#: ... its inliers span less than this share of either image (convex hull / image area: a fit
+#: from one small patch says little about the rest, and a small patch is nearly planar) ...
+MIN_COVERAGE = 0.10
+#: ... or, for a fundamental matrix, a homography explains at least this share of its inliers
+#: (a plane, or a camera that only rotated: the fundamental matrix is then not determined by
+#: the points, Chum et al., CVPR 2005). The homography (RANSAC) is fitted to the inliers with
+#: the fit's own threshold, as DEGENSAC does (:data:`HOMOGRAPHY_THRESHOLD_FACTOR`).
+DEGENERATE_SHARE = 0.90
+HOMOGRAPHY_THRESHOLD_FACTOR = 1.0
+#: What to try on a weak fit (the wide-baseline options of ``demo``, ``match``, ``reconstruct``).
+WIDE_BASELINE_HINT = "try the wide-baseline options --view-synthesis auto --affine learned"
+PLANAR_HINT = "a plane or a pure rotation: fit --model homography"
+
+
+@dataclass
+class FitQuality:
+    """How much a robust two-view fit can be trusted: ``num_inliers``, ``coverage`` (convex
+    hull of the inliers / image area, in each image), ``homography_share`` (fundamental
+    fits: the share of the inliers a homography explains; ``None`` otherwise) and
+    ``problems`` (one phrase each; empty: not weak)."""
+
+    num_inliers: int
+    coverage: tuple
+    homography_share: Optional[float]
+    problems: list
+
+    @property
+    def weak(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def degenerate(self) -> bool:
+        return self.homography_share is not None and self.homography_share >= DEGENERATE_SHARE
+
+
+def hull_coverage(xy: np.ndarray, size: tuple) -> float:
+    """Area of the convex hull of the points ``xy`` (K, 2) over the area of a ``(width,
+    height)`` image (0 for fewer than 3 points)."""
+    xy = np.asarray(xy, np.float32).reshape(-1, 2)
+    w, h = float(size[0]), float(size[1])
+    if len(xy) < 3 or w <= 0 or h <= 0:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(xy))) / (w * h)
+
+
+def fit_quality(xy0: np.ndarray, xy1: np.ndarray, fit: TwoViewResult, size0: tuple, size1: tuple,
+                model: str = "fundamental", threshold: float = 1.0) -> FitQuality:
+    """Judge ``fit`` (of ``model``, ``fundamental`` or ``homography``, at ``threshold`` px) to
+    the correspondences ``xy0``/``xy1`` of images of ``size0``/``size1`` (width, height) by the
+    rules above (:data:`MIN_INLIERS`, :data:`MIN_COVERAGE`, :data:`DEGENERATE_SHARE`)."""
+    a, b = _points(xy0, xy1)
+    inl = fit.inliers if fit.ok else np.zeros(len(a), bool)
+    n = int(inl.sum())
+    cov = (hull_coverage(a[inl], size0), hull_coverage(b[inl], size1))
+    share = None
+    if model == "fundamental" and n >= MIN_POINTS["homography"]:
+        h = estimate_homography(a[inl], b[inl], "ransac", HOMOGRAPHY_THRESHOLD_FACTOR * threshold, 0.999, 2000)
+        share = h.num_inliers / n if h.ok else 0.0
+    problems = []
+    if n < MIN_INLIERS:
+        problems.append(f"only {n} inliers (fewer than {MIN_INLIERS})")
+    if n >= 3 and min(cov) < MIN_COVERAGE:
+        problems.append(f"inliers within {100 * min(cov):.0f}% of the image")
+    if share is not None and n >= MIN_INLIERS and share >= DEGENERATE_SHARE:
+        problems.append(f"a homography explains {100 * share:.0f}% of the inliers")
+    return FitQuality(n, cov, share, problems)
+
+
+def weak_fit_hint(q: FitQuality) -> str:
+    """What to try on a weak fit: a homography for a degenerate fundamental fit, otherwise
+    the wide-baseline options."""
+    if q.degenerate and len(q.problems) == 1:
+        return PLANAR_HINT
+    return WIDE_BASELINE_HINT

@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from functools import lru_cache
 from pathlib import Path
+from typing import Dict, Sequence, Tuple
 
+from keynet.base import twoview
 from keynet.base.cli import ArgumentParser, add_bool_flag, check_output_dir, interruptible
 from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import hloc_io, matching
@@ -35,12 +38,50 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_pair_args(p, RetrievalConfig().num_neighbours)
     options.add_feature_args(p)
     options.add_matcher_args(p, views=True)
+    add_bool_flag(p, "--check-fits", True, "fit a fundamental matrix to each pair's matches and say in one line how "
+                                           "many fits are weak (few inliers, inliers in a small part of an image, a "
+                                           "plane or a pure rotation), with what to try; about 10 ms a pair")
     add_bool_flag(p, "--export-npz", False, "also write one matches/<name0>__<name1>.npz per pair")
     add_bool_flag(p, "--strict", False, "stop at the first unreadable image (or one too small for Key.Net) instead "
                                         "of skipping it with a warning")
     add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
     add_bool_flag(p, "--progress", True, "progress bars")
     return p
+
+
+def weak_fits(features_path: Path, matches_path: Path, pairs: Sequence[Tuple[str, str]]) -> Dict[str, int]:
+    """A fundamental matrix (MAGSAC++, 1 px) fitted to the matches of each pair and judged by
+    :func:`keynet.base.twoview.fit_quality`: counts of ``pairs``, ``weak`` ones and of each
+    reason (``few``: fewer than MIN_INLIERS inliers, ``small``: inliers within MIN_COVERAGE of an
+    image, ``planar``: a homography explains them)."""
+    counts = {"pairs": 0, "weak": 0, "few": 0, "small": 0, "planar": 0}
+    with hloc_io.open_h5(features_path, "r") as ff, hloc_io.open_h5(matches_path, "r") as fm:
+        @lru_cache(maxsize=256)
+        def kpts(name: str):
+            return ff[name]["keypoints"][()][:, :2], tuple(int(v) for v in ff[name]["image_size"][()])
+
+        for a, b in pairs:
+            m, _ = hloc_io.read_matches(fm, a, b)
+            (k0, s0), (k1, s1) = kpts(a), kpts(b)
+            xy0, xy1 = k0[m[:, 0].astype(int)], k1[m[:, 1].astype(int)]
+            q = twoview.fit_quality(xy0, xy1, twoview.estimate_fundamental(xy0, xy1), s0, s1)
+            counts["pairs"] += 1
+            counts["weak"] += q.weak
+            counts["few"] += q.num_inliers < twoview.MIN_INLIERS
+            counts["small"] += q.num_inliers >= 3 and min(q.coverage) < twoview.MIN_COVERAGE
+            counts["planar"] += q.degenerate and q.num_inliers >= twoview.MIN_INLIERS
+    return counts
+
+
+def weak_fits_line(c: Dict[str, int]) -> str:
+    """One line for :func:`weak_fits` (``""`` when no fit is weak), with what to try."""
+    if not c["weak"]:
+        return ""
+    hint = twoview.WIDE_BASELINE_HINT if c["few"] or c["small"] else (
+        "a plane or a pure rotation: a homography relates them, no baseline for a reconstruction")
+    return (f"weak fits in {c['weak']} of {c['pairs']} pairs ({c['few']} with fewer than {twoview.MIN_INLIERS} "
+            f"inliers, {c['small']} with inliers within {100 * twoview.MIN_COVERAGE:.0f}% of an image, {c['planar']} "
+            f"explained by a homography); {hint}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,6 +114,7 @@ def main(argv=None) -> int:
         ms = matching.match_pairs(pairs, out / "features.h5", out / "matches.h5", mcfg, overwrite=args.overwrite,
                                   progress=args.progress, export_dir=(out / "matches") if args.export_npz else None)
         write_pairs(out / "pairs.txt", pairs)
+        weak = weak_fits_line(weak_fits(out / "features.h5", out / "matches.h5", pairs)) if args.check_fits else ""
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -84,6 +126,8 @@ def main(argv=None) -> int:
     print(f"{sum(counts)} matches in {len(pairs)} pairs ({sum(c == 0 for c in counts)} pairs without any)")
     print(f"wrote {out / 'features.h5'}, {out / 'matches.h5'}, {out / 'pairs.txt'}"
           + (f", {out / 'matches'}/*.npz" if args.export_npz else ""))
+    if weak:
+        print(f"warning: {weak}", file=sys.stderr)
     return 0
 
 

@@ -94,6 +94,14 @@ def describe(num_kpts0: int, num_kpts1: int, num_matches: int, num_inliers: int,
     return lines
 
 
+def weak_fit_line(q: twoview.FitQuality) -> str:
+    """One line saying why a fit is weak and what to try (``""`` when it is not weak; the rule:
+    :func:`keynet.base.twoview.fit_quality`)."""
+    if not q.weak:
+        return ""
+    return f"weak fit: {', '.join(q.problems)}; {twoview.weak_fit_hint(q)}"
+
+
 def add_banner(canvas: np.ndarray, lines: List[str]) -> np.ndarray:
     """``lines`` of black text on a white banner above ``canvas``, scaled so that each fits."""
     font, width = cv2.FONT_HERSHEY_SIMPLEX, canvas.shape[1]
@@ -145,10 +153,12 @@ def main(argv=None) -> int:
         xy0, xy1 = res["kpts0"][m[:, 0], :2], res["kpts1"][m[:, 1], :2]
         geometry = "a fundamental matrix" if args.model == "fundamental" else "a homography"
         stage(f"fitting {geometry} ({args.estimator}) to {len(m)} matches")
+        threshold = args.inlier_threshold or (3.0 if args.model == "homography" else 1.0)
         if args.model == "homography":
-            fit = twoview.estimate_homography(xy0, xy1, args.estimator, args.inlier_threshold or 3.0)
+            fit = twoview.estimate_homography(xy0, xy1, args.estimator, threshold)
         else:
-            fit = twoview.estimate_fundamental(xy0, xy1, args.estimator, args.inlier_threshold or 1.0)
+            fit = twoview.estimate_fundamental(xy0, xy1, args.estimator, threshold)
+        weak = weak_fit_line(twoview.fit_quality(xy0, xy1, fit, res["size0"], res["size1"], args.model, threshold))
         synth = None
         if "levels_used" in res:
             synth = (f"view synthesis {args.view_synthesis}: levels 0-{res['levels_used']}, "
@@ -158,7 +168,7 @@ def main(argv=None) -> int:
         stage(f"drawing {args.out}" + (f" and {args.keypoints_out}" if args.keypoints_out else ""))
         canvas = viz.draw_matches(args.image0, args.image1, res["kpts0"], res["kpts1"], m, fit.inliers,
                                   max_lines=args.max_lines)
-        viz.save_image(args.out, viz.fit_width(add_banner(canvas, lines), args.max_width))
+        viz.save_image(args.out, viz.fit_width(add_banner(canvas, lines + ([weak] if weak else [])), args.max_width))
         if args.keypoints_out:
             pics = [viz.draw_keypoints(im, k, radius_per_scale=5.0) for im, k in
                     ((args.image0, res["kpts0"]), (args.image1, res["kpts1"]))]
@@ -167,6 +177,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n".join(lines))
+    if weak:
+        print(f"warning: {weak}", file=sys.stderr)
     print(f"wrote {args.out}" + (f" and {args.keypoints_out}" if args.keypoints_out else "")
           + f" ({time.time() - stage.t0:.1f} s)")
     return 0
