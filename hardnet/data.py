@@ -50,6 +50,7 @@ from keynet.base.geometry import invert_homography, local_rotation, warp_points
 from keynet.base import cache
 from keynet.base.files import atomic_save_npy
 
+from .appearance import AppearanceConfig, simulate_appearance
 from .orientation import OrientationEstimator
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
 from .weights import load_orinet
@@ -85,11 +86,18 @@ class PatchPairConfig:
     max_shift: float = field(default=0.1, metadata={"help": 'translation, fraction of the image size'})
     # photometric
     photometric: bool = field(default=True, metadata={"help": 'keynet.base.augment.photometric_jitter on both views'})
+    appearance: str = field(default="jitter", metadata={
+        "choices": ("jitter", "strong"),
+        "help": "jitter: the Key.Net generator's colour jitter only; strong: then also night, colour casts, local "
+                "illumination, shadows, blur and JPEG on each view (hardnet.appearance, docs/hardnet.md)"})
     max_blur_sigma: float = field(default=1.0, metadata={"help": 'Gaussian blur sigma ~ U(0, this) with p = 0.5'})
     max_noise_std: float = field(default=3.0, metadata={"help": 'Gaussian noise std ~ U(0, this) grey levels'})
     # detector noise in view B
     position_noise: float = field(default=0.3, metadata={"help": 'std in pixels, times the keypoint scale'})
     scale_noise: float = field(default=0.17, metadata={"help": 'std of log2(scale) (half a sqrt(2) level ~ 0.25)'})
+    min_patch_std: float = field(default=0.0, metadata={
+        "help": "drop pairs whose patch in either view has a grey-level std below this (0: keep all; a black "
+                "night patch carries nothing to match)"})
     magnification: float = field(default=DEFAULT_MAGNIFICATION, metadata={"help": 'patch side = magnification x scale (as the HardNet patch extractor)'})
     # oriented patches (rotation-aware descriptor training)
     orientation: str = field(default="none", metadata={
@@ -110,6 +118,8 @@ class PatchPairConfig:
             raise ValueError("need 0 < min_kp_scale <= max_kp_scale")
         if self.points_per_view < 1 or self.views_per_image < 1:
             raise ValueError("points_per_view and views_per_image must be >= 1")
+        if self.appearance not in ("jitter", "strong"):
+            raise ValueError(f"appearance must be 'jitter' or 'strong', got {self.appearance!r}")
         if self.orientation not in ("none", "learned", "gradient"):
             raise ValueError(f"orientation must be none, learned or gradient, got {self.orientation!r}")
         if self.orientation == "learned" and not self.orientation_weights:
@@ -221,6 +231,8 @@ class _Detector:
 
 def _photometric(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairConfig) -> np.ndarray:
     img = photometric_jitter(bgr, rng) if cfg.photometric else bgr
+    if cfg.appearance == "strong":
+        img = simulate_appearance(img, rng, AppearanceConfig())
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
     if cfg.max_blur_sigma > 0 and rng.integers(2):
         s = rng.uniform(0.0, cfg.max_blur_sigma)
@@ -243,14 +255,20 @@ def load_photo(path: Path, max_side: int) -> Optional[np.ndarray]:
 
 
 def pairs_from_photo(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairConfig,
-                     detector) -> Dict[str, np.ndarray]:
+                     detector, other: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """All pairs of one draw from one photo: uint8 patches ``a``, ``b`` (N, 32, 32),
     keypoints ``kpt_a``, ``kpt_b`` (N, 3) float32 (x, y, scale in views A and B) and ``angle``
-    (N,) float32: the rotation (degrees, image coordinates) of B's content relative to A's."""
+    (N,) float32: the rotation (degrees, image coordinates) of B's content relative to A's.
+
+    ``other``: view B is made from this photo instead of ``bgr`` (same size, the same scene
+    pixel for pixel: another frame of a fixed camera), so that the pair carries its real
+    change of appearance besides the random warp."""
     shape = bgr.shape[:2]
+    if other is not None and other.shape != bgr.shape:
+        raise ValueError(f"the two photos of a pair differ in size: {bgr.shape} and {other.shape}")
     h_ab = sample_homography(rng, shape, cfg)
     grey_a = _photometric(bgr, rng, cfg)
-    grey_b = cv2.warpPerspective(_photometric(bgr, rng, cfg), h_ab, (shape[1], shape[0]),
+    grey_b = cv2.warpPerspective(_photometric(bgr if other is None else other, rng, cfg), h_ab, (shape[1], shape[0]),
                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     kpt_a = detector(np.round(grey_a).astype(np.uint8))
     empty = {"a": np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.uint8), "b": np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.uint8),
@@ -280,8 +298,13 @@ def pairs_from_photo(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairCo
         pb = extract_patches(torch.from_numpy(grey_b.astype(np.float32)), torch.from_numpy(kb).float(),
                              magnification=cfg.magnification, orientation=ob)
     to8 = lambda p: np.clip(np.round(p[:, 0].numpy()), 0, 255).astype(np.uint8)  # noqa: E731
-    return {"a": to8(pa), "b": to8(pb), "kpt_a": ka.astype(np.float32), "kpt_b": kb.astype(np.float32),
-            "angle": relative_rotation(h_ab, ka[:, :2]).astype(np.float32)}
+    res = {"a": to8(pa), "b": to8(pb), "kpt_a": ka.astype(np.float32), "kpt_b": kb.astype(np.float32),
+           "angle": relative_rotation(h_ab, ka[:, :2]).astype(np.float32)}
+    if cfg.min_patch_std > 0:
+        keep = ((res["a"].reshape(len(sel), -1).std(1) >= cfg.min_patch_std)
+                & (res["b"].reshape(len(sel), -1).std(1) >= cfg.min_patch_std))
+        res = {k: v[keep] for k, v in res.items()}
+    return res
 
 
 # --------------------------------------------------------------------------- dataset

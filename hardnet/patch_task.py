@@ -6,8 +6,9 @@ its batches, loss and validation."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,6 +17,34 @@ from torch import nn
 from keynet.base.training import Task
 
 from .data import KeypointFn, load_split, prepare_patch_pairs, read_manifest
+
+
+def join_pair_sets(train: Dict[str, np.ndarray], folders: Sequence[str], repeat: int = 1
+                   ) -> Tuple[Dict[str, np.ndarray], Dict[str, Dict[str, np.ndarray]], Dict[str, Any]]:
+    """``train`` with the train splits of the pair folders ``folders`` appended (each ``repeat``
+    times), each folder's ``image`` ids shifted past every id before it (so ids of different
+    sources never meet in the same-point mask); returns ``(joined train set, val split by
+    folder name, counts)``."""
+    if repeat < 1:
+        raise ValueError(f"extra_repeat must be >= 1, got {repeat}")
+    parts, vals, counts = [train], {}, {}
+    next_id = int(train["image"].max()) + 1 if len(train["image"]) else 0
+    for folder in folders:
+        if not (Path(folder) / "manifest.json").is_file():
+            raise FileNotFoundError(f"no finished patch pairs in {folder} (make them with keynet hardnet-data)")
+        name = Path(folder).name
+        tr, va = load_split(folder, "train"), load_split(folder, "val")
+        own = np.concatenate([tr["image"], va["image"]]).astype(np.int64)
+        shift = next_id - int(own.min()) if len(own) else 0
+        tr = {**tr, "image": (tr["image"].astype(np.int64) + shift).astype(np.int32)}
+        va = {**va, "image": (va["image"].astype(np.int64) + shift).astype(np.int32)}
+        ids = np.concatenate([tr["image"], va["image"]])
+        next_id = int(ids.max()) + 1 if len(ids) else next_id
+        parts += [tr] * repeat
+        vals[name] = va
+        counts[name] = {"train": int(len(tr["a"])), "val": int(len(va["a"]))}
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in train}
+    return joined, vals, counts
 
 
 class PatchPairTask(Task):
@@ -36,6 +65,7 @@ class PatchPairTask(Task):
         self.keypoint_fn = keypoint_fn
         self.train_set: Dict[str, np.ndarray] = {}
         self.val_set: Dict[str, np.ndarray] = {}
+        self.extra_val_sets: Dict[str, Dict[str, np.ndarray]] = {}
 
     def load_patch_pairs(self, main: bool) -> Dict[str, Any]:
         """Generate the pairs (rank 0, once; cached) and load both splits; returns the
@@ -49,8 +79,14 @@ class PatchPairTask(Task):
         self.train_set = load_split(cfg.dataset_dir, "train")
         self.val_set = load_split(cfg.dataset_dir, "val")
         man = read_manifest(cfg.dataset_dir)
-        return {"dataset": str(cfg.dataset_dir), "params": man.get("params"), "source": man.get("source"),
+        info = {"dataset": str(cfg.dataset_dir), "params": man.get("params"), "source": man.get("source"),
                 "counts": man.get("counts")}
+        extra = [d for d in str(getattr(cfg, "extra_pairs", "") or "").split(os.pathsep) if d]
+        self.extra_val_sets = {}
+        if extra:
+            self.train_set, self.extra_val_sets, info["extra_pairs"] = join_pair_sets(
+                self.train_set, extra, int(getattr(cfg, "extra_repeat", 1)))
+        return info
 
     def train_size(self) -> int:
         return len(self.train_set["a"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from .data import KeypointFn, PatchPairConfig
 from .loss import hardnet_loss, same_point_mask
 from .model import HardNet
 from .patch_task import PatchPairTask
+from .real_validation import evaluate, load_eval_set, network_describer, summarise
 from .weights import HardNetWeightsError, export_checkpoint, load_hardnet, load_hardnet_checkpoint, save_hardnet
 
 
@@ -50,6 +51,13 @@ class HardNetConfig:
         "help": "same-photo negatives closer than this x scale are ignored (0: off)"})
     fliprot: bool = field(default=False, metadata={"help": "random flip / 90-degree rotation of both patches"})
     val_pairs: int = field(default=3000, metadata={"help": "validation pairs"})
+    real_val: str = field(default="", metadata={
+        "help": "a real validation set made by keynet hardnet-data (its val/ folder): matching accuracy on real "
+                "image pairs after every epoch (val_real_*); empty: none"})
+    select_metric: str = field(default="fpr95", metadata={
+        "choices": ("fpr95", "real_score"),
+        "help": "the validation number that chooses best.pt: fpr95 (lowest, patch pairs of the photos) or "
+                "real_score (highest, mean MMA of the real validation groups; needs --real-val)"})
     val_block: int = field(default=1000, metadata={"help": "candidates per NN-accuracy block"})
 
 
@@ -59,6 +67,12 @@ class TrainConfig:
 
     image_dir: str = field(default="", metadata={
         "nargs": "+", "required": True, "help": "folder(s) of training photos (several: their union)"})
+    extra_pairs: str = field(default="", metadata={
+        "nargs": "*", "help": "folders of ready patch pairs (keynet hardnet-data: webcam/, sfm/) whose train split "
+                              "joins the photos' pairs; their val splits are validated apart (val_<folder>_*)"})
+    extra_repeat: int = field(default=1, metadata={
+        "help": "each --extra-pairs train pair appears this many times in the training set (oversampling the "
+                "real pairs against the photos' synthetic ones)"})
     max_images: int = field(default=0, metadata={"help": "use only the first N photos (0: all)"})
     dataset_dir: str = field(default="datasets/hardnet_pairs", metadata={"help": "patch-pair cache"})
     out_dir: str = field(default="runs/hardnet", metadata={"help": "run folder: last.pt, best.pt, history"})
@@ -191,6 +205,17 @@ class HardNetTask(PatchPairTask):
     order_salt = 101
     checkpoint_io = (save_hardnet, load_hardnet_checkpoint)
 
+    def __init__(self, cfg: Any, keypoint_fn: Optional[KeypointFn] = None) -> None:
+        super().__init__(cfg, keypoint_fn)
+        if cfg.net.select_metric not in ("fpr95", "real_score"):
+            raise ValueError(f"select_metric must be fpr95 or real_score, got {cfg.net.select_metric!r}")
+        if cfg.net.select_metric == "real_score" and not cfg.net.real_val:
+            raise ValueError("select_metric real_score needs a real validation set (--real-val)")
+        self.metric = cfg.net.select_metric
+        self.maximise = self.metric == "real_score"
+        self.real_val: List[Dict[str, Any]] = []
+        self.extra_val: List[Tuple[str, Dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
+
     def build_model(self) -> nn.Module:
         model = HardNet(dropout=self.cfg.net.dropout)
         init_weights(model, self.cfg.net.init_gain)
@@ -208,6 +233,13 @@ class HardNetTask(PatchPairTask):
         self.val_idx, self.val_partner = validation_indices(self.val_set, cfg.net.val_pairs, seed)
         radius = cfg.net.ignore_radius if cfg.net.ignore_radius > 0 else 4.0
         self.val_same = same_photo_partners(self.val_set, self.val_idx, seed, radius)
+        for name, val in self.extra_val_sets.items():
+            if len(val["a"]) >= 2:
+                idx, partner = validation_indices(val, cfg.net.val_pairs, seed)
+                self.extra_val.append((name, val, idx, partner))
+        if cfg.net.real_val:
+            self.real_val = load_eval_set(cfg.net.real_val)
+            info["real_val"] = {"dir": cfg.net.real_val, "pairs": len(self.real_val)}
         return info
 
     def batches(self, indices: np.ndarray, batch_size: int, device: torch.device, workers: int) -> Iterable[Any]:
@@ -232,6 +264,12 @@ class HardNetTask(PatchPairTask):
         was = model.training
         v = validate(model, self.val_set, self.val_idx, self.val_partner, device, self.cfg.net.val_block,
                      self.val_same)
+        for name, val, idx, partner in self.extra_val:
+            extra = validate(model, val, idx, partner, device, self.cfg.net.val_block)
+            v.update({f"{name}_fpr95": extra["fpr95"], f"{name}_nn_acc": extra["nn_acc"]})
+        if self.real_val:
+            real = summarise(evaluate(self.real_val, network_describer(model, device)))
+            v.update({("real_score" if k == "score" else f"real_{k}"): x for k, x in real.items()})
         model.train(was)
         return v
 

@@ -25,6 +25,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "baselines": ("baselines", "extract classical baselines (SIFT, ORB, ...) in the same layout", "-"),
     "train": ("train", "train Key.Net on synthetic pairs from photos (M-SIP loss)", "train.py"),
     "train-hardnet": ("train_hardnet", "train the HardNet descriptor from photos", "-"),
+    "hardnet-data": ("hardnet_data", "make real-correspondence data for the descriptor: webcam, SfM-track and validation pairs", "-"),
     "train-affnet": ("train_affnet", "train the affine-shape network (AffNet) from photos", "-"),
     "train-orientation": ("train_orientation", "train the keypoint orientation network (OriNet) from photos", "-"),
     "convert": ("convert", "convert any Key.Net weights file to the project format", "-"),

@@ -50,7 +50,9 @@ def parse_config(argv) -> TrainConfig:
             set_config_defaults(parser, values, group + ".")
     args = parser.parse_args(argv)
     cfg = config_from_args(TrainConfig(), args)
+    extra = cfg.extra_pairs if isinstance(cfg.extra_pairs, (list, tuple)) else [cfg.extra_pairs] if cfg.extra_pairs else []
     cfg = cfg.__class__(**{**cfg.__dict__, "image_dir": os.pathsep.join(cfg.image_dir),
+                           "extra_pairs": os.pathsep.join(extra),
                            "command": "keynet train-hardnet " + " ".join(shlex.quote(a) for a in argv)})
     return cfg, args
 
