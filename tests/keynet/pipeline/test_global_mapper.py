@@ -16,6 +16,7 @@ from keynet.commands import reconstruct as reconstruct_cli
 from keynet.pipeline import matching, reconstruction
 from keynet.pipeline.pairs import read_pairs
 from keynet.pipeline.reconstruction import MAPPERS, CameraConfig, ReconstructionConfig
+from conftest import _need  # ../shared: skip without it, fail under CI=true
 from synthetic_scene import make_scene
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
@@ -120,12 +121,10 @@ def test_cli_retrieval_pairs_and_global_mapper(scene, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def fountain(shared_dir, tmp_path_factory):
+def fountain(strecha, tmp_path_factory):
     """Five photos of Strecha's fountain-P11 at 640 px, 1000 points, ground-truth K held
-    fixed; features and matches computed once."""
-    sdir = shared_dir / "data" / "strecha" / "fountain-P11"
-    if not sdir.is_dir():
-        pytest.skip(f"needs {sdir}")
+    fixed; features and matches computed once (skip without it; fail under CI=true)."""
+    sdir = _need(strecha / "fountain-P11")
     names, gt, K, _ = load_scene(sdir)
     names = names[:5]
     out = tmp_path_factory.mktemp("fountain")
