@@ -194,20 +194,43 @@ def _smooth(h=160, w=200, seed=0):
     return (img - img.min()) / (img.max() - img.min()) * 255.0
 
 
+def _reference_patches(grey, kpts, shapes=None, orientation=None, size=32, magnification=2.0):
+    """(N, size, size) patches by scipy's order-1 (bilinear) ``map_coordinates``, border
+    repeated: sample (i, j) at ``c + r * A @ R(theta) @ (u_j, u_i)``, ``u`` = linspace(-1, 1)."""
+    from scipy.ndimage import map_coordinates
+
+    u = np.linspace(-1.0, 1.0, size)
+    gx, gy = np.meshgrid(u, u)
+    out = []
+    for n, (x, y, s) in enumerate(kpts[:, :3]):
+        t = 0.0 if orientation is None else float(orientation[n])
+        m = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        if shapes is not None:
+            m = shapes[n] @ m
+        r = magnification * s * size / 2.0
+        px = x + r * (m[0, 0] * gx + m[0, 1] * gy)
+        py = y + r * (m[1, 0] * gx + m[1, 1] * gy)
+        out.append(map_coordinates(grey.astype(np.float64), [py, px], order=1, mode="nearest"))
+    return np.stack(out)
+
+
 def test_affine_patches_match_the_extractor_kornia_and_the_context():
     from kornia.feature.laf import extract_patches_simple
 
-    img = t32(_smooth())
+    grey = _smooth()
+    img = t32(grey)
     k = t32([[100.0, 80.0, 0.5], [90.0, 70.0, 0.3]])
     o = t32([0.4, -1.0])
-    assert torch.allclose(extract_affine_patches(img, k), extract_patches(img, k), atol=1e-3)
-    assert torch.allclose(extract_affine_patches(img, k, orientation=o), extract_patches(img, k, orientation=o),
-                          atol=1e-3)
-    assert torch.allclose(affine_lafs(k, orientation=o), patch_lafs(k, o), atol=1e-5)
     shapes = upright_shape(t32([[[1.6, 0.3], [0.2, 0.7]], [[0.8, 0.0], [0.5, 1.1]]]))
-    ours = extract_affine_patches(img, k, shapes, o)
-    theirs = extract_patches_simple(img[None, None], affine_lafs(k, shapes, o), 32)[0]
-    assert (ours - theirs).abs().max() < 1e-2  # kornia composes shape @ rotation as we do
+    # an independent reference: scipy's bilinear sampling at the documented positions
+    # c + r * A @ R(theta) @ u, u on a 32x32 grid over [-1, 1]^2, r = 2 * 32 / 2 * scale
+    for a, th in ((None, None), (None, o), (shapes, o)):
+        want = _reference_patches(grey, k.numpy(), None if a is None else a.numpy(), None if th is None else th.numpy())
+        got = extract_affine_patches(img, k, a, th)[:, 0].numpy()
+        assert np.abs(got - want).max() < 1e-2, (a is None, th is None)
+        # kornia's own sampler through our LAFs cuts the same patches (the LAFs are right)
+        theirs = extract_patches_simple(img[None, None], affine_lafs(k, a, th), 32)[0, :, 0].numpy()
+        assert np.abs(theirs - want).max() < 1e-2  # kornia composes shape @ rotation as we do
     # the context patch: its central 32x32 is the descriptor patch, and resampling it
     # through a frame equals cutting the frame from the image
     ctx = extract_patches(img, k, patch_size=96, magnification=context_magnification(96))
@@ -357,6 +380,27 @@ def test_cli_builds_the_config():
     cfg = config_from_args(TrainConfig(), args)
     assert cfg.net.max_tilt == 4.0 and cfg.loop.epochs == 3 and cfg.data.points_per_view == 10
     assert cfg.net.val_metric == "pos_dist" and cfg.image_dir == ["a", "b"]
+
+
+# AffNet's loss margin as docs/hardnet.md states the loss: mean(max(0, 1 + d(a_i, p_i) - d(a_i, n_i))).
+DOCUMENTED_MARGIN = 1.0
+
+
+def test_loss_margin_is_the_documented_one():
+    """The margin of the configuration, of ``keynet train-affnet`` and of the loss function is
+    the documented 1.0, and the documented loss still says 1."""
+    import inspect
+    from pathlib import Path
+
+    from keynet.commands.train_affnet import build_parser
+    from keynet.base.cli import config_from_args
+
+    assert AffNetConfig().margin == DOCUMENTED_MARGIN
+    cfg = config_from_args(TrainConfig(), build_parser().parse_args(["--image-dir", "a"]))
+    assert cfg.net.margin == DOCUMENTED_MARGIN
+    assert inspect.signature(hard_negative_constant_loss).parameters["margin"].default == DOCUMENTED_MARGIN
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "hardnet.md").read_text()
+    assert f"max(0, {DOCUMENTED_MARGIN:g} + d(a_i, p_i) - d(a_i, n_i))" in doc
 
 
 def test_training_starts_from_given_weights(tmp_path):

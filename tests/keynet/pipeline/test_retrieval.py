@@ -189,6 +189,23 @@ def test_bad_inputs_name_the_culprit(tmp_path):
         make_pairs(names, "retrieval")
 
 
+# The neighbour count that README.md and docs/cli.md quote ("its 10 most similar images").
+DOCUMENTED_NUM_NEIGHBOURS = 10
+
+
+def test_default_neighbour_count_is_the_documented_one():
+    """The default of the API, the configuration and both commands is the documented 10, and
+    the documentation still says 10 (a change of either must change the other)."""
+    from pathlib import Path
+
+    assert RetrievalConfig().num_neighbours == DOCUMENTED_NUM_NEIGHBOURS
+    assert retrieval.DEFAULT_NUM_NEIGHBOURS == DOCUMENTED_NUM_NEIGHBOURS
+    for cli in (reconstruct_cli, match_cli):
+        assert cli.parse_args(["--image-dir", "x", "--out", "y"]).num_neighbours == DOCUMENTED_NUM_NEIGHBOURS
+    cli_doc = (Path(__file__).resolve().parents[3] / "docs" / "cli.md").read_text()
+    assert f"`--num-neighbours` ({DOCUMENTED_NUM_NEIGHBOURS}) most similar images" in cli_doc
+
+
 def test_cli_options(tmp_path, capsys):
     """--num-neighbours and --codebook reach the configuration; a bad value is an argparse
     error (exit 2) and a wrong codebook one line naming it (exit 2)."""
@@ -196,7 +213,7 @@ def test_cli_options(tmp_path, capsys):
         args = cli.parse_args(["--image-dir", "x", "--out", "y", "--pairs", "retrieval", "--num-neighbours", "7",
                                "--codebook", "cb.npy"])
         assert (args.pairs, args.num_neighbours, args.codebook) == ("retrieval", 7, "cb.npy")
-        assert cli.parse_args(["--image-dir", "x", "--out", "y"]).num_neighbours == retrieval.DEFAULT_NUM_NEIGHBOURS
+        assert cli.parse_args(["--image-dir", "x", "--out", "y"]).num_neighbours == DOCUMENTED_NUM_NEIGHBOURS
         with pytest.raises(SystemExit) as e:
             cli.parse_args(["--image-dir", "x", "--out", "y", "--num-neighbours", "0"])
         assert e.value.code == 2
