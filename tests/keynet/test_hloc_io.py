@@ -17,6 +17,37 @@ def keynet_features(n=50, seed=0):
     return k, d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
+def test_lafs_layout(tmp_path):
+    """``lafs``: (N, 2, 3) per image, row-major [[a, b, x], [c, d, y]] (kornia's LAF of point
+    i, its centre in the last column, equal to point i's keypoint), stored unchanged and read
+    back in the same order; a flat (N, 6) array in the same row-major order is accepted."""
+    path = tmp_path / "features.h5"
+    k, d = keynet_features(n=7)
+    lafs = np.zeros((7, 2, 3))
+    lafs[:, 0, 0] = np.arange(7) + 0.25            # a: a distinct value per point and entry
+    lafs[:, 0, 1] = -np.arange(7) - 0.5            # b
+    lafs[:, 1, 0] = np.arange(7) * 0.1             # c
+    lafs[:, 1, 1] = np.arange(7) + 2.0             # d
+    lafs[:, :, 2] = k[:, :2]                       # centre (x, y)
+    with hloc_io.open_h5(path, "a") as fd:
+        hloc_io.write_features(fd, "a.jpg", k, d, (640, 480), lafs=lafs)
+        hloc_io.write_features(fd, "flat.jpg", k, d, (640, 480), lafs=lafs.reshape(7, 6))
+        hloc_io.write_features(fd, "none.jpg", k, d, (640, 480))
+    with h5py.File(path, "r") as fd:
+        raw = fd["a.jpg"]["lafs"][()]
+        assert raw.shape == (7, 2, 3) and raw.dtype == np.float32
+        for i in range(7):  # entry by entry, against the values put in (no transpose, no reorder)
+            assert raw[i, 0, 0] == np.float32(i + 0.25) and raw[i, 0, 1] == np.float32(-i - 0.5)
+            assert raw[i, 1, 0] == np.float32(i * 0.1) and raw[i, 1, 1] == np.float32(i + 2.0)
+            assert np.allclose(raw[i, :, 2], k[i, :2], atol=1e-4)  # the centre is the keypoint
+        assert np.array_equal(fd["flat.jpg"]["lafs"][()], raw)
+        assert "lafs" not in fd["none.jpg"]
+    back = hloc_io.read_features(path, "a.jpg")
+    assert back["lafs"].shape == (7, 2, 3) and np.allclose(back["lafs"], lafs, atol=1e-4)
+    assert np.allclose(back["lafs"][:, :, 2], back["keypoints"], atol=1e-4)
+    assert "lafs" not in hloc_io.read_features(path, "none.jpg")
+
+
 def test_features_round_trip_and_hloc_layout(tmp_path):
     path = tmp_path / "features.h5"
     k, d = keynet_features()

@@ -177,9 +177,15 @@ def test_matcher_config_and_fingerprints():
     with pytest.raises(ValueError, match="min_inliers"):
         MatcherConfig(min_inliers=0)
     cfg = FeatureConfig()
-    assert matching.features_fingerprint(cfg) == cfg.fingerprint()
+    plain = json.loads(matching.features_fingerprint(cfg))
     auto, full = matching.features_fingerprint(cfg, "auto"), matching.features_fingerprint(cfg, "full")
-    assert auto == full != cfg.fingerprint() and json.loads(auto)["views"] == V.VIEW_SET_ID
+    # the views' files differ from the plain one by the view set only, and auto = full (one union)
+    assert "views" not in plain and auto == full and json.loads(auto)["views"] == V.VIEW_SET_ID
+    assert {k: v for k, v in json.loads(auto).items() if k != "views"} == plain
+    # a feature setting reaches the fingerprint, with views or without
+    other = FeatureConfig(num_points=cfg.num_points + 1)
+    assert json.loads(matching.features_fingerprint(other)) != plain
+    assert matching.features_fingerprint(other, "auto") != auto
 
 
 def _fake_features(path, n=60, views=False, seed=0):
