@@ -1,4 +1,7 @@
-"""Shared fixtures. Tests that need ../shared skip cleanly when it is absent."""
+"""Shared fixtures. Tests that need ../shared skip cleanly when it is absent.
+
+Tests marked ``slow`` (end-to-end runs of minutes in all) are skipped by a plain ``pytest``
+and run with ``--run-slow``, under ``CI=true`` (``.ci/run``) or when ``-m`` selects by marker."""
 from __future__ import annotations
 
 import os
@@ -16,6 +19,24 @@ SHARED = Path(os.environ.get("KEYNET_SHARED", ROOT.parent / "shared"))
 
 def _under_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the tests marked slow (CI=true runs them too)")
+
+
+def _run_slow(config) -> bool:
+    return bool(config.getoption("--run-slow") or _under_ci() or config.option.markexpr)
+
+
+def pytest_collection_modifyitems(config, items):
+    if _run_slow(config):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (CI=true runs it)")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 def _need(path: Path) -> Path:
