@@ -115,6 +115,7 @@ def _bench(args, capsys):
     return code, cap.out, cap.err
 
 
+@pytest.mark.slow
 def test_bench_end_to_end(sift_features, hseq_mini, tmp_path, capsys):
     res = sift_features
     # a keypoint-only detector: same keypoints, no descriptor files
@@ -158,6 +159,7 @@ def test_bench_end_to_end(sift_features, hseq_mini, tmp_path, capsys):
     assert r2["rep_single_scale"] != [v for v, s in zip(r["rep_single_scale"], r["sequence"]) if s.startswith("v_")]
 
 
+@pytest.mark.slow
 def test_bench_errors(sift_features, hseq_mini, tmp_path, capsys):
     code, _, err = _bench(["--data-dir", str(hseq_mini), "--results-dir", str(sift_features), "--split", "full",
                            "--detector-name", "sift", "--results-bench-dir", str(tmp_path)], capsys)
@@ -268,6 +270,7 @@ def _readme_benchmark_commands():
             if line.strip().startswith("keynet ") and not line.strip().startswith("keynet download")]
 
 
+@pytest.mark.slow
 def test_readme_benchmark_quick_start_runs_as_written(small_hseq, tmp_path, monkeypatch, capsys):
     """Step 2 of the README: keynet extract --image-dir DATA, then keynet bench --data-dir DATA
     with the same --results-dir and name, from a folder that is not the repository."""
@@ -293,6 +296,7 @@ def test_readme_benchmark_quick_start_runs_as_written(small_hseq, tmp_path, monk
     assert 30 < rep <= 100
 
 
+@pytest.mark.slow
 def test_missing_features_name_the_extract_command_that_makes_them(small_hseq, tmp_path, monkeypatch, capsys):
     """The error gives the exact command for this --data-dir / --results-dir / name; running
     it makes the benchmark run. The same for a baseline's name."""
@@ -330,6 +334,7 @@ def test_missing_features_name_the_extract_command_that_makes_them(small_hseq, t
     assert "keynet extract --image-dir" in err
 
 
+@pytest.mark.slow
 def test_bench_extract_makes_missing_features(small_hseq, tmp_path, capsys):
     """--extract: the missing features are extracted with the default settings (Key.Net +
     HardNet; a baseline for its name) into the layout read, then evaluated."""

@@ -39,7 +39,7 @@ def _compare(ours: dict, theirs: dict, keys_exact=EXACT, keys_close=CLOSE) -> No
 
 
 @pytest.mark.parametrize("method,top_k,dst_to_src,seqs,sort_kind", [
-    ("sift", 1000, True, SEQUENCES, None),  # official defaults, all 20 pairs
+    pytest.param("sift", 1000, True, SEQUENCES, None, marks=pytest.mark.slow),  # official defaults, all 20 pairs
     # integer scores (ties in top-k), destination frame, where all destination scales are
     # equal: many exactly tied IoUs, which we break deterministically (row-major)
     ("fast", 300, False, ["v_boat", "i_leuven"], "stable"),

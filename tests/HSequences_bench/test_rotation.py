@@ -215,6 +215,7 @@ def test_load_kornia_orinet(tmp_path):
 
 
 # ----------------------------------------------------------------------- methods and cache
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*pyramid level")
 def test_build_methods_keynet_variants_on_a_real_image(real_image_dir, tmp_path):
     torch.manual_seed(0)

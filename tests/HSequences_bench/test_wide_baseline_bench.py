@@ -65,6 +65,7 @@ def _cache_files(out: Path):
     return {p: p.stat().st_mtime_ns for p in sorted((out / "cache").rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_end_to_end_files_and_tables(first_run):
     out = first_run["out"]
     for name in ("wxbs.csv", "wxbs.md", "synthetic.csv", "synthetic.md", "wide_baseline.md", "wxbs_recall_val.png",
@@ -103,6 +104,7 @@ def test_end_to_end_files_and_tables(first_run):
         assert "matcher=" not in (features / "tag.txt").read_text()
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_cache(first_run):
     out = first_run["out"]
     before = _cache_files(out)
@@ -115,6 +117,7 @@ def test_second_run_reuses_the_cache(first_run):
     assert seconds < first_run["seconds"]
 
 
+@pytest.mark.slow
 def test_keynet_spec_of_the_upright_config_shares_its_cache(first_run, graffiti):
     """``keynet:orientation=none`` is keynet-upright's FeatureConfig: same tag, same cache."""
     out = first_run["out"]
@@ -127,6 +130,7 @@ def test_keynet_spec_of_the_upright_config_shares_its_cache(first_run, graffiti)
     assert "| keynet:orientation=none |" in (out / "synthetic.md").read_text()
 
 
+@pytest.mark.slow
 def test_another_matcher_reuses_the_features(first_run, graffiti, tmp_path):
     """Only the matching depends on ``--matcher``: the features come from the cache, the pairs
     are matched again into a folder of their own. Features in the older layout (inside the
@@ -261,6 +265,7 @@ def test_a_bad_pair_is_a_warning_and_a_failed_score(tmp_path, wxbs_dir):
     assert rows["G/good"]["status"] in ("ok", "no model")
 
 
+@pytest.mark.slow
 def test_kornia_methods_build_from_the_published_weights(reference_dir, graffiti):
     """The three kornia methods load the published files (never downloading) and give features."""
     for p in ("keynet_pt_official.pth", "peers/AffNet.pth", "peers/OriNet.pth"):
@@ -276,6 +281,7 @@ def test_kornia_methods_build_from_the_published_weights(reference_dir, graffiti
         assert f.size == (800, 640) and f.keypoints[:, 0].max() > 192, name  # mapped back to full resolution
 
 
+@pytest.mark.slow
 def test_view_synthesis_method_caches_its_views_and_returns_verified_matches(tmp_path):
     """keynet-views: every view level per image (with the frames and view indices kept in the
     cache), matches that are the verified ones; an image against itself stops at level 0."""

@@ -89,6 +89,7 @@ def test_load_affine_choices_and_errors(tmp_path):
     assert "bad.pt" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_extractor_composes_shape_then_orientation_then_descriptor():
     det = load_detector("default", num_points=150)
     aff = load_affine("moments")
@@ -113,6 +114,7 @@ def test_extractor_composes_shape_then_orientation_then_descriptor():
     assert np.array_equal(plain.descriptors, keynet.extract(str(TEST_IM), det)[1])
 
 
+@pytest.mark.slow
 def test_extract_cli_writes_the_shapes_side_file_and_h5_frames(tmp_path):
     from keynet.commands import extract as cmd
     lst = tmp_path / "list.txt"
@@ -137,6 +139,7 @@ def test_extract_cli_writes_the_shapes_side_file_and_h5_frames(tmp_path):
     assert rc == 0 and not Path(str(tmp_path / "off" / "KeyNet_default" / str(TEST_IM).lstrip("/")) + ".aff.npy").exists()
 
 
+@pytest.mark.slow
 def test_feature_config_affine_reaches_matching_and_adalam(tmp_path):
     cfg = keynet.FeatureConfig(affine="moments", num_points=300, max_image_size=0)
     assert "affine" in cfg.fingerprint() and "affine" not in keynet.FeatureConfig().fingerprint()

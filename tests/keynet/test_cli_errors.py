@@ -107,6 +107,7 @@ def test_extract_and_match_are_interruptible():
         assert hasattr(main, "__wrapped__"), main  # the interruptible wrapper
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_extract_is_one_line_exit_130_and_resumable(tmp_path):
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -167,6 +168,7 @@ def test_every_command_uses_one_error_prefix():
     assert not found, found
 
 
+@pytest.mark.slow
 def test_python_m_keynet_is_the_keynet_command():
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT)

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from keynet.pipeline import hloc_io
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_match_prints_the_match_count(tmp_path, capsys):
     from keynet.commands import match
 

@@ -34,6 +34,7 @@ def test_banner_says_what_the_numbers_are():
     assert " / " not in " ".join(lines)  # not the old ambiguous "3994 / 3990 keypoints"
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_stages_on_stderr(tmp_path, capsys):
     _, _, names = make_scene(tmp_path / "images", n_cams=3)
     a, b = (str(tmp_path / "images" / n) for n in names[:2])

@@ -122,7 +122,7 @@ def test_detector_bad_inputs():
         det.detect(np.ones((5, 50)))
 
 
-@pytest.mark.parametrize("turns", [4, 8])
+@pytest.mark.parametrize("turns", [4, pytest.param(8, marks=pytest.mark.slow)])
 def test_rotation_average_makes_detection_equivariant_to_right_angles(turns):
     """With ``rotation_average`` the score maps are averaged over evenly spaced turns (the
     right angles, and with 8 turns also the 45-degree ones): the keypoints of the image turned
@@ -151,6 +151,7 @@ def test_rotation_average_makes_detection_equivariant_to_right_angles(turns):
     assert shared(False) < shared(True) - 0.1
 
 
+@pytest.mark.slow
 def test_eight_turn_rotation_average_follows_a_45_degree_turn():
     """The 45-degree turns of ``rotation_average_turns=8`` make the detection follow an image
     turned by 45 degrees (bilinearly, on an expanded canvas) far better than the right angles

@@ -64,6 +64,7 @@ def test_python_api(tf_weights, images):
         det.detect(str(images / "truncated.jpg"))
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tf_weights, images, tmp_path):
     lst = images / "list.txt"
     lst.write_text("grey.png\ncolour.jpg\ndeep.png\n")
@@ -105,6 +106,7 @@ def test_cli_switches(tf_weights, images, tmp_path):
     np.testing.assert_allclose(kp, ref[:, [1, 0, 2, 3]])  # yxsr order
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs(tf_weights, images, tmp_path):
     lst = images / "list.txt"
     lst.write_text("grey.png\nmissing.png\ncorrupt.png\ntiny.png\ntruncated.jpg\n")
@@ -128,6 +130,7 @@ def test_cli_bad_inputs(tf_weights, images, tmp_path):
     assert r.returncode == 2 and "boolean" in r.stderr
 
 
+@pytest.mark.slow
 def test_default_run_without_shipped_weights_says_what_to_pass(tmp_path):
     if (ROOT / "pretrained_nets" / "keynet.pt").exists():
         r = run("--results-dir", tmp_path / "o", "--no-progress")
@@ -180,6 +183,7 @@ def test_one_call_api_with_shipped_weights(images):
     assert none is None and np.array_equal(kp, kp2)
 
 
+@pytest.mark.slow
 def test_large_image_memory_is_bounded(tmp_path):
     """A 4000x3000 photo through the default extraction (shipped Key.Net + HardNet, 6
     pyramid levels, the largest 4800x3600) stays far below a 24 GiB machine: the network
@@ -216,6 +220,7 @@ def _torchrun(args, cwd):
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_share_the_list_and_resume(tmp_path):
     """torchrun with 2 CPU processes: every image extracted once (each process takes every
     2nd line), one summary printed by the first process; a re-launch skips what is done."""
@@ -235,6 +240,7 @@ def test_torchrun_two_processes_share_the_list_and_resume(tmp_path):
     assert r.returncode == 0 and "0 written, 5 skipped" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_torchrun_h5_from_a_folder_is_merged_into_one_file(tmp_path):
     """torchrun over a folder into HDF5: the per-process files are merged into one
     features.h5 (what match / reconstruct read), named by the relative paths; a re-launch
@@ -259,6 +265,7 @@ def test_torchrun_h5_from_a_folder_is_merged_into_one_file(tmp_path):
     assert r.returncode == 0 and "0 written, 5 skipped" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
     """--upright false: .kpt.npy stays N x 4, the angles go to .ori.npy and equal the API's,
     the descriptors are those of rotated patches, and hloc files / LAFs carry the same angles."""
@@ -357,6 +364,7 @@ def test_h5_output_resumes_and_matches_the_npy_outputs(tf_weights, images, tmp_p
     assert part.written == ["colour.jpg"]  # every 2nd line
 
 
+@pytest.mark.slow
 def test_cli_h5_output_and_absolute_list_lines(tf_weights, images, tmp_path):
     lst = tmp_path / "abs.txt"
     lst.write_text(f"{images / 'grey.png'}\n")
@@ -369,6 +377,7 @@ def test_cli_h5_output_and_absolute_list_lines(tf_weights, images, tmp_path):
     assert r.returncode == 0 and (tmp_path / "o" / "v" / "features.h5").is_file(), r.stderr
 
 
+@pytest.mark.slow
 def test_cli_image_dir_names_images_by_their_relative_path(tf_weights, images, tmp_path):
     """--image-dir: every image below a folder (recursive), named by its path relative to it,
     so that a/0000.png and b/0000.png stay apart; a bad image is reported once and skipped."""
@@ -406,6 +415,7 @@ def test_zero_points_is_refused_in_one_line(tmp_path):
     assert "--num-points" in r.stderr and "positive integer" in r.stderr and not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_extract_h5_is_reused_by_the_matching_stage(tf_weights, images, tmp_path):
     """One feature stage: ``keynet extract --output-format h5`` writes the settings'
     fingerprint, so that match / reconstruct with the same FeatureConfig reuse the file and

@@ -96,6 +96,7 @@ def test_camera_config_checks():
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_end_to_end_synthetic_scene(scene, reconstructed):
     root, K, gt, names = scene
     res, out, cfg = reconstructed
@@ -115,6 +116,7 @@ def test_end_to_end_synthetic_scene(scene, reconstructed):
     assert "6/6 images registered" in reconstruction.format_summary(res)
 
 
+@pytest.mark.slow
 def test_pose_errors_see_a_wrong_camera(scene, reconstructed):
     _, _, gt, names = scene
     res, _, _ = reconstructed
@@ -126,6 +128,7 @@ def test_pose_errors_see_a_wrong_camera(scene, reconstructed):
     assert 4.5 < s["rot_max"] < 5.5 and s["centre_max"] > 0.1
 
 
+@pytest.mark.slow
 def test_rerun_reuses_features_and_matches(scene, reconstructed):
     root, _, _, names = scene
     res, out, cfg = reconstructed
@@ -136,6 +139,7 @@ def test_rerun_reuses_features_and_matches(scene, reconstructed):
     assert res2.best.num_reg_images() == 6
 
 
+@pytest.mark.slow
 def test_cli_fixed_intrinsics(scene, tmp_path, capsys):
     """The documented interface: --camera-model PINHOLE --camera-params fx,fy,cx,cy
     --refine-intrinsics false, the model under OUT; sequential pairs."""
@@ -169,6 +173,7 @@ def test_empty_and_missing_folders(tmp_path, capsys):
     assert "image folder not found" in one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_unreadable_image(scene, tmp_path, capsys):
     """One bad file does not sink the run: it is skipped with one warning naming it, and the
     others are reconstructed (or, with too few left, one error); --strict stops at it; no
@@ -195,6 +200,7 @@ def test_unreadable_image(scene, tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_bad_image_is_skipped_in_a_scene(scene, tmp_path, capfd):
     """A corrupt file among the scene's images: match and reconstruct go on without it, and
     the Python API is quiet (no COLMAP log) unless verbose."""

@@ -39,6 +39,7 @@ def test_same_detections_as_the_official_detector():
     assert np.all(d <= 1.5 * a[:, 2] + 1.0) and d.mean() > 0.05
 
 
+@pytest.mark.slow
 def test_better_localised_on_a_real_pair(hseq_mini):
     """i_leuven 1 -> 2 (illumination change, known homography): repeated points land
     closer to each other with sub-pixel refinement."""

@@ -120,6 +120,7 @@ def test_validation_overlap_and_border_constants_are_used():
     assert r["rep_single_scale"] == pytest.approx(100.0)  # the border point is masked out of both
 
 
+@pytest.mark.slow
 def test_train_resume_is_exact(tiny_dataset, tmp_path):
     full = kt.train(_cfg(tiny_dataset, tmp_path / "full"))
     assert (tmp_path / "full" / "best.pt").is_file() and (tmp_path / "full" / "curves.png").is_file()
@@ -139,6 +140,7 @@ def test_train_resume_is_exact(tiny_dataset, tmp_path):
     assert (tmp_path / "full" / "best.pt").stat().st_size < 100_000
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
     kt.train(_cfg(tiny_dataset, tmp_path, epochs=1))
     before = (tmp_path / "last.pt").read_bytes()
@@ -170,6 +172,7 @@ def _ddp_worker(rank, world, port, cfg, out):
     torch.save(summary["parameters"], os.path.join(out, f"params{rank}.pt"))
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_one_step(tiny_dataset, tmp_path):
     import torch.multiprocessing as mp
     cfg = _cfg(tiny_dataset, tmp_path / "run", epochs=1, max_steps=1, val_last=False, val_every=5)

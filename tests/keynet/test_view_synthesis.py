@@ -126,6 +126,7 @@ def _nearest(a, b):
     return np.linalg.norm(np.asarray(a)[:, None, :2] - np.asarray(b)[None, :, :2], axis=2).min(1)
 
 
+@pytest.mark.slow
 def test_keypoints_of_a_view_land_on_the_structures_of_the_image(detector_only):
     """Detect on the blob pattern and on its views, map the views' keypoints back: they land
     on the blobs the image's own detections mark (Key.Net places its maxima ~1.3 px off a
@@ -245,6 +246,7 @@ def extractor():
     return Extractor(load_detector("default", num_points=200, subpixel=True), load_descriptor("default"))
 
 
+@pytest.mark.slow
 def test_none_is_todays_match_images_and_auto_stops_at_the_plain_images(extractor):
     cfg = FeatureConfig(num_points=200, max_image_size=0)
     today = matching.match_images(TEST_IM, TEST_IM, extractor, cfg)
@@ -264,6 +266,7 @@ def test_none_is_todays_match_images_and_auto_stops_at_the_plain_images(extracto
     assert via_cfg["levels_used"] == 0 and np.array_equal(via_cfg["matches"], auto["matches"])
 
 
+@pytest.mark.slow
 def test_auto_adds_views_on_a_strongly_tilted_pair(hseq_mini, tmp_path):
     """An HPatches image against itself tilted by 5: the plain images find (almost) nothing,
     each level of views more verified matches, most of them right; ``auto`` goes on to the

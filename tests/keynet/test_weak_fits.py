@@ -90,6 +90,7 @@ def write_plane_pair(folder):
     return str(folder / "a.png"), str(folder / "b.png")
 
 
+@pytest.mark.slow
 def test_demo_says_when_a_fit_is_weak(tmp_path, capsys):
     """A plane with --model fundamental: the one warning line on stderr, the hint to fit a
     homography; with --model homography, or on the 3D synthetic scene, no warning."""
@@ -105,6 +106,7 @@ def test_demo_says_when_a_fit_is_weak(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_match_counts_weak_fits(tmp_path, capsys):
     """``keynet match`` on a plane pair: one warning line counting the weak fit and its reason;
     on the 3D scene none; --check-fits false: no check."""

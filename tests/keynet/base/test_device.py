@@ -32,6 +32,7 @@ def test_missing_cuda_is_one_clear_error():
         resolve_device("cuda:1")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_extract_with_a_missing_device_exits_2_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "extract_multiscale_features.py"), "--results-dir", str(tmp_path),

@@ -64,6 +64,7 @@ def test_max_lines_and_save(tmp_path):
     assert viz.fit_width(np.zeros((100, 400, 3), np.uint8), 200).shape == (50, 200, 3)
 
 
+@pytest.mark.slow
 def test_match_demo_writes_the_picture(tmp_path, capsys):
     _, _, names = make_scene(tmp_path / "images", n_cams=3)
     a, b = (str(tmp_path / "images" / n) for n in names[:2])

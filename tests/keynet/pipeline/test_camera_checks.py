@@ -74,6 +74,7 @@ def default_run(fountain, tmp_path_factory):
     return run_cli(["--image-dir", str(images), "--out", str(out)] + FAST) + (out,)
 
 
+@pytest.mark.slow
 def test_default_is_one_camera_and_right(fountain, default_run):
     """The default command on six EXIF-free photos of one size: one camera, the true focal
     length, every relative rotation within the bound, no warning, and the summary says what
@@ -93,6 +94,7 @@ def test_default_is_one_camera_and_right(fountain, default_run):
     assert err_s["rot_max"] < ROTATION_BOUND_DEG, err_s
 
 
+@pytest.mark.slow
 def test_wrong_camera_setting_warns_in_one_line(fountain, default_run, tmp_path):
     """A deliberately wrong camera setting (PINHOLE parameters in the order fx,cx,fy,cy, held
     fixed) still registers every photo, but the model is off by degrees: one warning line on
@@ -123,6 +125,7 @@ def fresh(folder):
     return pycolmap.Reconstruction(str(folder / "sparse" / "0"))
 
 
+@pytest.mark.slow
 def test_sound_model_has_no_finding(model):
     folder, priors = model
     rec = fresh(folder)
@@ -130,6 +133,7 @@ def test_sound_model_has_no_finding(model):
     assert reconstruction.share_behind_cameras(rec) == 0.0
 
 
+@pytest.mark.slow
 def test_focal_lengths_far_apart_among_look_alike_cameras(model, fountain, tmp_path):
     """One camera per image (COLMAP's auto without EXIF) with focal lengths that drifted
     apart, as reported: the finding names the spread and the option for one camera."""
@@ -152,6 +156,7 @@ def test_focal_lengths_far_apart_among_look_alike_cameras(model, fountain, tmp_p
     assert reconstruction.check_model(rec, priors, "per-image") == []
 
 
+@pytest.mark.slow
 def test_implausible_focal_and_far_from_prior(model):
     folder, priors = model
     rec = fresh(folder)
@@ -172,6 +177,7 @@ def test_implausible_focal_and_far_from_prior(model):
     assert reconstruction.check_model(rec, given, "grouped") == []
 
 
+@pytest.mark.slow
 def test_principal_point_and_points_behind(model):
     folder, priors = model
     rec = fresh(folder)

@@ -80,6 +80,7 @@ def test_min_model_size_reaches_every_mapper():
     assert args.min_model_size == 5 and reconstruct_cli.parse_args(["--image-dir", "x", "--out", "y"]).min_model_size is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mapper", ["global", "hierarchical"])
 def test_mappers_on_the_synthetic_scene(scene, matched, mapper):
     root, K, gt, names = scene
@@ -94,6 +95,7 @@ def test_mappers_on_the_synthetic_scene(scene, matched, mapper):
     assert f"{len(names)}/{len(names)} images registered" in reconstruction.format_summary(res)
 
 
+@pytest.mark.slow
 def test_cli_retrieval_pairs_and_global_mapper(scene, tmp_path, capsys):
     """``--pairs retrieval --num-neighbours 2 --mapper global``: every image registered,
     retrieval/ written and reused by a re-run; a codebook of the wrong dimension is one
@@ -133,6 +135,7 @@ def fountain(strecha, tmp_path_factory):
     return sdir, names, gt, K, out, cfg
 
 
+@pytest.mark.slow
 def test_mappers_on_real_photos(fountain):
     """Every mapper registers the five photos, keeps K, and gets the relative rotations
     within 0.2 degrees of the ground truth (incremental: ~0.06 at this size)."""
@@ -147,6 +150,7 @@ def test_mappers_on_real_photos(fountain):
         assert errs[mapper]["rot_max"] < 0.2, (mapper, errs[mapper])
 
 
+@pytest.mark.slow
 def test_global_mapper_calibrates_the_view_graph_without_intrinsics(fountain, monkeypatch):
     """With COLMAP's default cameras (no EXIF: a focal length guessed from the image size) the
     global mapper runs COLMAP's view-graph calibration first, and gets the cameras right; with
@@ -169,6 +173,7 @@ def test_global_mapper_calibrates_the_view_graph_without_intrinsics(fountain, mo
     assert err["rot_max"] < 0.5, err
 
 
+@pytest.mark.slow
 def test_verification_in_chunks_is_one_call(scene, matched, tmp_path, monkeypatch):
     """COLMAP's verification run a chunk of pairs at a time (for the progress bar) gives the
     two-view geometries of one call on all the pairs."""

@@ -26,6 +26,7 @@ def model(tmp_path_factory):
     return root, res
 
 
+@pytest.mark.slow
 def test_track_observations_are_where_the_cameras_project_the_points(model):
     root, res = model
     tracks, images = sfm_tracks(res.model_dirs[0], root / "out" / "features.h5", root / "images", 256)
