@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # hsequences_bench.py, the original script, sits at the root
+    sys.path.insert(0, str(ROOT))
 
 from hardnet import HardNetDescriptor, load_hardnet  # noqa: E402
 from HSequences_bench.hsequences import DEFAULT_SPLITS, check_sequences, get_split, image_list_lines, resolve_image_path  # noqa: E402

@@ -23,6 +23,8 @@ IMG = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
 PINS = {
     "hardnet.pt": ("a7a3d34080a8c751237ba20abfbe088e219e8846d65468ec8083ee963b746f69",
                    [[0.0084, 0.1046, 0.1509, 0.0339], [0.0038, 0.0947, 0.0677, 0.0353]]),
+    "hardnet_real.pt": ("fe5c930ab410dd9b295094be1c7dd4752a9dcb40c6ccdb48ab2eecebb3c0eb00",
+                        [[-0.0150, 0.1011, 0.1064, -0.0050], [-0.0493, 0.1275, 0.0955, 0.0094]]),
     "tiny_keynet.pt": ("27b23e7980b71f8b49633cd550fa91f43ad9803a95dcdb00ac96328b5e406480",
                        [8.400751, -0.210579, -0.229928]),
     "keynet.pt": ("46c30664d84f717639c445a7757640a30c8af4f93b5e12201df41033bf79f4bf",
@@ -39,7 +41,7 @@ def figure(name: str) -> np.ndarray:
     with torch.no_grad():
         crops = [IMG[100:132, 100:132], IMG[300:332, 250:282]]
         p = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]
-        if name == "hardnet.pt":
+        if name.startswith("hardnet"):
             model, _ = load_hardnet(path)
             return model.eval()(p)[:, :4].numpy()
         if name == "orinet.pt":
@@ -62,6 +64,19 @@ def test_shipped_weights_are_the_recorded_ones(name):
     assert path.is_file(), f"missing shipped weights {path}"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} changed: update the pin with its record"
     np.testing.assert_allclose(figure(name), np.array(values), atol=2e-4)
+
+
+def test_shipped_descriptor_names_resolve():
+    """'default' names pretrained_nets/hardnet.pt, 'real' the HardNet also trained on real pairs."""
+    from keynet.pipeline.extraction import load_descriptor
+
+    for name, file in (("default", "hardnet.pt"), ("real", "hardnet_real.pt")):
+        desc = load_descriptor(name, device="cpu")
+        crops = [IMG[100:132, 100:132], IMG[300:332, 250:282]]
+        p = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]
+        with torch.no_grad():
+            got = desc.model.eval()(p)[:, :4].numpy()
+        np.testing.assert_allclose(got, np.array(PINS[file][1]), atol=2e-4)
 
 
 def test_shipped_names_resolve():

@@ -67,7 +67,7 @@ from HSequences_bench.harness.rotation_methods import (KorniaOrienter, MethodErr
 from keynet.base.cli import str2bool
 from keynet.base.device import resolve_device
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, Extractor, Features,
-                                        load_descriptor, resolve_detector_weights)
+                                        load_descriptor, resolve_descriptor_weights, resolve_detector_weights)
 from keynet.pipeline.matching import (DEFAULT_MIN_INLIERS, FeatureConfig, MatcherConfig, ViewedImage, build_extractor,
                                       extract_image, match_descriptors, match_view_levels)
 from keynet.pipeline.views import NUM_LEVELS, VIEW_SET_ID, VIEW_SYNTHESIS_MODES, view_levels
@@ -326,7 +326,7 @@ def _pipeline_tag(cfg: FeatureConfig) -> str:
     except Exception as exc:  # noqa: BLE001  (WeightsError: the shipped weights are absent)
         raise MethodError(str(exc)) from None
     parts = [cfg.fingerprint(), f"keynet={_digest(det, 'Key.Net')}"]
-    desc = DEFAULT_DESCRIPTOR if cfg.descriptor == "default" else Path(cfg.descriptor)
+    desc = resolve_descriptor_weights(cfg.descriptor)
     parts.append(f"hardnet={_digest(desc, 'HardNet')}")
     for name, (shipped, builtin, what) in NETWORK_FIELDS.items():
         value = str(getattr(cfg, name, "none"))

@@ -34,6 +34,10 @@ from . import hloc_io
 PRETRAINED_DIR = WEIGHTS_DIR
 DEFAULT_DETECTOR = PRETRAINED_DIR / "keynet.pt"
 DEFAULT_DESCRIPTOR = PRETRAINED_DIR / "hardnet.pt"
+#: Shipped HardNet weights by name: 'default' (synthetic pairs of photos, docs/hardnet.md) and
+#: 'real' (also trained on webcam frames across lighting and on SfM tracks; better on real
+#: appearance change, not the default: docs/hardnet.md, "Real correspondences").
+DESCRIPTOR_NAMES = {"default": DEFAULT_DESCRIPTOR, "real": PRETRAINED_DIR / "hardnet_real.pt"}
 DEFAULT_TINY = PRETRAINED_DIR / "tiny_keynet.pt"
 DEFAULT_ORIENTATION = PRETRAINED_DIR / "orinet.pt"
 DEFAULT_AFFINE = PRETRAINED_DIR / "affnet.pt"
@@ -48,8 +52,9 @@ DESCRIPTOR_FLAGS = ("--descriptor", "--checkpoint-desc-dir", "--pytorch-hardnet-
 DETECTOR_HELP = ("Key.Net weights: a file in any supported format (project .pt, official TF .npz, the authors' "
                  ".pth, the reproduction's .pt), a folder holding one, 'default' (pretrained_nets/keynet.pt) or "
                  "'tiny' (the shipped Tiny-Key.Net, pretrained_nets/tiny_keynet.pt)")
-DESCRIPTOR_HELP = ("HardNet weights (project format or the official HardNet++.pth layout) or 'default' "
-                   "(pretrained_nets/hardnet.pt)")
+DESCRIPTOR_HELP = ("HardNet weights (project format or the official HardNet++.pth layout), 'default' "
+                   "(pretrained_nets/hardnet.pt) or 'real' (the shipped HardNet also trained on real lighting "
+                   "change, pretrained_nets/hardnet_real.pt)")
 ORIENTATION_HELP = ("orientation estimator when --upright false: 'learned' (the shipped OriNet, "
                     "pretrained_nets/orinet.pt), 'gradient' (classical dominant gradient, SIFT's rule) or an OriNet "
                     "weights file from keynet train-orientation")
@@ -190,17 +195,21 @@ def load_detector(path_or_name: Optional[Union[str, os.PathLike]] = None,
     return KeyNetDetector(model, DetectorSettings(subpixel=subpixel, **settings), device=device, engine=engine)
 
 
+def resolve_descriptor_weights(path_or_name: Union[str, os.PathLike]) -> Path:
+    """The file of a shipped HardNet name (:data:`DESCRIPTOR_NAMES`) or the path as given."""
+    return DESCRIPTOR_NAMES.get(str(path_or_name), Path(path_or_name))
+
+
 def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
                     device: Optional[Union[str, torch.device]] = None):
-    """HardNet descriptor from a weights file; ``'default'`` -> ``pretrained_nets/hardnet.pt``
-    if present, else ``None``; ``None``/``'none'`` -> ``None`` (no descriptors)."""
+    """HardNet descriptor from a weights file or a shipped name (``'default'`` ->
+    ``pretrained_nets/hardnet.pt`` if present, else ``None``; ``'real'`` ->
+    ``pretrained_nets/hardnet_real.pt``); ``None``/``'none'`` -> ``None`` (no descriptors)."""
     if path_or_name is None or str(path_or_name).lower() == "none":
         return None
-    if str(path_or_name) == "default":
-        if not DEFAULT_DESCRIPTOR.is_file():
-            return None
-        path_or_name = DEFAULT_DESCRIPTOR
-    model, _ = load_hardnet(path_or_name)
+    if str(path_or_name) == "default" and not DEFAULT_DESCRIPTOR.is_file():
+        return None
+    model, _ = load_hardnet(resolve_descriptor_weights(path_or_name))
     return HardNetDescriptor(model, device=device)
 
 
