@@ -22,7 +22,7 @@ from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_T
                                                         write_reports, wxbs_cases)
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.base.device import DeviceError, resolve_device
-from keynet.pipeline.matching import FeatureConfig
+from keynet.pipeline.config import FeatureConfig
 from . import options
 
 #: Errors that are the user's (bad option, missing folder or weights): one ``error:`` line, exit code 2.

@@ -16,11 +16,10 @@ from typing import Any, Dict, Optional, Sequence
 
 from keynet.base.cli import add_bool_flag, add_config_args, config_from_args, count_or_all, positive_int
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings
-from keynet.pipeline.extraction import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP,
-                                        ORIENTATION_HELP, FeatureConfig)
-from keynet.pipeline.matching import MATCHERS, MatcherConfig
+from keynet.pipeline.config import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP, ORIENTATION_HELP,
+                                    VIEW_SYNTHESIS_MODES, FeatureConfig, MatcherConfig)
+from keynet.pipeline.matchers import MATCHERS
 from keynet.pipeline.pairs import PAIR_MODES
-from keynet.pipeline.views import VIEW_SYNTHESIS_MODES
 
 ROTATION_TURNS_CHOICES = (RIGHT_ANGLE_TURNS, 8)
 

@@ -66,7 +66,8 @@ from keynet.base import twoview
 from keynet.base.files import relative_image_names
 
 from . import hloc_io
-from .matching import FeatureConfig, MatcherConfig, extract_features, match_pairs
+from .config import FeatureConfig, MatcherConfig
+from .stages import extract_features, match_pairs
 from .pairs import Pair, make_pairs, write_pairs
 from .retrieval import RetrievalConfig, retrieval_pairs
 
