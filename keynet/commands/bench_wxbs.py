@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, PEER_FILES, MethodError,
-                                                            MethodOptions, build_methods, default_peer_weights)
+from HSequences_bench.harness.peers import PEER_FILES, default_peer_weights
+from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, MethodError, MethodOptions,
+                                                            build_methods)
 from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_TILTS, BenchInputError, Case, Store,
                                                         evd_cases, run_cases, summary_markdown, synthetic_cases,
                                                         write_reports, wxbs_cases)
