@@ -14,6 +14,7 @@ import numpy as np
 from keynet.base.cli import str2bool
 from keynet.pipeline.config import (DEFAULT_MIN_INLIERS, VIEW_SYNTHESIS_MODES, FeatureConfig, MatcherConfig,
                                     check_min_inliers)
+from keynet.pipeline.descriptors import named_descriptor
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, build_extractor,
                                         resolve_detector_weights)
 from keynet.pipeline.views import LAST_LEVEL, VIEW_SET_ID, ViewedImage, level_prefix, match_view_levels, view_levels
@@ -115,8 +116,12 @@ def pipeline_tag(cfg: FeatureConfig) -> str:
     except Exception as exc:  # noqa: BLE001  (WeightsError: the shipped weights are absent)
         raise MethodError(str(exc)) from None
     parts = [cfg.fingerprint(), f"keynet={weights_digest(det, 'Key.Net')}"]
-    desc = DEFAULT_DESCRIPTOR if cfg.descriptor == "default" else Path(cfg.descriptor)
-    parts.append(f"hardnet={weights_digest(desc, 'HardNet')}")
+    named = named_descriptor(cfg.descriptor)
+    if named is not None:  # a registered descriptor (rootsift): its name and what it depends on
+        parts.append(f"descriptor={named.name} {named.tag()}")
+    else:
+        desc = DEFAULT_DESCRIPTOR if cfg.descriptor == "default" else Path(cfg.descriptor)
+        parts.append(f"hardnet={weights_digest(desc, 'HardNet')}")
     for name, (shipped, builtin, what) in NETWORK_FIELDS.items():
         value = str(getattr(cfg, name, "none"))
         if value in builtin:

@@ -62,6 +62,7 @@ import numpy as np
 
 from HSequences_bench.baselines import opencv_features
 from keynet.pipeline.config import DEFAULT_MIN_INLIERS
+from keynet.pipeline.descriptors import rootsift
 from keynet.pipeline.extraction import Extractor, Features, build_extractor
 
 from .keynet_methods import (KEYNET_SPEC_PREFIX, MIN_INLIERS_FIELD, VIEW_MATCHES_FIELD, VIEW_SYNTHESIS_FIELD,
@@ -78,13 +79,6 @@ __all__ = ["DEFAULT_METHODS", "ImageFeatures", "METHODS", "Method", "MethodError
 
 
 # ------------------------------------------------------------------------------ OpenCV SIFT
-def rootsift(desc: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, then the square root (unit L2)."""
-    d = np.asarray(desc, dtype=np.float32)
-    d = d / np.maximum(np.abs(d).sum(axis=1, keepdims=True), eps)
-    return np.sqrt(d).astype(np.float32)
-
-
 def l2_normalise(desc: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     d = np.asarray(desc, dtype=np.float32)
     return (d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), eps)).astype(np.float32)

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 from keynet.base.cli import DEVICE_HELP, device_arg, non_negative_int
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings, setting
 
+from .descriptors import DESCRIPTORS
 from .matchers import DEFAULT_MATCHER, MATCHER_REGISTRY, MATCHERS
 
 #: ``--affine`` values besides a weights path: none (the official pipeline), learned (the
@@ -30,7 +31,7 @@ DETECTOR_HELP = ("Key.Net weights: a file in any supported format (project .pt, 
                  ".pth, the reproduction's .pt), a folder holding one, 'default' (pretrained_nets/keynet.pt) or "
                  "'tiny' (the shipped Tiny-Key.Net, pretrained_nets/tiny_keynet.pt)")
 DESCRIPTOR_HELP = ("HardNet weights (project format or the official HardNet++.pth layout) or 'default' "
-                   "(pretrained_nets/hardnet.pt)")
+                   "(pretrained_nets/hardnet.pt)" + "".join(f", or {e.help}" for e in DESCRIPTORS.values()))
 ORIENTATION_HELP = ("orientation estimator when --upright false: 'learned' (the shipped OriNet, "
                     "pretrained_nets/orinet.pt), 'gradient' (classical dominant gradient, SIFT's rule) or an OriNet "
                     "weights file from keynet train-orientation")
@@ -134,7 +135,8 @@ class FeatureConfig:
             if d[k] == getattr(official, k):
                 d.pop(k)
         for k in ("detector", "descriptor", "orientation", "affine"):
-            if k in d and d[k] not in ("default", "none", "learned", "gradient", "moments"):
+            named = ("default", "none", "learned", "gradient", "moments") + (tuple(DESCRIPTORS) if k == "descriptor" else ())
+            if k in d and d[k] not in named:
                 d[k] = str(Path(d[k]).resolve())
         return json.dumps(d, sort_keys=True)
 

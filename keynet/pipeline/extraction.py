@@ -29,6 +29,7 @@ from keynet.weights import WeightsError, load_keynet
 
 from .config import (AFFINE_CHOICES, AFFINE_HELP, DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS,  # noqa: F401
                      DETECTOR_HELP, EXTRACT_DEFAULTS, ORIENTATION_HELP, FeatureConfig)
+from .descriptors import Descriptor, OrientationModel, ShapeEstimator, named_descriptor
 
 PathLike = Union[str, os.PathLike]
 
@@ -68,11 +69,16 @@ def load_detector(path_or_name: Optional[Union[str, os.PathLike]] = None,
 
 
 def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
-                    device: Optional[Union[str, torch.device]] = None):
-    """HardNet descriptor from a weights file; ``'default'`` -> ``pretrained_nets/hardnet.pt``
-    if present, else ``None``; ``None``/``'none'`` -> ``None`` (no descriptors)."""
+                    device: Optional[Union[str, torch.device]] = None) -> Optional[Descriptor]:
+    """The descriptor of ``path_or_name``: HardNet from a weights file; ``'default'`` ->
+    ``pretrained_nets/hardnet.pt`` if present, else ``None``; a name of the registry
+    :data:`keynet.pipeline.descriptors.DESCRIPTORS` (``'rootsift'``) -> that descriptor;
+    ``None``/``'none'`` -> ``None`` (no descriptors)."""
     if path_or_name is None or str(path_or_name).lower() == "none":
         return None
+    named = named_descriptor(path_or_name)
+    if named is not None:
+        return named.load(device)
     if str(path_or_name) == "default":
         if not DEFAULT_DESCRIPTOR.is_file():
             return None
@@ -178,9 +184,9 @@ class Extractor:
     isotropic regions (the official pipeline).
     """
 
-    def __init__(self, detector: KeyNetDetector, descriptor=None,
-                 orientation: Optional[OrientationEstimator] = None,
-                 affine: Optional[AffineShapeEstimator] = None) -> None:
+    def __init__(self, detector: KeyNetDetector, descriptor: Optional[Descriptor] = None,
+                 orientation: Optional[OrientationModel] = None,
+                 affine: Optional[ShapeEstimator] = None) -> None:
         self.detector = detector
         self.descriptor = descriptor
         self.orientation = orientation
@@ -197,7 +203,7 @@ class Extractor:
         """:class:`Features` of given keypoints ((N, >=3) x, y, scale) on an image returned by
         ``detector.prepare``: shape, orientation and descriptors only (no detection)."""
         shapes = self.affine.estimate(img, kpts) if self.affine is not None else None
-        with_shapes = {} if shapes is None else {"shapes": shapes}  # estimators without shapes keep working
+        with_shapes = {} if shapes is None else {"shapes": shapes}  # shapes only with a shape estimator
         ori = self.orientation.estimate(img, kpts, **with_shapes) if self.orientation is not None else None
         desc = self.descriptor.describe(img, kpts, ori, **with_shapes) if self.descriptor is not None else None
         return Features(kpts, desc, ori, (int(img.shape[1]), int(img.shape[0])), shapes)
