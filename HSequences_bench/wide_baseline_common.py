@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -17,15 +17,21 @@ def _short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _read_matrix(path: Path, rows: int, cols: int, what: str) -> np.ndarray:
-    """A ``rows x cols`` matrix of finite numbers from a whitespace (or tab) separated text file."""
+def data_lines(path: Path, what: str) -> Iterator[Tuple[int, str]]:
+    """``(line number, stripped line)`` of the lines of a text file that hold data (blank lines
+    and ``#`` comments skipped, as ``np.loadtxt``); ``FileNotFoundError`` naming ``what``."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    values: List[List[float]] = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+        if line and not line.startswith("#"):
+            yield lineno, line
+
+
+def _read_matrix(path: Path, rows: int, cols: int, what: str) -> np.ndarray:
+    """A ``rows x cols`` matrix of finite numbers from a whitespace (or tab) separated text file."""
+    values: List[List[float]] = []
+    for lineno, line in data_lines(path, what):
         try:
             row = [float(x) for x in line.replace(",", " ").split()]
         except ValueError:

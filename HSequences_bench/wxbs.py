@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .wide_baseline_common import PathLike, _as_3x3, _as_points, _match_points, _short, _valid_model
+from .wide_baseline_common import PathLike, _as_3x3, _as_points, _match_points, _short, _valid_model, data_lines
 
 WXBS_VERSION = "v1.1"
 #: Pair folders the reference ``WxBSDataset(subset='val')`` keeps apart from the test pairs.
@@ -103,13 +103,8 @@ def read_wxbs_corrs(path: PathLike) -> np.ndarray:
     a line that is not four finite numbers is a ``ValueError`` naming ``file:line``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"WxBS correspondences not found: {p}")
     rows: List[List[float]] = []
-    for lineno, line in enumerate(p.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for lineno, line in data_lines(p, "WxBS correspondences"):
         try:
             row = [float(x) for x in line.split()]
         except ValueError:

@@ -137,6 +137,25 @@ def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:
                          min_inliers=getattr(args, "min_inliers", d.min_inliers))
 
 
+# ----------------------------------------------------------------------------- collections
+def add_collection_args(p: argparse.ArgumentParser, num_neighbours: int) -> None:
+    """``--image-dir``, ``--out`` and the pair, feature and matcher options of the commands that
+    match a collection (match, reconstruct); ``num_neighbours``: :func:`add_pair_args`'."""
+    p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder")
+    add_pair_args(p, num_neighbours)
+    add_feature_args(p)
+    add_matcher_args(p, views=True)
+
+
+def add_collection_flags(p: argparse.ArgumentParser) -> None:
+    """``--strict``, ``--overwrite`` and ``--progress`` of match and reconstruct."""
+    add_bool_flag(p, "--strict", False, "stop at the first unreadable image (or one too small for Key.Net) instead "
+                                        "of skipping it with a warning")
+    add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
+    add_bool_flag(p, "--progress", True, "progress bars")
+
+
 # ----------------------------------------------------------------------------- pairs and the benchmark
 def add_pair_args(p: argparse.ArgumentParser, num_neighbours: int = 10) -> None:
     """``--pairs``, ``--window``, ``--num-neighbours``, ``--codebook``, ``--pairs-file``

@@ -91,11 +91,17 @@ def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
 ORIENTATION_CHOICES = ("learned", "gradient")
 
 
-def _patch_network(load: Callable[[Path], Tuple[torch.nn.Module, Dict[str, Any]]], path: Path, option: str,
+def _patch_network(spec: Union[str, os.PathLike], shipped: Path, missing: str,
+                   load: Callable[[Path], Tuple[torch.nn.Module, Dict[str, Any]]], option: str,
                    choices: Sequence[str], network: str, command: str) -> torch.nn.Module:
-    """The network of the weights file ``path`` (``load``: its loader). A missing file or one
-    that is not such weights is one :class:`HardNetWeightsError` naming the ``--option``'s
-    valid values and the command that writes the weights."""
+    """The network of ``spec``: ``'default'``/``'learned'`` -> the ``shipped`` file (absent:
+    :class:`HardNetWeightsError` ``missing``, ``{path}`` filled), else the weights file ``spec``
+    (``load``: its loader). A missing file or one that is not such weights is one
+    :class:`HardNetWeightsError` naming the ``--option``'s valid values and the command that
+    writes the weights."""
+    path = shipped if str(spec) in ("default", "learned") else Path(spec)
+    if str(spec) in ("default", "learned") and not path.is_file():
+        raise HardNetWeightsError(missing.format(path=path))
     valid = f"--{option} takes {', '.join(choices)} or {network} weights written by {command}"
     if path.is_dir():
         raise HardNetWeightsError(f"--{option} {path}: is a folder, not a weights file; {valid}")
@@ -117,12 +123,9 @@ def load_orientation(spec: Optional[Union[str, os.PathLike]] = "default",
         return None
     if str(spec) == "gradient":
         return OrientationEstimator("gradient", device=device)
-    path = DEFAULT_ORIENTATION if str(spec) in ("default", "learned") else Path(spec)
-    if str(spec) in ("default", "learned") and not path.is_file():
-        raise HardNetWeightsError(f"no shipped orientation network at {path}; train one with "
-                                  "keynet train-orientation, or use the classical estimator ('gradient')")
-    model = _patch_network(load_orinet, path, "orientation", ORIENTATION_CHOICES, "OriNet",
-                           "keynet train-orientation")
+    model = _patch_network(spec, DEFAULT_ORIENTATION, "no shipped orientation network at {path}; train one with "
+                           "keynet train-orientation, or use the classical estimator ('gradient')", load_orinet,
+                           "orientation", ORIENTATION_CHOICES, "OriNet", "keynet train-orientation")
     return OrientationEstimator("learned", model, device=device)
 
 
@@ -136,11 +139,9 @@ def load_affine(spec: Optional[Union[str, os.PathLike]] = "none",
         return None
     if str(spec) == "moments":
         return AffineShapeEstimator("moments", device=device)
-    path = DEFAULT_AFFINE if str(spec) in ("default", "learned") else Path(spec)
-    if str(spec) in ("default", "learned") and not path.is_file():
-        raise HardNetWeightsError(f"no shipped affine-shape network at {path}; use --affine moments or an "
-                                  "AffNet weights file")
-    model = _patch_network(load_affnet, path, "affine", AFFINE_CHOICES, "AffNet", "keynet train-affnet")
+    model = _patch_network(spec, DEFAULT_AFFINE, "no shipped affine-shape network at {path}; use --affine moments "
+                           "or an AffNet weights file", load_affnet, "affine", AFFINE_CHOICES, "AffNet",
+                           "keynet train-affnet")
     return AffineShapeEstimator("learned", model, device=device)
 
 
