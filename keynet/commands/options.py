@@ -17,8 +17,8 @@ from typing import Any, Dict, Optional, Sequence
 from keynet.base.cli import add_bool_flag, add_config_args, config_from_args, count_or_all, positive_int
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings
 from keynet.pipeline.config import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP, ORIENTATION_HELP,
-                                    VIEW_SYNTHESIS_MODES, FeatureConfig, MatcherConfig)
-from keynet.pipeline.matchers import MATCHERS
+                                    FeatureConfig, MatcherConfig)
+from keynet.pipeline.matchers import MATCHER_REGISTRY, matchers_help
 from keynet.pipeline.pairs import PAIR_MODES
 
 ROTATION_TURNS_CHOICES = (RIGHT_ANGLE_TURNS, 8)
@@ -113,21 +113,17 @@ def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfi
     match, reconstruct, demo)."""
     d = defaults or MatcherConfig()
     g = p.add_argument_group("matching")
-    g.add_argument("--matcher", choices=MATCHERS, default=d.method,
-                   help="smnn: mutual NN + ratio test; snn: ratio test; mnn: mutual NN; nn: nearest neighbour; "
-                        "adalam: AdaLAM")
-    g.add_argument("--match-threshold", type=_optional_float, default=d.threshold,
-                   help="ratio (smnn 0.9, snn 0.8), max. distance (mnn, nn: none) or AdaLAM min. confidence "
-                        "(200); default: the matcher's")
+    meta = {f.name: f.metadata for f in dataclasses.fields(MatcherConfig)}
+    g.add_argument(*meta["method"]["flags"], dest="matcher", choices=tuple(MATCHER_REGISTRY), default=d.method,
+                   help=matchers_help())
+    g.add_argument(*meta["threshold"]["flags"], dest="match_threshold", type=_optional_float, default=d.threshold,
+                   help=meta["threshold"]["help"])
     if not views:
         return
-    g.add_argument("--view-synthesis", choices=VIEW_SYNTHESIS_MODES, default=d.view_synthesis,
-                   help="also match synthesised affine views of both images, for extreme viewpoint changes "
-                        "(ASIFT / MODS; docs/matching.md): none (the plain images), auto (the plain images first, "
-                        "then views of tilt 2, then 4, while fewer than --min-inliers matches pass the "
-                        "fundamental-matrix check), full (all views at once)")
-    g.add_argument("--min-inliers", type=positive_int, default=d.min_inliers,
-                   help="verified matches at which --view-synthesis auto stops adding views (MODS's 15)")
+    g.add_argument(*meta["view_synthesis"]["flags"], dest="view_synthesis", choices=meta["view_synthesis"]["choices"],
+                   default=d.view_synthesis, help=meta["view_synthesis"]["help"])
+    g.add_argument(*meta["min_inliers"]["flags"], dest="min_inliers", type=positive_int, default=d.min_inliers,
+                   help=meta["min_inliers"]["help"])
 
 
 def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:

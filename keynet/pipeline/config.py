@@ -177,10 +177,21 @@ class MatcherConfig:
     (:data:`VIEW_SYNTHESIS_MODES`: ``none``, ``auto``, ``full``; :mod:`keynet.pipeline.views`)
     and ``min_inliers``, the verified matches at which ``auto`` stops adding views (MODS's 15)."""
 
-    method: str = DEFAULT_MATCHER
-    threshold: Optional[float] = None
-    view_synthesis: str = "none"
-    min_inliers: int = DEFAULT_MIN_INLIERS
+    method: str = field(default=DEFAULT_MATCHER, metadata={"flags": ("--matcher",), "help": "the registered "
+                                                           "matchers (keynet.pipeline.matchers.matchers_help)"})
+    threshold: Optional[float] = field(default=None, metadata={
+        "flags": ("--match-threshold",),
+        "help": "ratio (smnn 0.9, snn 0.8), max. distance (mnn, nn: none) or AdaLAM min. confidence (200); default: "
+                "the matcher's"})
+    view_synthesis: str = field(default="none", metadata={
+        "flags": ("--view-synthesis",), "choices": VIEW_SYNTHESIS_MODES,
+        "help": "also match synthesised affine views of both images, for extreme viewpoint changes (ASIFT / MODS; "
+                "docs/matching.md): none (the plain images), auto (the plain images first, then views of tilt 2, "
+                "then 4, while fewer than --min-inliers matches pass the fundamental-matrix check), full (all "
+                "views at once)"})
+    min_inliers: int = field(default=DEFAULT_MIN_INLIERS, metadata={
+        "flags": ("--min-inliers",),
+        "help": "verified matches at which --view-synthesis auto stops adding views (MODS's 15)"})
 
     def __post_init__(self) -> None:
         if self.method not in MATCHER_REGISTRY:

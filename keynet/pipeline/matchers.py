@@ -181,22 +181,23 @@ def _fginn_union(mutual: bool) -> UnionFn:
 RATIO = "max. ratio nearest/second"
 DISTANCE = "max. L2 distance (None: no limit)"
 register_matcher(Matcher("smnn", _ratio("match_smnn", lambda *a: nearest.smnn(*a)), 0.9, RATIO,
-                         "mutual nearest neighbours passing the ratio test both ways (the default)",
-                         _fginn_union(True)))
-register_matcher(Matcher("snn", _ratio("match_snn", lambda *a: nearest.snn(*a)), 0.8, RATIO,
-                         "Lowe's ratio test (one way)", _fginn_union(False)))
-register_matcher(Matcher("mnn", _distance("match_mnn", lambda *a: nearest.mnn(*a)), None, DISTANCE,
-                         "mutual nearest neighbours"))
-register_matcher(Matcher("nn", _distance("match_nn", lambda *a: nearest.nn(*a)), None, DISTANCE,
-                         "nearest neighbour"))
-register_matcher(Matcher("adalam", _adalam, 200.0, "AdaLAM's min_confidence",
-                         "AdaLAM: local affine verification of the matches"))
+                         "mutual NN + ratio test", _fginn_union(True)))
+register_matcher(Matcher("snn", _ratio("match_snn", lambda *a: nearest.snn(*a)), 0.8, RATIO, "ratio test",
+                         _fginn_union(False)))
+register_matcher(Matcher("mnn", _distance("match_mnn", lambda *a: nearest.mnn(*a)), None, DISTANCE, "mutual NN"))
+register_matcher(Matcher("nn", _distance("match_nn", lambda *a: nearest.nn(*a)), None, DISTANCE, "nearest neighbour"))
+register_matcher(Matcher("adalam", _adalam, 200.0, "AdaLAM's min_confidence", "AdaLAM"))
 
 #: The registered names (``--matcher`` choices).
 MATCHERS = tuple(MATCHER_REGISTRY)
 DEFAULT_MATCHER = "smnn"
 #: name -> default threshold, of every registered matcher.
 DEFAULT_THRESHOLDS: Dict[str, Optional[float]] = {k: m.default_threshold for k, m in MATCHER_REGISTRY.items()}
+
+
+def matchers_help() -> str:
+    """``--matcher``'s help: each registered matcher's name and help line."""
+    return "; ".join(f"{m.name}: {m.help}" for m in MATCHER_REGISTRY.values())
 
 
 def lafs_from_keypoints(kpts: np.ndarray, orientations: Optional[np.ndarray] = None,
@@ -295,5 +296,6 @@ def match_union(kpts0: np.ndarray, desc0: np.ndarray, lafs0: np.ndarray, kpts1: 
 __all__ = [
     "ADALAM_ORIENTATION_TOLERANCE", "DEFAULT_MATCHER", "DEFAULT_THRESHOLDS", "FGINN_RADIUS", "Frames",
     "LAF_RADIUS_PER_SCALE", "MATCHERS", "MATCHER_REGISTRY", "Matcher", "MatcherSettings", "lafs_from_keypoints",
+    "matchers_help",
     "match_descriptors", "match_union", "register_matcher",
 ]
