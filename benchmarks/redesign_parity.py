@@ -163,8 +163,31 @@ def record(repo: Path, work: Path, capabilities: bool = True) -> Dict[str, Dict[
     return out
 
 
+#: Columns of the wide-baseline tables that are wall-clock times (not compared).
+TIME_COLUMNS = ("seconds", "ransac_s", "s / pair", "RANSAC s")
+
+
+def _without_times(text: str, suffix: str) -> str:
+    """A wide-baseline CSV or markdown report without its timing columns and command line."""
+    out = []
+    drop: List[int] = []
+    for line in text.splitlines():
+        if line.startswith("Command:"):
+            continue
+        sep = "," if suffix == ".csv" else "|"
+        cells = line.split(sep)
+        if any(c.strip() in TIME_COLUMNS for c in cells):
+            drop = [i for i, c in enumerate(cells) if c.strip() in TIME_COLUMNS]
+        elif suffix == ".md" and not line.startswith("|"):
+            drop = []
+        if drop and len(cells) > max(drop):
+            cells = [c for i, c in enumerate(cells) if i not in drop]
+        out.append(sep.join(cells))
+    return "\n".join(out)
+
+
 def _text_tree(root: Path, suffixes=(".csv", ".md", ".txt", ".json")) -> Dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()[:20]
+    return {str(p.relative_to(root)): hashlib.sha256(_without_times(p.read_text(), p.suffix).encode()).hexdigest()[:20]
             for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in suffixes and "cache" not in p.parts}
 
 
@@ -230,6 +253,11 @@ def _registered(root: Path) -> Dict[str, str]:
         names = sorted(im.name for im in pycolmap.Reconstruction(str(d)).images.values())
         out[f"{d.relative_to(root)}:registered"] = ",".join(names)
     return out
+
+
+def fingerprint_dir(kind: str, root: Path) -> Dict[str, str]:
+    """The fingerprints of one recorded output folder (``bench-wxbs``: its reports)."""
+    return _text_tree(root) if kind == "bench-wxbs" else _match_out(root)
 
 
 def compare(a: Dict[str, Dict[str, str]], b: Dict[str, Dict[str, str]]) -> int:
