@@ -193,12 +193,16 @@ class Extractor:
         self.orientation = orientation
         self.affine = affine
 
-    def features(self, image, channel_order: str = "rgb", name: Optional[str] = None) -> Features:
+    def features(self, image, channel_order: str = "rgb", name: Optional[str] = None,
+                 num_points: Optional[int] = None) -> Features:
         """Image (path or array) -> :class:`Features`. ``channel_order``: of a colour array
         (``rgb``, or ``bgr`` for one from ``cv2.imread``); ``name``: what errors call the
-        image (default: its path, or ``image`` for an array)."""
+        image (default: its path, or ``image`` for an array); ``num_points``: this call's
+        keypoint budget (``None``: the detector's)."""
         img = self.detector.prepare(image, channel_order, name)
-        return self.features_at(img, self.detector.detect_prepared(img))
+        kpts = self.detector.detect_prepared(img) if num_points is None else \
+            self.detector.detect_prepared(img, num_points=num_points)
+        return self.features_at(img, kpts)
 
     def features_at(self, img: np.ndarray, kpts: np.ndarray) -> Features:
         """:class:`Features` of given keypoints ((N, >=3) x, y, scale) on an image returned by

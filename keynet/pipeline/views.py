@@ -54,9 +54,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -220,17 +219,6 @@ def map_back(keypoints: np.ndarray, a_view: np.ndarray, shapes: Optional[np.ndar
     return k, u, theta
 
 
-@contextmanager
-def _points_budget(extractor: Extractor, num_points: int) -> Iterator[None]:
-    det = extractor.detector
-    settings = det.settings
-    det.settings = replace(settings, num_points=int(num_points))
-    try:
-        yield
-    finally:
-        det.settings = settings
-
-
 def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View] = VIEWS,
                   name: Optional[str] = None) -> Tuple[Features, np.ndarray]:
     """The features of ``views`` of a grey ``image`` in the image's pixels: ``(Features,
@@ -254,9 +242,9 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
         else:
             img, a = synthesize(image, v)
             try:
-                with _points_budget(extractor, max(1, int(round(budget * v.share)))), warnings.catch_warnings():
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SkippedLevelsWarning)
-                    f = extractor.features(img)
+                    f = extractor.features(img, num_points=max(1, int(round(budget * v.share))))
             except ImageTooSmallError:
                 continue
             kp, shp, ori = map_back(f.keypoints, a, f.shapes, f.orientations)
