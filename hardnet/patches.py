@@ -1,5 +1,6 @@
 """Patch extraction around keypoints: THE one place where descriptor patches are cut,
-shared by extraction, training and benchmarks."""
+shared by extraction, training and benchmarks (and :class:`PatchEstimator`, the common part
+of the estimators that run on these patches)."""
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union

@@ -1,5 +1,6 @@
-"""HardNet weights I/O: the official ``HardNet++.pth`` layout (``{'state_dict': ...}``) and
-the project format. Errors name the file and what was expected."""
+"""Weights I/O of the patch networks: HardNet (the official ``HardNet++.pth`` layout,
+``{'state_dict': ...}``, and the project format), OriNet and AffNet (project formats), with
+one checkpoint writer and one reader. Errors name the file and what was expected."""
 from __future__ import annotations
 
 import io
