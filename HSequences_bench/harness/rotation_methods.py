@@ -37,7 +37,7 @@ from keynet.pipeline.extraction import (
 )
 
 from .method_base import MethodError, file_digest, to_uint8
-from .peers import KorniaOrienter, load_kornia_orinet
+from .peers import KorniaOrienter, load_kornia_orinet, peer_state_dict  # noqa: F401  (its old import path)
 
 PathLike = Union[str, os.PathLike]
 

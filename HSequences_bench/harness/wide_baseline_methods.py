@@ -65,12 +65,13 @@ from keynet.pipeline.config import DEFAULT_MIN_INLIERS
 from keynet.pipeline.descriptors import rootsift
 from keynet.pipeline.extraction import Extractor, Features, build_extractor
 
-from .keynet_methods import (KEYNET_SPEC_PREFIX, MIN_INLIERS_FIELD, VIEW_MATCHES_FIELD, VIEW_SYNTHESIS_FIELD,
-                             ViewSynthesisMethod, feature_config_of, keynet_preset, parse_keynet_spec, pipeline_tag,
-                             view_synthesis_preset)
+from .keynet_methods import (KEYNET_SPEC_PREFIX, MIN_INLIERS_FIELD, NETWORK_FIELDS, VIEW_FIELDS,  # noqa: F401
+                             VIEW_MATCHES, VIEW_MATCHES_FIELD, VIEW_SYNTHESIS_FIELD, PathLike, ViewSynthesisMethod,
+                             feature_config_of, keynet_preset, parse_keynet_spec, pipeline_tag, view_synthesis_preset)
 from .method_base import MethodError, MethodSkipped, file_digest, hardnet_digest, to_uint8
-from .peers import (KorniaAffineShapes, KorniaKeyNetAffNetHardNet, KorniaOrientation, default_peer_weights, load_into,
-                    load_kornia_orinet, peer_weights)
+from .peers import (CHUNK, PEER_FILES, PEER_WHAT, KorniaAffineShapes, KorniaKeyNetAffNetHardNet,  # noqa: F401
+                    KorniaOrientation, PatchDescriber, default_peer_weights, load_into, load_kornia_orinet,
+                    peer_weights, shared_dir)
 from .wide_baseline_method import ImageFeatures, Method, MethodOptions
 
 __all__ = ["DEFAULT_METHODS", "ImageFeatures", "METHODS", "Method", "MethodError", "MethodOptions", "MethodSkipped",

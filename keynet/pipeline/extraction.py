@@ -22,6 +22,7 @@ from hardnet.affnet import AffineShapeEstimator
 from hardnet.patches import DEFAULT_MAGNIFICATION, patch_lafs
 from hardnet.weights import load_affnet
 from keynet.base.images import read_image_grey
+from keynet.base.lazy import lazy_exports
 from keynet.base.resources import WEIGHTS_DIR
 from keynet.detection import DetectorSettings, KeyNetDetector
 from keynet.engine import EngineConfig
@@ -32,6 +33,13 @@ from .config import (AFFINE_CHOICES, AFFINE_HELP, DESCRIPTOR_FLAGS, DESCRIPTOR_H
 from .descriptors import Descriptor, OrientationModel, ShapeEstimator, named_descriptor
 
 PathLike = Union[str, os.PathLike]
+
+#: The list runner and the HDF5 feature stage, here before they moved to
+#: :mod:`keynet.pipeline.stages`: their old import path, read lazily (stages imports this module).
+_MOVED_TO_STAGES = {name: "keynet.pipeline.stages" for name in (
+    "BAD_INPUT", "ComputeFn", "folder_jobs", "h5_output_path", "list_jobs", "merge_rank_files", "run_extraction",
+    "run_extraction_h5", "write_features_h5")}
+__getattr__, __dir__ = lazy_exports(__name__, _MOVED_TO_STAGES)
 
 PRETRAINED_DIR = WEIGHTS_DIR
 DEFAULT_DETECTOR = PRETRAINED_DIR / "keynet.pt"

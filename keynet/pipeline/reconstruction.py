@@ -73,7 +73,9 @@ from .pairs import Pair, make_pairs, write_pairs
 from .retrieval import RetrievalConfig, retrieval_pairs
 from .cameras import (CAMERA_MODE_CHOICES, CAMERA_MODELS, CAMERA_MODES, DEFAULT_CAMERA_MODE, CameraConfig,
                       camera_groups, database_cameras, describe_cameras, exif_camera)
-from .model_checks import PoseErrors, check_model, model_warning, pose_errors, share_behind_cameras
+from .model_checks import (MAX_BEHIND_SHARE, PLAUSIBLE_FOV_DEG, PRINCIPAL_POINT_OFFSET, PRIOR_FOCAL_FACTOR,
+                           SAME_CAMERA_FOCAL_FACTOR, PoseErrors, check_model, model_warning, pose_errors,
+                           share_behind_cameras)
 
 PathLike = Union[str, os.PathLike]
 
@@ -467,7 +469,8 @@ def _verified_pairs(db_path: PathLike) -> int:
 __all__ = [
     "CAMERA_MODELS", "CAMERA_MODES", "CAMERA_MODE_CHOICES", "DEFAULT_CAMERA_MODE", "MAPPERS", "camera_groups",
     "check_model", "database_cameras", "describe_cameras", "exif_camera", "model_warning", "share_behind_cameras",
-    "CameraConfig", "PoseErrors", "ReconstructionConfig",
+    "CameraConfig", "PoseErrors", "ReconstructionConfig", "MAX_BEHIND_SHARE", "PLAUSIBLE_FOV_DEG",
+    "PRINCIPAL_POINT_OFFSET", "PRIOR_FOCAL_FACTOR", "SAME_CAMERA_FOCAL_FACTOR",
     "ReconstructionError", "ReconstructionResult", "SceneNotReconstructed", "format_summary", "global_mapper_options",
     "hierarchical_mapper_options", "image_names", "mapper_options", "model_stats", "pose_errors",
     "reconstruct", "run_mapper", "write_database", "calibrate_view_graph", "cameras_without_focal_prior", "verify_pairs",
