@@ -330,7 +330,7 @@ def test_oriented_extraction_round_trip(tf_weights, images, tmp_path):
 def test_h5_output_resumes_and_matches_the_npy_outputs(tf_weights, images, tmp_path):
     """One hloc-layout HDF5 file per process instead of two .npy files per image."""
     from keynet.pipeline import hloc_io
-    from keynet.pipeline.stages import h5_output_path, run_extraction_h5
+    from keynet.pipeline.extraction import h5_output_path, run_extraction_h5
     from keynet.base.runner import Shard
 
     det = keynet.load_detector(tf_weights, num_points=60, pyramid_levels=1, upsampled_levels=0, device="cpu")
