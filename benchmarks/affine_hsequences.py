@@ -25,7 +25,8 @@ from pathlib import Path
 import kornia.feature as KF
 
 from HSequences_bench.harness.wide_baseline_methods import KorniaAffineShapes, default_peer_weights, load_into
-from keynet.pipeline.extraction import Extractor, load_affine, load_descriptor, load_detector, run_extraction
+from keynet.pipeline.extraction import Extractor, load_affine, load_descriptor, load_detector
+from keynet.pipeline.stages import run_extraction
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,13 @@ What is fingerprinted (every shipped weights file takes part):
 * ``match_features.py`` on a small folder: keypoints, descriptors and matches in the HDF5
   files;
 * ``train.py``, ``train_hardnet.py`` and ``train_orientation.py``: two epochs from one seed
-  on a few photos; every parameter of the final checkpoint.
+  on a few photos; every parameter of the final checkpoint;
+* the capabilities added since (``--capabilities``, on by default): ``--affine learned`` and
+  ``--affine moments`` extraction, ``keynet match --view-synthesis auto`` and ``full`` on a
+  pair, ``keynet match --pairs retrieval`` (pairs, codebook, features, matches),
+  ``keynet bench-wxbs`` tables (WxBS validation pairs and a synthetic extreme pair; our
+  pipeline, a view-synthesis method and RootSIFT), ``keynet reconstruct --mapper global`` on
+  five photos of fountain-P11 (features, matches and the registered images).
 
 Arrays are hashed by dtype, shape and bytes (bit-identical or not). Usage::
 
@@ -39,7 +45,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SEQUENCES = ("i_leuven", "v_boat", "v_graffiti", "v_wall")
 _COMMANDS = {"extract_multiscale_features.py": "extract", "hsequences_bench.py": "bench", "train.py": "train",
              "match_features.py": "match", "train_hardnet.py": "train-hardnet",
-             "train_orientation.py": "train-orientation"}
+             "train_orientation.py": "train-orientation", "bench_wxbs": "bench-wxbs",
+             "reconstruct": "reconstruct"}
 
 
 def _hash(a: np.ndarray) -> str:
@@ -79,7 +86,7 @@ def _checkpoint(path: Path) -> Dict[str, str]:
     return {k: _hash(v.numpy()) for k, v in sorted(sd.items()) if hasattr(v, "numpy")}
 
 
-def record(repo: Path, work: Path) -> Dict[str, Dict[str, str]]:
+def record(repo: Path, work: Path, capabilities: bool = True) -> Dict[str, Dict[str, str]]:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -151,7 +158,106 @@ def record(repo: Path, work: Path) -> Dict[str, Dict[str, str]]:
     _run(repo, "train_orientation.py", patch_args + ["--dataset-dir", str(work / "ds_ori"), "--out-dir",
                                                      str(work / "run_ori"), "--val-pairs", "64"], env)
     out["train/orientation"] = _checkpoint(work / "run_ori" / "last.pt")
+    if capabilities:
+        out.update(record_capabilities(repo, work, env))
     return out
+
+
+#: Columns of the wide-baseline tables that are wall-clock times (not compared).
+TIME_COLUMNS = ("seconds", "ransac_s", "s / pair", "RANSAC s")
+
+
+def _without_times(text: str, suffix: str) -> str:
+    """A wide-baseline CSV or markdown report without its timing columns and command line."""
+    out = []
+    drop: List[int] = []
+    for line in text.splitlines():
+        if line.startswith("Command:"):
+            continue
+        sep = "," if suffix == ".csv" else "|"
+        cells = line.split(sep)
+        if any(c.strip() in TIME_COLUMNS for c in cells):
+            drop = [i for i, c in enumerate(cells) if c.strip() in TIME_COLUMNS]
+        elif suffix == ".md" and not line.startswith("|"):
+            drop = []
+        if drop and len(cells) > max(drop):
+            cells = [c for i, c in enumerate(cells) if i not in drop]
+        out.append(sep.join(cells))
+    return "\n".join(out)
+
+
+def _text_tree(root: Path, suffixes=(".csv", ".md", ".txt", ".json")) -> Dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(_without_times(p.read_text(), p.suffix).encode()).hexdigest()[:20]
+            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in suffixes and "cache" not in p.parts}
+
+
+def _match_out(root: Path) -> Dict[str, str]:
+    out = {f"{p.relative_to(root)}:{k}": v for p in sorted(root.rglob("*.h5")) for k, v in _h5_tree(p).items()}
+    out.update({str(p.relative_to(root)): _hash(np.load(p)) for p in sorted(root.rglob("*.npy"))})
+    out.update({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()[:20]
+                for p in sorted(root.rglob("*.txt"))})
+    return out
+
+
+def record_capabilities(repo: Path, work: Path, env: Dict[str, str]) -> Dict[str, Dict[str, str]]:
+    """The outputs of the capabilities added after the first regrouping (module doc)."""
+    mini = SHARED / "data" / "hsequences-mini"
+    out: Dict[str, Dict[str, str]] = {}
+    ex = "extract_multiscale_features.py"
+    small = ["--list-images", str(work / "short.txt"), "--data-dir", str(mini), "--progress", "false",
+             "--num-points", "500"]
+    for affine in ("learned", "moments"):
+        _run(repo, ex, small + ["--results-dir", str(work / f"affine_{affine}"), "--affine", affine], env)
+        out[f"extract/affine-{affine}"] = _npy_tree(work / f"affine_{affine}")
+    pair = work / "vs_pair"
+    pair.mkdir()
+    for i in (1, 3):
+        shutil.copy(mini / "v_graffiti" / f"{i}.ppm", pair / f"g{i}.ppm")
+    fast = ["--progress", "false", "--num-points", "500", "--max-image-size", "480"]
+    for mode in ("auto", "full"):
+        _run(repo, "match_features.py", ["--image-dir", str(pair), "--out", str(work / f"match_{mode}"),
+                                         "--view-synthesis", mode] + fast, env)
+        out[f"match/views-{mode}"] = _match_out(work / f"match_{mode}")
+    _run(repo, "match_features.py", ["--image-dir", str(work / "pair"), "--out", str(work / "match_retrieval"),
+                                     "--pairs", "retrieval", "--num-neighbours", "2"] + fast, env)
+    out["match/retrieval"] = _match_out(work / "match_retrieval")
+    wxbs = SHARED / "data" / "wxbs-val"
+    if wxbs.is_dir():
+        _run(repo, "bench_wxbs", ["--wxbs-dir", str(wxbs), "--wxbs-subset", "val", "--synthetic-dir",
+                                  str(mini / "v_graffiti"), "--synthetic-k", "2", "--synthetic-tilts", "4",
+                                  "--methods", "keynet-upright", "keynet:view_synthesis=auto", "rootsift",
+                                  "--num-points", "500", "--max-image-size", "480", "--plot", "false",
+                                  "--out-dir", str(work / "wxbs")] + ["--progress", "false"], env)
+        out["bench-wxbs"] = _text_tree(work / "wxbs")
+    scene = SHARED / "data" / "strecha" / "fountain-P11" / "images"
+    if scene.is_dir():
+        photos = work / "fountain"
+        photos.mkdir()
+        for p in sorted(scene.iterdir())[3:8]:
+            shutil.copy(p, photos / p.name)
+        _run(repo, "reconstruct", ["--image-dir", str(photos), "--out", str(work / "rec_global"), "--mapper", "global",
+                                   "--num-threads", "1"] + fast[:2] + ["--num-points", "2000", "--max-image-size",
+                                                                       "800"], env)
+        rec = _match_out(work / "rec_global")
+        rec.update(_registered(work / "rec_global"))
+        out["reconstruct/global"] = rec
+    return out
+
+
+def _registered(root: Path) -> Dict[str, str]:
+    """The registered image names of every model COLMAP wrote (the poses are left out: the
+    global mapper's floating-point order is not fixed across runs)."""
+    import pycolmap
+    out: Dict[str, str] = {}
+    for d in sorted(p.parent for p in root.rglob("images.bin")):
+        names = sorted(im.name for im in pycolmap.Reconstruction(str(d)).images.values())
+        out[f"{d.relative_to(root)}:registered"] = ",".join(names)
+    return out
+
+
+def fingerprint_dir(kind: str, root: Path) -> Dict[str, str]:
+    """The fingerprints of one recorded output folder (``bench-wxbs``: its reports)."""
+    return _text_tree(root) if kind == "bench-wxbs" else _match_out(root)
 
 
 def compare(a: Dict[str, Dict[str, str]], b: Dict[str, Dict[str, str]]) -> int:
@@ -175,12 +281,14 @@ def main(argv=None) -> int:
     r.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--work", type=Path, required=True)
+    r.add_argument("--capabilities", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                   help="also the capabilities added since the first regrouping (default: true)")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "record":
-        res = record(args.repo.resolve(), args.work.resolve())
+        res = record(args.repo.resolve(), args.work.resolve(), args.capabilities)
         args.out.write_text(json.dumps(res, indent=1, sort_keys=True))
         print(f"{sum(len(v) for v in res.values())} outputs fingerprinted -> {args.out}")
         return 0

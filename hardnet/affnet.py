@@ -62,9 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keynet.base.device import resolve_device
 
-from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches, patch_lafs
+from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, PatchEstimator, extract_patches, patch_lafs
 
 METHODS = ("learned", "moments")
 #: default limit of the elongation of an estimated shape (tilts up to ~6 are trained)
@@ -247,7 +246,13 @@ class AffNet(nn.Module):
 Sampler = Callable[[torch.Tensor], torch.Tensor]
 
 
-class AffineShapeEstimator:
+def _second_moments() -> nn.Module:
+    """kornia's second-moment (Baumberg) shape of 32 px patches."""
+    from kornia.feature import PatchAffineShapeEstimator
+    return PatchAffineShapeEstimator(PATCH_SIZE)
+
+
+class AffineShapeEstimator(PatchEstimator):
     """Affine shape of keypoints: ``estimate(image, kpts) -> (N, 2, 2)`` (module convention).
 
     ``method='learned'`` runs an :class:`AffNet`, ``'moments'`` kornia's
@@ -263,18 +268,8 @@ class AffineShapeEstimator:
                  device: Optional[Union[str, torch.device]] = None, batch_size: int = 1024,
                  magnification: float = DEFAULT_MAGNIFICATION, iterations: Optional[int] = None,
                  max_elongation: Optional[float] = MAX_ELONGATION) -> None:
-        if method not in METHODS:
-            raise ValueError(f"affine shape method must be one of {METHODS}, got {method!r}")
-        if method == "learned" and model is None:
-            raise ValueError("affine shape method 'learned' needs an AffNet (hardnet.weights.load_affnet)")
-        self.method = method
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval() if model is not None else None
-        if method == "moments":
-            from kornia.feature import PatchAffineShapeEstimator
-            self.model = PatchAffineShapeEstimator(PATCH_SIZE).to(self.device).eval()
-        self.batch_size = int(batch_size)
-        self.magnification = magnification
+        super().__init__("affine shape", METHODS, method, model, "an AffNet (hardnet.weights.load_affnet)",
+                         _second_moments, device, batch_size, magnification)
         self.iterations = int(iterations if iterations is not None else (3 if method == "learned" else 4))
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keynet.base.device import resolve_device
 
-from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
+from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, PatchEstimator, extract_patches
 
 METHODS = ("learned", "gradient")
 
@@ -115,7 +114,13 @@ class OriNet(nn.Module):
         return torch.atan2(v[:, 1], v[:, 0])
 
 
-class OrientationEstimator:
+def _gradient_rule() -> nn.Module:
+    """kornia's dominant gradient orientation of 32 px patches (SIFT's rule)."""
+    from kornia.feature import PatchDominantGradientOrientation
+    return PatchDominantGradientOrientation(PATCH_SIZE)
+
+
+class OrientationEstimator(PatchEstimator):
     """Orientation of keypoints: ``estimate(image, kpts) -> (N,)`` degrees in ``[0, 360)``.
 
     ``method='learned'`` runs an :class:`OriNet`; ``'gradient'`` the dominant gradient
@@ -125,18 +130,8 @@ class OrientationEstimator:
     def __init__(self, method: str = "learned", model: Optional[OriNet] = None,
                  device: Optional[Union[str, torch.device]] = None, batch_size: int = 1024,
                  magnification: float = DEFAULT_MAGNIFICATION) -> None:
-        if method not in METHODS:
-            raise ValueError(f"orientation method must be one of {METHODS}, got {method!r}")
-        if method == "learned" and model is None:
-            raise ValueError("orientation method 'learned' needs an OriNet (hardnet.load_orinet)")
-        self.method = method
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval() if model is not None else None
-        if method == "gradient":
-            from kornia.feature import PatchDominantGradientOrientation
-            self.model = PatchDominantGradientOrientation(PATCH_SIZE).to(self.device).eval()
-        self.batch_size = int(batch_size)
-        self.magnification = magnification
+        super().__init__("orientation", METHODS, method, model, "an OriNet (hardnet.load_orinet)", _gradient_rule,
+                         device, batch_size, magnification)
 
     @torch.no_grad()
     def angles_of_patches(self, patches: torch.Tensor) -> torch.Tensor:

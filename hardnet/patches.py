@@ -1,11 +1,14 @@
 """Patch extraction around keypoints: THE one place where descriptor patches are cut,
-shared by extraction, training and benchmarks."""
+shared by extraction, training and benchmarks (and :class:`PatchEstimator`, the common part
+of the estimators that run on these patches)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+
+from keynet.base.device import resolve_device
 
 PATCH_SIZE = 32
 # The official extraction samples a 32x32 grid spanning 64 * scale pixels around each
@@ -96,3 +99,25 @@ def lafs_to_keypoints(lafs: torch.Tensor, magnification: float = DEFAULT_MAGNIFI
     scale = half / (magnification * patch_size / 2.0 * patch_size / (patch_size - 1))
     ori = torch.atan2(a[:, 1, 0], a[:, 0, 0])
     return torch.stack([a[:, 0, 2], a[:, 1, 2], scale], 1), ori
+
+
+class PatchEstimator:
+    """What the patch estimators (orientation, affine shape) share: a ``method`` among
+    ``methods`` (the first runs the given ``model``, the second the classical network that
+    ``classical()`` builds), the device, the patches per network call and the patch
+    magnification."""
+
+    def __init__(self, what: str, methods: Sequence[str], method: str, model: Optional[torch.nn.Module],
+                 needs: str, classical: Callable[[], torch.nn.Module],
+                 device: Optional[Union[str, torch.device]], batch_size: int, magnification: float) -> None:
+        if method not in methods:
+            raise ValueError(f"{what} method must be one of {tuple(methods)}, got {method!r}")
+        if method == methods[0] and model is None:
+            raise ValueError(f"{what} method '{methods[0]}' needs {needs}")
+        self.method = method
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval() if model is not None else None
+        if method == methods[1]:
+            self.model = classical().to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.magnification = magnification

@@ -1,11 +1,12 @@
-"""HardNet weights I/O: the official ``HardNet++.pth`` layout (``{'state_dict': ...}``) and
-the project format. Errors name the file and what was expected."""
+"""Weights I/O of the patch networks: HardNet (the official ``HardNet++.pth`` layout,
+``{'state_dict': ...}``, and the project format), OriNet and AffNet (project formats), with
+one checkpoint writer and one reader. Errors name the file and what was expected."""
 from __future__ import annotations
 
 import io
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -70,12 +71,7 @@ def load_hardnet_checkpoint(path: os.PathLike | str, device: str | torch.device 
 def save_hardnet(path: os.PathLike | str, model: HardNet, metadata: Optional[Dict[str, Any]] = None,
                  extra: Optional[Dict[str, Any]] = None) -> None:
     """Write HardNet weights in the project format, atomically."""
-    obj = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-           "metadata": dict(metadata or {}), "extra": dict(extra or {})}
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_network(path, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION}, model, metadata, extra)
 
 
 def export_checkpoint(src, dst, load_checkpoint, save, **metadata) -> Dict[str, Any]:
@@ -90,38 +86,55 @@ def export_checkpoint(src, dst, load_checkpoint, save, **metadata) -> Dict[str, 
     return meta
 
 
-ORINET_FORMAT = "orinet-pytorch"
-
-
-def save_orinet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
-                extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write :class:`hardnet.orientation.OriNet` weights (with its width), atomically."""
-    obj = {"format": ORINET_FORMAT, "format_version": FORMAT_VERSION,
-           "config": {"width": model.width, "c4": model.c4},
-           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+def _save_network(path: os.PathLike | str, head: Dict[str, Any], model: torch.nn.Module,
+                  metadata: Optional[Dict[str, Any]], extra: Optional[Dict[str, Any]]) -> None:
+    """The one checkpoint writer of the patch networks: ``head`` (format, version, config),
+    the state dict on the CPU, ``metadata`` and ``extra``, written atomically."""
+    obj = {**head, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
            "metadata": dict(metadata or {}), "extra": dict(extra or {})}
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode OriNet, metadata, extra)`` from a file written by :func:`save_orinet`."""
+def _load_network(path: os.PathLike | str, device: str | torch.device, fmt: str, build: Callable[..., torch.nn.Module],
+                  name: str, kind: str, expected: str, expected_short: str):
+    """The one checkpoint reader of the orientation and affine-shape networks: ``(eval-mode
+    network, metadata, extra)`` of a file in format ``fmt``, the network built by ``build(**config)``
+    (its ``name`` and ``kind`` in the messages; ``expected``: what the file should be,
+    ``expected_short``: the same after the format it has)."""
     p = Path(path)
-    obj = _read_torch_file(p, "orientation network weights", "an orientation network written by "
-                           "keynet train-orientation (pretrained_nets/orinet.pt)")
-    if not isinstance(obj, Mapping) or obj.get("format") != ORINET_FORMAT:
-        raise HardNetWeightsError(f"{p}: not an orientation network file (format "
+    obj = _read_torch_file(p, f"{kind} weights", expected)
+    if not isinstance(obj, Mapping) or obj.get("format") != fmt:
+        raise HardNetWeightsError(f"{p}: not an {kind} file (format "
                                   f"{obj.get('format') if isinstance(obj, Mapping) else type(obj).__name__!r}); "
-                                  "expected one written by keynet train-orientation (pretrained_nets/orinet.pt)")
-    model = OriNet(**obj.get("config", {}))
+                                  f"expected {expected_short}")
     try:
+        model = build(**obj.get("config", {}))
         model.load_state_dict(dict(obj["state_dict"]), strict=True)
-    except RuntimeError as e:
-        raise HardNetWeightsError(f"{p}: weights do not fit OriNet ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, TypeError, KeyError) as e:
+        raise HardNetWeightsError(f"{p}: weights do not fit {name} "
+                                  f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     meta = dict(obj.get("metadata", {}))
     meta["path"] = str(p)
     return model.to(device).eval(), meta, dict(obj.get("extra", {}))
+
+
+ORINET_FORMAT = "orinet-pytorch"
+ORINET_EXPECTED = "an orientation network written by keynet train-orientation (pretrained_nets/orinet.pt)"
+
+
+def save_orinet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
+                extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write :class:`hardnet.orientation.OriNet` weights (with its width), atomically."""
+    _save_network(path, {"format": ORINET_FORMAT, "format_version": FORMAT_VERSION,
+                         "config": {"width": model.width, "c4": model.c4}}, model, metadata, extra)
+
+
+def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
+    """``(eval-mode OriNet, metadata, extra)`` from a file written by :func:`save_orinet`."""
+    return _load_network(path, device, ORINET_FORMAT, OriNet, "OriNet", "orientation network", ORINET_EXPECTED,
+                         "one written by keynet train-orientation (pretrained_nets/orinet.pt)")
 
 
 def load_orinet(path: os.PathLike | str, device: str | torch.device = "cpu"):
@@ -137,32 +150,14 @@ AFFNET_EXPECTED = "an affine shape network written by hardnet.affnet_training (p
 def save_affnet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
                 extra: Optional[Dict[str, Any]] = None) -> None:
     """Write :class:`hardnet.affnet.AffNet` weights (with its width and dropout), atomically."""
-    obj = {"format": AFFNET_FORMAT, "format_version": FORMAT_VERSION,
-           "config": {"width": model.width, "dropout": model.dropout},
-           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-           "metadata": dict(metadata or {}), "extra": dict(extra or {})}
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_network(path, {"format": AFFNET_FORMAT, "format_version": FORMAT_VERSION,
+                         "config": {"width": model.width, "dropout": model.dropout}}, model, metadata, extra)
 
 
 def load_affnet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
     """``(eval-mode AffNet, metadata, extra)`` from a file written by :func:`save_affnet`."""
-    p = Path(path)
-    obj = _read_torch_file(p, "affine shape network weights", AFFNET_EXPECTED)
-    if not isinstance(obj, Mapping) or obj.get("format") != AFFNET_FORMAT:
-        raise HardNetWeightsError(f"{p}: not an affine shape network file (format "
-                                  f"{obj.get('format') if isinstance(obj, Mapping) else type(obj).__name__!r}); "
-                                  f"expected {AFFNET_EXPECTED}")
-    try:
-        model = AffNet(**obj.get("config", {}))
-        model.load_state_dict(dict(obj["state_dict"]), strict=True)
-    except (RuntimeError, TypeError, KeyError) as e:
-        raise HardNetWeightsError(f"{p}: weights do not fit AffNet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                                  ) from None
-    meta = dict(obj.get("metadata", {}))
-    meta["path"] = str(p)
-    return model.to(device).eval(), meta, dict(obj.get("extra", {}))
+    return _load_network(path, device, AFFNET_FORMAT, AffNet, "AffNet", "affine shape network", AFFNET_EXPECTED,
+                         AFFNET_EXPECTED)
 
 
 def load_affnet(path: os.PathLike | str, device: str | torch.device = "cpu"):

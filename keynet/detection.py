@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Dict, List, Optional, Tuple, Union
 
 import cv2
@@ -334,14 +334,16 @@ class KeyNetDetector:
                 f"{name}: {img.shape[1]}x{img.shape[0]} px is smaller than Key.Net needs ({m} px per side)")
         return img
 
-    def detect(self, image: Union[np.ndarray, str], channel_order: str = "rgb") -> np.ndarray:
+    def detect(self, image: Union[np.ndarray, str], channel_order: str = "rgb",
+               num_points: Optional[int] = None) -> np.ndarray:
         """Detect keypoints; returns (N, 4) x, y, scale, score sorted by descending score.
-        ``channel_order``: of a colour array (``rgb``, or ``bgr`` for ``cv2.imread``'s)."""
-        return self.detect_prepared(self.prepare(image, channel_order))
+        ``channel_order``: of a colour array (``rgb``, or ``bgr`` for ``cv2.imread``'s);
+        ``num_points``: this call's budget (``None``: ``settings.num_points``)."""
+        return self.detect_prepared(self.prepare(image, channel_order), num_points)
 
-    def detect_prepared(self, img: np.ndarray) -> np.ndarray:
+    def detect_prepared(self, img: np.ndarray, num_points: Optional[int] = None) -> np.ndarray:
         """:meth:`detect` on an image already returned by :meth:`prepare`."""
-        s = self.settings
+        s = self.settings if num_points is None else replace(self.settings, num_points=int(num_points))
         levels = build_pyramid(img, s)
         min_side = self.model.min_input_size()
         up_n = s.upsampled_levels if s.multi_scale else 0

@@ -20,19 +20,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 import torch
-from kornia.feature import LAFOrienter, OriNet, get_laf_orientation
 
 from HSequences_bench.baselines import opencv_features
 from HSequences_bench.rotation import FeatureSet, Method
-from keynet.base.device import resolve_device
-from keynet.base.files import torch_load_reason
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
 from keynet.pipeline.extraction import (
     DEFAULT_AFFINE,
     DEFAULT_DESCRIPTOR,
     DEFAULT_ORIENTATION,
     Extractor,
-    Features,
     load_affine,
     load_descriptor,
     load_detector,
@@ -40,25 +36,14 @@ from keynet.pipeline.extraction import (
     resolve_detector_weights,
 )
 
+from .method_base import MethodError, file_digest, to_uint8
+from .peers import KorniaOrienter, load_kornia_orinet, peer_state_dict  # noqa: F401  (its old import path)
+
 PathLike = Union[str, os.PathLike]
 
 KEYNET_VARIANTS = ("learned", "gradient", "upright", "kornia-orinet")
 OPENCV_METHODS = ("sift", "orb")
 METHOD_NAMES = KEYNET_VARIANTS + OPENCV_METHODS
-
-
-class MethodError(ValueError):
-    """A method cannot be built (unknown name, missing or unusable weights file)."""
-
-
-def file_digest(path: PathLike) -> str:
-    """Short SHA-1 of a file's content (weights in the cache key)."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """A 0..255 float image rounded to uint8 (the input of the OpenCV methods)."""
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------ OpenCV
@@ -100,61 +85,6 @@ class SharedDetection:
             self._last = (key, img, self.detector.detect_prepared(img))
             self.calls += 1
         return self._last[1], self._last[2]
-
-
-class KorniaOrienter:
-    """Orientation of keypoints by a kornia patch orientation network (e.g.
-    ``kornia.feature.OriNet``) through ``kornia.feature.LAFOrienter`` on the local affine
-    frames of our descriptor patches: ``estimate(image, kpts) -> (N,) degrees`` in the
-    project convention (kornia's LAF angle is the negative of ours)."""
-
-    def __init__(self, angle_detector: torch.nn.Module, device: Optional[Union[str, torch.device]] = None,
-                 patch_size: int = 32) -> None:
-        self.device = resolve_device(device)
-        self.orienter = LAFOrienter(patch_size, angle_detector=angle_detector).to(self.device).eval()
-
-    @torch.no_grad()
-    def estimate(self, image: np.ndarray, kpts: np.ndarray) -> np.ndarray:
-        """``image``: (H, W) float grey in [0, 1]; ``kpts``: (N, >=3) x, y, scale."""
-        if len(kpts) == 0:
-            return np.zeros(0, dtype=np.float32)
-        lafs = Features(np.asarray(kpts)).lafs().to(self.device)
-        img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
-        kornia_deg = get_laf_orientation(self.orienter(lafs, img)).reshape(-1)
-        return np.mod(-kornia_deg.double().cpu().numpy(), 360.0).astype(np.float32)
-
-
-def peer_state_dict(path: Path, what: str) -> Dict[str, torch.Tensor]:
-    """The state dict of a published peer weights file ``path`` (a state dict, or a checkpoint
-    with a ``state_dict`` entry as the AffNet release); :class:`MethodError` naming ``what``
-    and the file when it cannot be read or holds none."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (any unreadable file is a user error)
-        raise MethodError(f"cannot read {what} weights {path}: {torch_load_reason(exc)}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise MethodError(f"{path} holds no state dict of {what}")
-    return state
-
-
-def load_kornia_orinet(path: PathLike) -> OriNet:
-    """kornia's ``OriNet`` with the weights of ``path`` (a state dict, or a checkpoint with a
-    ``state_dict`` entry as the AffNet release). Nothing is downloaded."""
-    p = Path(path)
-    if not p.is_file():
-        raise MethodError(f"kornia OriNet weights not found: {p}")
-    state = peer_state_dict(p, "kornia's OriNet")
-    net = OriNet(pretrained=False)
-    try:
-        res = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise MethodError(f"{p} does not fit kornia's OriNet: {exc}") from None
-    missing = [k for k in res.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing:
-        raise MethodError(f"{p} is not a kornia OriNet state dict (missing {', '.join(missing[:3])} ...)")
-    return net.eval()
 
 
 def keynet_method(name: str, detection: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]], descriptor,

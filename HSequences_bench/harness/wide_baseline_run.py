@@ -41,7 +41,8 @@ import numpy as np
 from tqdm import tqdm
 
 from HSequences_bench import wide_baseline as wb
-from HSequences_bench.harness.wide_baseline_methods import ImageFeatures, Method, MethodError
+from HSequences_bench.harness.method_base import MethodError
+from HSequences_bench.harness.wide_baseline_method import ImageFeatures, Method
 from keynet.base.files import atomic_write_bytes
 from keynet.base.images import ImageReadError
 from keynet.detection import ImageTooSmallError

@@ -39,7 +39,7 @@ from keynet.base.cli import ArgumentParser, add_auto_flag, add_bool_flag, auto_f
 from keynet.base.geometry import HomographyError
 from keynet.base.images import ImageReadError
 from keynet.detection import ImageTooSmallError
-from keynet.pipeline.extraction import FeatureConfig
+from keynet.pipeline.config import FeatureConfig
 from keynet.weights import WeightsError
 
 from . import options

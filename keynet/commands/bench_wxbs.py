@@ -15,14 +15,15 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, PEER_FILES, MethodError,
-                                                            MethodOptions, build_methods, default_peer_weights)
+from HSequences_bench.harness.peers import PEER_FILES, default_peer_weights
+from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, MethodError, MethodOptions,
+                                                            build_methods)
 from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_TILTS, BenchInputError, Case, Store,
                                                         evd_cases, run_cases, summary_markdown, synthetic_cases,
                                                         write_reports, wxbs_cases)
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.base.device import DeviceError, resolve_device
-from keynet.pipeline.matching import FeatureConfig
+from keynet.pipeline.config import FeatureConfig
 from . import options
 
 #: Errors that are the user's (bad option, missing folder or weights): one ``error:`` line, exit code 2.

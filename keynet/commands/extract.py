@@ -23,14 +23,9 @@ from keynet.base.cli import ArgumentParser, OutputPathError, add_bool_flag, chec
 from keynet.base.files import feature_paths
 from keynet.base.resources import TEST_IMAGE_LIST as IMAGE_LIST
 from keynet.base.runner import Shard, gather_summaries
-from keynet.pipeline.extraction import (
-    EXTRACT_DEFAULTS,
-    extractor_from_config,
-    h5_output_path,
-    merge_rank_files,
-    run_extraction,
-    run_extraction_h5,
-)
+from keynet.pipeline.config import EXTRACT_DEFAULTS
+from keynet.pipeline.extraction import extractor_from_config
+from keynet.pipeline.stages import h5_output_path, merge_rank_files, run_extraction, run_extraction_h5
 from keynet.weights import WeightsError
 
 from . import options

@@ -38,7 +38,7 @@ from keynet.base import cache
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.base.files import atomic_save_npy, atomic_write_bytes
 from keynet.pipeline.reconstruction import CameraConfig, ReconstructionConfig, reconstruct
-from keynet.pipeline.matching import FeatureConfig
+from keynet.pipeline.config import FeatureConfig
 from keynet.pipeline.tracks import sfm_tracks
 
 from .common import USER_ERRORS, keynet_keypoints

@@ -33,19 +33,12 @@ from .common import USER_ERRORS
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder")
-    options.add_pair_args(p, RetrievalConfig().num_neighbours)
-    options.add_feature_args(p)
-    options.add_matcher_args(p, views=True)
+    options.add_collection_args(p, RetrievalConfig().num_neighbours)
     add_bool_flag(p, "--check-fits", True, "fit a fundamental matrix to each pair's matches and say in one line how "
                                            "many fits are weak (few inliers, inliers in a small part of an image, a "
                                            "plane or a pure rotation), with what to try; about 10 ms a pair")
     add_bool_flag(p, "--export-npz", False, "also write one matches/<name0>__<name1>.npz per pair")
-    add_bool_flag(p, "--strict", False, "stop at the first unreadable image (or one too small for Key.Net) instead "
-                                        "of skipping it with a warning")
-    add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
-    add_bool_flag(p, "--progress", True, "progress bars")
+    options.add_collection_flags(p)
     return p
 
 

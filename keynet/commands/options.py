@@ -16,11 +16,10 @@ from typing import Any, Dict, Optional, Sequence
 
 from keynet.base.cli import add_bool_flag, add_config_args, config_from_args, count_or_all, positive_int
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings
-from keynet.pipeline.extraction import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP,
-                                        ORIENTATION_HELP, FeatureConfig)
-from keynet.pipeline.matching import MATCHERS, MatcherConfig
+from keynet.pipeline.config import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP, ORIENTATION_HELP,
+                                    FeatureConfig, MatcherConfig)
+from keynet.pipeline.matchers import MATCHER_REGISTRY, matchers_help
 from keynet.pipeline.pairs import PAIR_MODES
-from keynet.pipeline.views import VIEW_SYNTHESIS_MODES
 
 ROTATION_TURNS_CHOICES = (RIGHT_ANGLE_TURNS, 8)
 
@@ -114,21 +113,17 @@ def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfi
     match, reconstruct, demo)."""
     d = defaults or MatcherConfig()
     g = p.add_argument_group("matching")
-    g.add_argument("--matcher", choices=MATCHERS, default=d.method,
-                   help="smnn: mutual NN + ratio test; snn: ratio test; mnn: mutual NN; nn: nearest neighbour; "
-                        "adalam: AdaLAM")
-    g.add_argument("--match-threshold", type=_optional_float, default=d.threshold,
-                   help="ratio (smnn 0.9, snn 0.8), max. distance (mnn, nn: none) or AdaLAM min. confidence "
-                        "(200); default: the matcher's")
+    meta = {f.name: f.metadata for f in dataclasses.fields(MatcherConfig)}
+    g.add_argument(*meta["method"]["flags"], dest="matcher", choices=tuple(MATCHER_REGISTRY), default=d.method,
+                   help=matchers_help())
+    g.add_argument(*meta["threshold"]["flags"], dest="match_threshold", type=_optional_float, default=d.threshold,
+                   help=meta["threshold"]["help"])
     if not views:
         return
-    g.add_argument("--view-synthesis", choices=VIEW_SYNTHESIS_MODES, default=d.view_synthesis,
-                   help="also match synthesised affine views of both images, for extreme viewpoint changes "
-                        "(ASIFT / MODS; docs/matching.md): none (the plain images), auto (the plain images first, "
-                        "then views of tilt 2, then 4, while fewer than --min-inliers matches pass the "
-                        "fundamental-matrix check), full (all views at once)")
-    g.add_argument("--min-inliers", type=positive_int, default=d.min_inliers,
-                   help="verified matches at which --view-synthesis auto stops adding views (MODS's 15)")
+    g.add_argument(*meta["view_synthesis"]["flags"], dest="view_synthesis", choices=meta["view_synthesis"]["choices"],
+                   default=d.view_synthesis, help=meta["view_synthesis"]["help"])
+    g.add_argument(*meta["min_inliers"]["flags"], dest="min_inliers", type=positive_int, default=d.min_inliers,
+                   help=meta["min_inliers"]["help"])
 
 
 def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:
@@ -136,6 +131,25 @@ def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:
     return MatcherConfig(method=args.matcher, threshold=args.match_threshold,
                          view_synthesis=getattr(args, "view_synthesis", d.view_synthesis),
                          min_inliers=getattr(args, "min_inliers", d.min_inliers))
+
+
+# ----------------------------------------------------------------------------- collections
+def add_collection_args(p: argparse.ArgumentParser, num_neighbours: int) -> None:
+    """``--image-dir``, ``--out`` and the pair, feature and matcher options of the commands that
+    match a collection (match, reconstruct); ``num_neighbours``: :func:`add_pair_args`'."""
+    p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder")
+    add_pair_args(p, num_neighbours)
+    add_feature_args(p)
+    add_matcher_args(p, views=True)
+
+
+def add_collection_flags(p: argparse.ArgumentParser) -> None:
+    """``--strict``, ``--overwrite`` and ``--progress`` of match and reconstruct."""
+    add_bool_flag(p, "--strict", False, "stop at the first unreadable image (or one too small for Key.Net) instead "
+                                        "of skipping it with a warning")
+    add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
+    add_bool_flag(p, "--progress", True, "progress bars")
 
 
 # ----------------------------------------------------------------------------- pairs and the benchmark

@@ -40,11 +40,7 @@ def camera_params(v: str):
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--image-dir", required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder")
-    options.add_pair_args(p, RetrievalConfig().num_neighbours)
-    options.add_feature_args(p)
-    options.add_matcher_args(p, views=True)
+    options.add_collection_args(p, RetrievalConfig().num_neighbours)
     d = ReconstructionConfig()
     g = p.add_argument_group("cameras")
     g.add_argument("--camera-mode", choices=CAMERA_MODE_CHOICES, default=d.camera.mode,
@@ -75,10 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-threads", type=int, default=d.num_threads, help="COLMAP threads (-1: all)")
     g.add_argument("--seed", type=int, default=d.seed, help="COLMAP random seed")
     add_bool_flag(g, "--colmap-log", False, "show COLMAP's own log")
-    add_bool_flag(p, "--strict", False, "stop at the first unreadable image (or one too small for Key.Net) instead "
-                                        "of skipping it with a warning")
-    add_bool_flag(p, "--overwrite", False, "recompute features and matches that exist")
-    add_bool_flag(p, "--progress", True, "progress bars")
+    options.add_collection_flags(p)
     return p
 
 

@@ -15,9 +15,9 @@ _API = {
     "Extractor": "keynet.pipeline.extraction", "Features": "keynet.pipeline.extraction",
     "extract": "keynet.pipeline.extraction", "load_descriptor": "keynet.pipeline.extraction",
     "load_detector": "keynet.pipeline.extraction", "load_orientation": "keynet.pipeline.extraction",
-    "run_extraction": "keynet.pipeline.extraction",
-    "FeatureConfig": "keynet.pipeline.matching", "MatcherConfig": "keynet.pipeline.matching",
-    "match_descriptors": "keynet.pipeline.matching", "match_images": "keynet.pipeline.matching",
+    "run_extraction": "keynet.pipeline.stages",
+    "FeatureConfig": "keynet.pipeline.config", "MatcherConfig": "keynet.pipeline.config",
+    "match_descriptors": "keynet.pipeline.matchers", "match_images": "keynet.pipeline.matching",
     "CameraConfig": "keynet.pipeline.reconstruction", "ReconstructionConfig": "keynet.pipeline.reconstruction",
     "SceneNotReconstructed": "keynet.pipeline.reconstruction", "reconstruct": "keynet.pipeline.reconstruction",
 }

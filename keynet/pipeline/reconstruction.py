@@ -46,6 +46,10 @@ Camera intrinsics given with ``CameraConfig(model='PINHOLE', params=(fx, fy, cx,
 are in COLMAP's convention and full-resolution pixels (whatever ``max_image_size`` the
 features are computed at); ``refine_intrinsics=False`` holds them fixed in every bundle
 adjustment and pose estimate, with every mapper.
+
+The cameras (:class:`CameraConfig`, the default camera rule, the summary's camera line) live
+in :mod:`keynet.pipeline.cameras`, the checks of a finished model and the pose errors in
+:mod:`keynet.pipeline.model_checks`; their names are re-exported here (the old import path).
 """
 from __future__ import annotations
 
@@ -53,47 +57,28 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycolmap
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from keynet.base import twoview
 from keynet.base.files import relative_image_names
 
 from . import hloc_io
-from .matching import FeatureConfig, MatcherConfig, extract_features, match_pairs
+from .config import FeatureConfig, MatcherConfig
+from .stages import extract_features, match_pairs
 from .pairs import Pair, make_pairs, write_pairs
 from .retrieval import RetrievalConfig, retrieval_pairs
+from .cameras import (CAMERA_MODE_CHOICES, CAMERA_MODELS, CAMERA_MODES, DEFAULT_CAMERA_MODE, CameraConfig,
+                      camera_groups, database_cameras, describe_cameras, exif_camera)
+from .model_checks import (MAX_BEHIND_SHARE, PLAUSIBLE_FOV_DEG, PRINCIPAL_POINT_OFFSET, PRIOR_FOCAL_FACTOR,
+                           SAME_CAMERA_FOCAL_FACTOR, PoseErrors, check_model, model_warning, pose_errors,
+                           share_behind_cameras)
 
 PathLike = Union[str, os.PathLike]
 
-#: COLMAP's own camera modes (``pycolmap.import_images``).
-CAMERA_MODES = {"auto": pycolmap.CameraMode.AUTO, "single": pycolmap.CameraMode.SINGLE,
-                "per-image": pycolmap.CameraMode.PER_IMAGE, "per-folder": pycolmap.CameraMode.PER_FOLDER}
-#: ``CameraConfig.mode`` choices: ours (``grouped``, the default: :func:`camera_groups`) and COLMAP's.
-CAMERA_MODE_CHOICES = ("grouped",) + tuple(CAMERA_MODES)
-DEFAULT_CAMERA_MODE = "grouped"
-#: The checks of a finished model (:func:`check_model`), stated, not tuned on data:
-#: a perspective photo's field of view (of its longer side) lies within these degrees ...
-PLAUSIBLE_FOV_DEG = (5.0, 130.0)
-#: ... a refined focal length stays within this factor of a prior from EXIF or --camera-params
-#: (a 2x crop of a photo keeps its EXIF focal length: the prior is then 2x off) ...
-PRIOR_FOCAL_FACTOR = 2.0
-#: ... photos that look like one camera (one size, the same EXIF camera or none) but were given
-#: several get focal lengths within this factor of one another (one camera's per-image
-#: self-calibration scatters by a few percent) ...
-SAME_CAMERA_FOCAL_FACTOR = 1.5
-#: ... the principal point lies within this fraction of the width / height of the image centre
-#: (COLMAP keeps it where it was put; far off means wrong --camera-params) ...
-PRINCIPAL_POINT_OFFSET = 0.25
-#: ... and at most this share of the observations is behind its camera (a sound model has none).
-MAX_BEHIND_SHARE = 0.05
-CAMERA_MODELS = tuple(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
 #: COLMAP's mappers (``ReconstructionConfig.mapper``).
 MAPPERS = ("incremental", "global", "hierarchical")
 #: Pairs a call of COLMAP's geometric verification (for the progress bar of large collections).
@@ -111,43 +96,6 @@ class ReconstructionError(RuntimeError):
 
 class SceneNotReconstructed(ReconstructionError):
     """COLMAP built no model from the images (the message says how many registered)."""
-
-
-@dataclass
-class CameraConfig:
-    """Cameras: ``mode`` (``grouped``, the default: one camera per group of images of the same
-    size and the same EXIF camera or none, :func:`camera_groups`; ``auto``: COLMAP's default,
-    one camera per image unless EXIF names the camera; ``single``: one camera shared by all
-    images; ``per-image``; ``per-folder``), ``model`` (a COLMAP camera model; ``None``:
-    COLMAP's default SIMPLE_RADIAL), ``params`` (the model's parameters in COLMAP order,
-    full-resolution pixels; ``None``: from the image size and EXIF focal length, as COLMAP
-    does), ``refine_intrinsics`` (False: the intrinsics stay as given)."""
-
-    mode: str = DEFAULT_CAMERA_MODE
-    model: Optional[str] = None
-    params: Optional[Tuple[float, ...]] = None
-    refine_intrinsics: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in CAMERA_MODE_CHOICES:
-            raise ValueError(f"unknown camera mode {self.mode!r}; choose one of {', '.join(CAMERA_MODE_CHOICES)}")
-        if self.model is not None and self.model not in CAMERA_MODELS:
-            raise ValueError(f"unknown camera model {self.model!r}; COLMAP's models: {', '.join(CAMERA_MODELS)}")
-        if self.params is not None:
-            model = self.model or "SIMPLE_RADIAL"
-            need = len(pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1).params)
-            if len(self.params) != need:
-                names = pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1).params_info
-                raise ValueError(f"camera model {model} takes {need} parameters ({names}), got {len(self.params)}")
-            self.params = tuple(float(p) for p in self.params)
-
-    def reader_options(self) -> pycolmap.ImageReaderOptions:
-        o = pycolmap.ImageReaderOptions()
-        if self.model is not None:
-            o.camera_model = self.model
-        if self.params is not None:
-            o.camera_params = ",".join(repr(p) for p in self.params)
-        return o
 
 
 @dataclass
@@ -253,45 +201,6 @@ def image_names(image_dir: PathLike) -> List[str]:
         return relative_image_names(image_dir)
     except (OSError, ValueError) as e:
         raise ReconstructionError(str(e)) from None
-
-
-def exif_camera(path: PathLike) -> Tuple[str, str, str]:
-    """The camera an image's EXIF names: ``(make, model, focal length in mm)``, each ``""``
-    where absent; all ``""`` for a file without (readable) EXIF."""
-    try:
-        with Image.open(path) as im:
-            exif = im.getexif()
-            focal = exif.get_ifd(0x8769).get(37386, exif.get(37386))  # Exif IFD, FocalLength
-            make, model = exif.get(271, ""), exif.get(272, "")
-    except Exception:  # noqa: BLE001 -- a malformed or unreadable EXIF is no EXIF
-        return ("", "", "")
-    text = lambda v: str(v).strip("\x00 ") if v is not None else ""  # noqa: E731
-    try:
-        focal_text = f"{float(focal):g}" if focal is not None else ""
-    except (TypeError, ValueError, ZeroDivisionError):
-        focal_text = ""
-    return (text(make), text(model), focal_text)
-
-
-def camera_groups(image_dir: PathLike, names: Sequence[str],
-                  sizes: Mapping[str, Tuple[int, int]]) -> List[List[str]]:
-    """The default camera rule (``CameraConfig(mode='grouped')``): images share one camera when
-    they have the same size (``sizes[name]`` = (width, height); a name without a size reads
-    its own) and their EXIF names the same camera -- make, model and focal length, so the
-    settings of one zoom lens stay apart -- or none at all. Photos of one size without EXIF are
-    most likely one camera. Groups in the order of their first image."""
-    groups: Dict[Tuple, List[str]] = {}
-    for name in names:
-        path = Path(image_dir) / name
-        size = sizes.get(name)
-        if size is None:
-            try:
-                with Image.open(path) as im:
-                    size = im.size
-            except Exception:  # noqa: BLE001 -- COLMAP reports the unreadable image
-                size = (-1, -1)
-        groups.setdefault((tuple(size), exif_camera(path)), []).append(name)
-    return list(groups.values())
 
 
 def write_database(db_path: PathLike, image_dir: PathLike, names: Sequence[str], features_path: PathLike,
@@ -549,148 +458,6 @@ def _reconstruct(image_dir: PathLike, out_dir: PathLike, cfg: ReconstructionConf
     return result
 
 
-def database_cameras(db_path: PathLike) -> Tuple[Dict[int, pycolmap.Camera], Dict[int, int]]:
-    """The cameras of a database as imported (their priors: EXIF, given or guessed focal
-    lengths) and the number of images of each."""
-    db = pycolmap.Database.open(str(db_path))
-    try:
-        cams = {int(c.camera_id): c for c in db.read_all_cameras()}
-        counts: Dict[int, int] = {}
-        for im in db.read_all_images():
-            counts[int(im.camera_id)] = counts.get(int(im.camera_id), 0) + 1
-    finally:
-        db.close()
-    return cams, counts
-
-
-_MODE_RULES = {"grouped": "one per image size and EXIF camera; photos of one size without EXIF share one",
-               "auto": "COLMAP's: one per image unless EXIF names the camera",
-               "single": "one for all images", "per-image": "one per image", "per-folder": "one per folder"}
-
-
-def describe_cameras(camera: CameraConfig, cams: Mapping[int, pycolmap.Camera], counts: Mapping[int, int]) -> str:
-    """What was assumed about the cameras, in one line (the summary's ``cameras:`` line)."""
-    n_img, n_cam = sum(counts.values()), len(cams)
-    model = camera.model or (next(iter(cams.values())).model.name if cams else "SIMPLE_RADIAL")
-    with_prior = sum(1 for c in cams.values() if c.has_prior_focal_length)
-    if camera.params is not None:
-        prior = "the given --camera-params"
-    elif with_prior == n_cam:
-        prior = "focal length from EXIF"
-    elif with_prior:
-        prior = f"focal length from EXIF for {with_prior} of {n_cam}, the others guessed (1.2 x the longer side)"
-    else:
-        prior = "no EXIF focal length: guessed as 1.2 x the longer side"
-    refine = "refined by bundle adjustment" if camera.refine_intrinsics else "held fixed"
-    text = (f"{n_img} images -> {n_cam} camera{'s' if n_cam != 1 else ''} (--camera-mode {camera.mode}: "
-            f"{_MODE_RULES[camera.mode]}), {model}, {prior}, {refine}")
-    if camera.mode in ("grouped", "single") and n_cam < n_img:
-        text += "; photos from different cameras need --camera-mode per-image"
-    return text
-
-
-def _field_of_view_deg(cam: pycolmap.Camera) -> float:
-    f = float(cam.mean_focal_length())
-    return float(np.degrees(2 * np.arctan(max(cam.width, cam.height) / (2 * f)))) if f > 0 else 180.0
-
-
-def share_behind_cameras(rec: pycolmap.Reconstruction) -> float:
-    """The share of a model's observations whose 3D point lies behind (or on the plane of)
-    the camera that observes it (0 for a sound model: COLMAP drops such observations)."""
-    ids = list(rec.point3D_ids())
-    if not ids:
-        return 0.0
-    index = {pid: i for i, pid in enumerate(ids)}
-    xyz = np.array([rec.points3D[pid].xyz for pid in ids], np.float64).reshape(-1, 3)
-    behind = total = 0
-    for im in rec.images.values():
-        if not im.has_pose:
-            continue
-        rows = [index[p.point3D_id] for p in im.get_observation_points2D() if p.point3D_id in index]
-        if not rows:
-            continue
-        m = np.asarray(im.cam_from_world().matrix(), np.float64)
-        depth = xyz[rows] @ m[2, :3] + m[2, 3]
-        behind += int((depth <= 0).sum())
-        total += len(rows)
-    return behind / total if total else 0.0
-
-
-def check_model(rec: pycolmap.Reconstruction, priors: Mapping[int, pycolmap.Camera],
-                mode: str = DEFAULT_CAMERA_MODE) -> List[Tuple[str, str]]:
-    """Signs that a finished model is wrong although COLMAP reports success, as
-    ``[(problem, fix)]`` (empty: none seen). ``priors``: the database's cameras
-    (:func:`database_cameras`), ``mode``: the camera mode used (it chooses the fix). The rules,
-    stated, not tuned on data:
-
-    * a camera's field of view (longer side, fisheye models excepted) outside
-      :data:`PLAUSIBLE_FOV_DEG`;
-    * a refined focal length more than :data:`PRIOR_FOCAL_FACTOR` times off its prior from EXIF
-      or ``--camera-params``;
-    * cameras that look like one (same size and model, the same prior or none) with focal
-      lengths more than :data:`SAME_CAMERA_FOCAL_FACTOR` apart;
-    * a principal point more than :data:`PRINCIPAL_POINT_OFFSET` of the width / height from
-      the image centre;
-    * more than :data:`MAX_BEHIND_SHARE` of the observations behind their camera.
-    """
-    found: List[Tuple[str, str]] = []
-    cams = {int(k): c for k, c in rec.cameras.items()}
-    give_k = "give the intrinsics with --camera-params (pixels of the image files) and --refine-intrinsics false"
-    one_camera = "--camera-mode single" if mode == "grouped" else "--camera-mode grouped"
-    lo, hi = PLAUSIBLE_FOV_DEG
-    odd_fov = [(k, _field_of_view_deg(c)) for k, c in cams.items()
-               if "FISHEYE" not in c.model.name and not lo <= _field_of_view_deg(c) <= hi]
-    if odd_fov:
-        k, fov = max(odd_fov, key=lambda kf: abs(np.log(kf[1] / 40.0)))
-        found.append((f"{len(odd_fov)} camera(s) with an implausible field of view (camera {k}: focal length "
-                      f"{cams[k].mean_focal_length():.0f} px, {fov:.2g} deg)",
-                      give_k if mode in ("grouped", "single") else f"{one_camera} or {give_k}"))
-    off_prior = []
-    for k, c in cams.items():
-        p = priors.get(k)
-        if p is not None and p.has_prior_focal_length:
-            ratio = float(c.mean_focal_length()) / float(p.mean_focal_length())
-            if not 1 / PRIOR_FOCAL_FACTOR <= ratio <= PRIOR_FOCAL_FACTOR:
-                off_prior.append((k, ratio, float(p.mean_focal_length())))
-    if off_prior:
-        k, ratio, f0 = max(off_prior, key=lambda t: abs(np.log(t[1])))
-        found.append((f"{len(off_prior)} camera(s) with a focal length far from its prior (camera {k}: "
-                      f"{cams[k].mean_focal_length():.0f} px against {f0:.0f} px from EXIF or --camera-params)",
-                      "check that prior (--camera-params in pixels of the image files, or the EXIF); if it is right, "
-                      "hold it with --refine-intrinsics false"))
-    look_alike: Dict[Tuple, List[int]] = {}
-    for k, c in cams.items():
-        p = priors.get(k, c)
-        key = (c.width, c.height, c.model.name,
-               round(float(p.mean_focal_length()), 1) if p.has_prior_focal_length else None)
-        look_alike.setdefault(key, []).append(k)
-    for (w, h, _, _), ks in look_alike.items():
-        f = [float(cams[k].mean_focal_length()) for k in ks]
-        if len(ks) > 1 and max(f) > SAME_CAMERA_FOCAL_FACTOR * min(f):
-            found.append((f"focal lengths {min(f):.0f}-{max(f):.0f} px among {len(ks)} cameras of {w}x{h} photos "
-                          f"that look like one camera", f"if they are one camera, {one_camera}"))
-    off_centre = [k for k, c in cams.items()
-                  if abs(c.principal_point_x - c.width / 2) > PRINCIPAL_POINT_OFFSET * c.width
-                  or abs(c.principal_point_y - c.height / 2) > PRINCIPAL_POINT_OFFSET * c.height]
-    if off_centre:
-        c = cams[off_centre[0]]
-        found.append((f"{len(off_centre)} camera(s) with the principal point far from the image centre (camera "
-                      f"{off_centre[0]}: ({c.principal_point_x:.0f}, {c.principal_point_y:.0f}) in a "
-                      f"{c.width}x{c.height} image)",
-                      "check --camera-params: COLMAP's order (PINHOLE: fx,fy,cx,cy) in pixels of the image files"))
-    behind = share_behind_cameras(rec)
-    if behind > MAX_BEHIND_SHARE:
-        found.append((f"{100 * behind:.0f}% of the observations behind their camera",
-                      f"{give_k}, or try --mapper global"))
-    return found
-
-
-def model_warning(k: int, found: Sequence[Tuple[str, str]]) -> str:
-    """One line for model ``k`` from :func:`check_model`'s findings: the problems, then the fixes."""
-    fixes = list(dict.fromkeys(fix for _, fix in found))
-    return f"model {k} may be wrong: {'; '.join(p for p, _ in found)}; try: {'; or '.join(fixes)}"
-
-
 def _verified_pairs(db_path: PathLike) -> int:
     db = pycolmap.Database.open(str(db_path))
     try:
@@ -699,59 +466,11 @@ def _verified_pairs(db_path: PathLike) -> int:
         db.close()
 
 
-# ----------------------------------------------------------------------------- evaluation
-@dataclass
-class PoseErrors:
-    """Accuracy of a model's cameras against ground truth."""
-
-    registered: int
-    centre_errors: np.ndarray  # per registered camera, after the similarity alignment (scene units)
-    rotation_errors: np.ndarray  # degrees, per pair of registered cameras (relative rotations)
-    sim3_scale: float
-
-    def summary(self, unit_scale: float = 1.0) -> Dict[str, float]:
-        c = self.centre_errors * unit_scale
-        r = self.rotation_errors
-        nan = float("nan")
-        return {"centre_mean": float(c.mean()) if c.size else nan, "centre_max": float(c.max()) if c.size else nan,
-                "rot_mean": float(r.mean()) if r.size else nan, "rot_max": float(r.max()) if r.size else nan}
-
-
-def pose_errors(rec: pycolmap.Reconstruction, gt: Mapping[str, Tuple[np.ndarray, np.ndarray]]) -> PoseErrors:
-    """Compare the registered images of ``rec`` with ground-truth cameras ``gt``:
-    ``{name: (R_cam_from_world (3, 3), centre (3,))}``.
-
-    Camera centres: the similarity (scale, rotation, translation) that best maps the
-    estimated centres onto the true ones (Umeyama, ``pycolmap.estimate_sim3d``; 3 cameras
-    at least), then the distance of each aligned centre to its true one. Rotations: for
-    every pair (i, j) the angle between the estimated and the true relative rotation
-    ``R_j R_i^T`` (independent of the alignment).
-    """
-    names, est_c, est_r = [], [], []
-    for _, im in rec.images.items():
-        if im.has_pose and im.name in gt:
-            names.append(im.name)
-            est_c.append(np.asarray(im.projection_center(), np.float64).reshape(3))
-            est_r.append(np.asarray(im.cam_from_world().rotation.matrix(), np.float64))
-    n = len(names)
-    gt_c = np.array([np.asarray(gt[k][1], np.float64).reshape(3) for k in names]).reshape(n, 3)
-    gt_r = [np.asarray(gt[k][0], np.float64) for k in names]
-    centre = np.zeros(0)
-    scale = float("nan")
-    if n >= 3:
-        sim = pycolmap.estimate_sim3d(np.array(est_c), gt_c)
-        if sim is not None:
-            scale = float(sim.scale)
-            aligned = scale * np.array(est_c) @ np.asarray(sim.rotation.matrix()).T + np.asarray(sim.translation)
-            centre = np.linalg.norm(aligned - gt_c, axis=1)
-    rot = np.array([twoview.rotation_angle_deg((est_r[j] @ est_r[i].T) @ (gt_r[j] @ gt_r[i].T).T)
-                    for i, j in combinations(range(n), 2)])
-    return PoseErrors(n, centre, rot, scale)
-
-
 __all__ = [
     "CAMERA_MODELS", "CAMERA_MODES", "CAMERA_MODE_CHOICES", "DEFAULT_CAMERA_MODE", "MAPPERS", "camera_groups",
-    "check_model", "database_cameras", "describe_cameras", "exif_camera", "model_warning", "share_behind_cameras", "CameraConfig", "PoseErrors", "ReconstructionConfig",
+    "check_model", "database_cameras", "describe_cameras", "exif_camera", "model_warning", "share_behind_cameras",
+    "CameraConfig", "PoseErrors", "ReconstructionConfig", "MAX_BEHIND_SHARE", "PLAUSIBLE_FOV_DEG",
+    "PRINCIPAL_POINT_OFFSET", "PRIOR_FOCAL_FACTOR", "SAME_CAMERA_FOCAL_FACTOR",
     "ReconstructionError", "ReconstructionResult", "SceneNotReconstructed", "format_summary", "global_mapper_options",
     "hierarchical_mapper_options", "image_names", "mapper_options", "model_stats", "pose_errors",
     "reconstruct", "run_mapper", "write_database", "calibrate_view_graph", "cameras_without_focal_prior", "verify_pairs",

@@ -331,6 +331,80 @@ def global_descriptors(features_path: PathLike, names: Sequence[str], codebook: 
     return np.load(out_path, mmap_mode="r")
 
 
+def stage_codebook(features_path: PathLike, names: Sequence[str], work: Path, cfg: RetrievalConfig, dim: int,
+                   features_fp: str, names_fp: str, overwrite: bool, progress: bool, log: Callable[[str], None]
+                   ) -> Tuple[np.ndarray, Path, bool]:
+    """Step 1 of :func:`retrieval_pairs`: the given codebook, or the one cached in
+    ``work/codebook.npy`` when made from the same inputs, or a new one (k-means of a sample of
+    the descriptors). Returns ``(codebook, its path, reused)``."""
+    codebook_path = work / "codebook.npy"
+    if cfg.codebook is not None:
+        codebook = load_codebook(cfg.codebook, dim)
+        log(f"retrieval: codebook {Path(cfg.codebook)} ({len(codebook)} centroids) given")
+        return codebook, Path(cfg.codebook), True
+    meta = {"method": "faiss.Kmeans", "num_centroids": int(cfg.num_centroids), "dim": dim,
+            "sample": cfg.sample_size, "iterations": int(cfg.kmeans_iterations), "seed": int(cfg.seed),
+            "features": features_fp, "images": names_fp, "num_images": len(names)}
+    codebook = _cached(codebook_path, codebook_path.with_suffix(".json"), meta,
+                       lambda p: load_codebook(p, dim), RetrievalError, overwrite)
+    if codebook is not None:
+        log(f"retrieval: codebook reused from {codebook_path}")
+        return codebook, codebook_path, True
+    sample = sample_descriptors(features_path, names, cfg.sample_size, cfg.seed, progress)
+    codebook = kmeans_codebook(sample, cfg.num_centroids, cfg.kmeans_iterations, cfg.seed)
+    del sample
+    save_codebook(codebook_path, codebook, meta)
+    return codebook, codebook_path, False
+
+
+def stage_global(features_path: PathLike, names: List[str], work: Path, codebook: np.ndarray, features_fp: str,
+                 overwrite: bool, progress: bool, log: Callable[[str], None]) -> Tuple[np.ndarray, str, bool]:
+    """Step 2 of :func:`retrieval_pairs`: the global descriptors in ``work/global.npy``, reused
+    (whole, or the rows of the images already there) when made with the same codebook and
+    features. Returns ``(vectors, their fingerprint, reused)``."""
+    global_path = work / "global.npy"
+    gfp = _digest(VLAD_VERSION, features_fp, codebook.tobytes())
+    old = _read_json(work / "global.json")
+    vectors = None
+    reuse_rows: Optional[Dict[str, np.ndarray]] = None
+    if not overwrite and old and old.get("fingerprint") == gfp and global_path.is_file():
+        try:
+            cached = np.load(global_path, mmap_mode="r")
+            if cached.shape == (len(old.get("names", [])), codebook.size):
+                if old["names"] == names:
+                    vectors = cached
+                else:
+                    pos = {n: i for i, n in enumerate(old["names"])}
+                    reuse_rows = {n: np.array(cached[pos[n]]) for n in names if n in pos}
+        except (OSError, ValueError):
+            vectors = None
+    if vectors is not None:
+        log(f"retrieval: {len(names)} global descriptor(s) reused from {global_path}")
+        return vectors, gfp, True
+    vectors = global_descriptors(features_path, names, codebook, global_path, reuse_rows, progress)
+    _write_json(work / "global.json", {"fingerprint": gfp, "version": VLAD_VERSION, "names": names})
+    if reuse_rows:
+        log(f"retrieval: {len(reuse_rows)} global descriptor(s) reused, {len(names) - len(reuse_rows)} computed")
+    return vectors, gfp, False
+
+
+def stage_pairs(names: List[str], work: Path, vectors: np.ndarray, gfp: str, names_fp: str, cfg: RetrievalConfig,
+                overwrite: bool, progress: bool) -> Tuple[List[Pair], bool]:
+    """Step 3 of :func:`retrieval_pairs`: each image with its nearest neighbours, in
+    ``work/pairs.txt`` (reused when made from the same global descriptors). Returns ``(pairs, reused)``."""
+    pairs_path = work / "pairs.txt"
+    pmeta = {"global": gfp, "images": names_fp, "num_neighbours": int(cfg.num_neighbours)}
+    pairs = _cached(pairs_path, work / "pairs.json", pmeta, lambda p: read_pairs(p, names), ValueError, overwrite)
+    if pairs is not None:
+        return pairs, True
+    pairs = knn_pairs(names, vectors, cfg.num_neighbours, progress)
+    tmp = pairs_path.with_name(pairs_path.name + ".tmp")
+    write_pairs(tmp, pairs)
+    os.replace(tmp, pairs_path)
+    _write_json(work / "pairs.json", pmeta)
+    return pairs, False
+
+
 def retrieval_pairs(features_path: PathLike, names: Sequence[str], work_dir: PathLike,
                     cfg: Optional[RetrievalConfig] = None, overwrite: bool = False, progress: bool = True,
                     log: Callable[[str], None] = print) -> RetrievalResult:
@@ -351,77 +425,22 @@ def retrieval_pairs(features_path: PathLike, names: Sequence[str], work_dir: Pat
         features_fp = str(ff.attrs.get("extractor", ""))
         dim = int(_descriptors(ff, names[0], features_path).shape[1])
     names_fp = _digest(*names)
-
-    # 1. codebook
     t = time.time()
-    codebook_path = work / "codebook.npy"
-    if cfg.codebook is not None:
-        codebook = load_codebook(cfg.codebook, dim)
-        codebook_path = Path(cfg.codebook)
-        reused["codebook"] = True
-        log(f"retrieval: codebook {codebook_path} ({len(codebook)} centroids) given")
-    else:
-        meta = {"method": "faiss.Kmeans", "num_centroids": int(cfg.num_centroids), "dim": dim,
-                "sample": cfg.sample_size, "iterations": int(cfg.kmeans_iterations), "seed": int(cfg.seed),
-                "features": features_fp, "images": names_fp, "num_images": len(names)}
-        codebook = _cached(codebook_path, codebook_path.with_suffix(".json"), meta,
-                           lambda p: load_codebook(p, dim), RetrievalError, overwrite)
-        reused["codebook"] = codebook is not None
-        if codebook is None:
-            sample = sample_descriptors(features_path, names, cfg.sample_size, cfg.seed, progress)
-            codebook = kmeans_codebook(sample, cfg.num_centroids, cfg.kmeans_iterations, cfg.seed)
-            del sample
-            save_codebook(codebook_path, codebook, meta)
-        else:
-            log(f"retrieval: codebook reused from {codebook_path}")
+    codebook, codebook_path, reused["codebook"] = stage_codebook(features_path, names, work, cfg, dim, features_fp,
+                                                                 names_fp, overwrite, progress, log)
     seconds["codebook"] = time.time() - t
-
-    # 2. global descriptors
     t = time.time()
-    global_path = work / "global.npy"
-    gfp = _digest(VLAD_VERSION, features_fp, codebook.tobytes())
-    old = _read_json(work / "global.json")
-    vectors = None
-    reuse_rows: Optional[Dict[str, np.ndarray]] = None
-    if not overwrite and old and old.get("fingerprint") == gfp and global_path.is_file():
-        try:
-            cached = np.load(global_path, mmap_mode="r")
-            if cached.shape == (len(old.get("names", [])), codebook.size):
-                if old["names"] == names:
-                    vectors = cached
-                else:
-                    pos = {n: i for i, n in enumerate(old["names"])}
-                    reuse_rows = {n: np.array(cached[pos[n]]) for n in names if n in pos}
-        except (OSError, ValueError):
-            vectors = None
-    reused["global"] = vectors is not None
-    if vectors is None:
-        vectors = global_descriptors(features_path, names, codebook, global_path, reuse_rows, progress)
-        _write_json(work / "global.json", {"fingerprint": gfp, "version": VLAD_VERSION, "names": names})
-        if reuse_rows:
-            log(f"retrieval: {len(reuse_rows)} global descriptor(s) reused, {len(names) - len(reuse_rows)} computed")
-    else:
-        log(f"retrieval: {len(names)} global descriptor(s) reused from {global_path}")
+    vectors, gfp, reused["global"] = stage_global(features_path, names, work, codebook, features_fp, overwrite,
+                                                  progress, log)
     seconds["global"] = time.time() - t
-
-    # 3. pairs
     t = time.time()
-    pairs_path = work / "pairs.txt"
-    pmeta = {"global": gfp, "images": names_fp, "num_neighbours": int(cfg.num_neighbours)}
-    pairs = _cached(pairs_path, work / "pairs.json", pmeta, lambda p: read_pairs(p, names), ValueError, overwrite)
-    reused["pairs"] = pairs is not None
-    if pairs is None:
-        pairs = knn_pairs(names, vectors, cfg.num_neighbours, progress)
-        tmp = pairs_path.with_name(pairs_path.name + ".tmp")
-        write_pairs(tmp, pairs)
-        os.replace(tmp, pairs_path)
-        _write_json(work / "pairs.json", pmeta)
+    pairs, reused["pairs"] = stage_pairs(names, work, vectors, gfp, names_fp, cfg, overwrite, progress)
     seconds["pairs"] = time.time() - t
     del vectors
     n = len(names)
     log(f"retrieval: {len(pairs)} pairs ({int(cfg.num_neighbours)} neighbours an image; exhaustive: "
-        f"{n * (n - 1) // 2}) in {pairs_path}")
-    return RetrievalResult(pairs, pairs_path, codebook_path, global_path, reused, seconds)
+        f"{n * (n - 1) // 2}) in {work / 'pairs.txt'}")
+    return RetrievalResult(pairs, work / "pairs.txt", codebook_path, work / "global.npy", reused, seconds)
 
 
 __all__ = [

@@ -18,7 +18,7 @@ import numpy as np
 import pycolmap
 
 from . import hloc_io
-from .matching import read_for_extraction
+from .extraction import read_for_extraction
 
 PathLike = Union[str, os.PathLike]
 Observation = Tuple[str, float, float, float]

@@ -1,6 +1,8 @@
-"""View synthesis for extreme viewpoint changes (ASIFT / MODS): affine views of an image,
-their features mapped back to the image, and the merging of the duplicate matches that
-several views find.
+"""View synthesis for extreme viewpoint changes (ASIFT / MODS): the views and their matching.
+
+Affine views of an image, their features mapped back to the image, the merging of the
+duplicate matches that several views find, and MODS's matching of two images level by level
+(:func:`match_view_levels`, the one place of the rule "the views of levels 0..L").
 
 Views
 -----
@@ -50,10 +52,10 @@ shape, identity without one, and orientation, 0 for upright features; the frame 
 from __future__ import annotations
 
 import math
+import os
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -61,14 +63,15 @@ import torch
 from scipy.spatial import cKDTree
 
 from hardnet.affnet import upright_shape
+from keynet.base import twoview
 from keynet.base.geometry import rotation_homography
 from keynet.detection import ImageTooSmallError, SkippedLevelsWarning
 
-from .extraction import Extractor, Features
+from .config import VIEW_SYNTHESIS_MODES, MatcherConfig
+from .extraction import Extractor, Features, full_resolution, read_for_extraction
+from .matchers import match_union
 
-#: ``view_synthesis`` values of the matching stage: none (the plain images, today's pipeline),
-#: auto (MODS's iteration: the next level while the verified matches are too few), full (all levels).
-VIEW_SYNTHESIS_MODES = ("none", "auto", "full")
+PathLike = Union[str, os.PathLike]
 #: The tilts of levels 1, 2, ... (level 0: the plain image).
 LEVEL_TILTS: Tuple[Tuple[float, ...], ...] = ((2.0,), (4.0,))
 #: ASIFT's rotation sampling: every ``ROTATION_STEP / t`` degrees over [0, 180).
@@ -113,6 +116,12 @@ def view_set(level_tilts: Sequence[Sequence[float]] = LEVEL_TILTS) -> List[View]
 
 VIEWS: List[View] = view_set()
 NUM_LEVELS = 1 + len(LEVEL_TILTS)
+#: The last view level: the union of levels ``0..LAST_LEVEL`` is all the views.
+LAST_LEVEL = NUM_LEVELS - 1
+#: Geometric verification of view-synthesis matches: the largest epipolar distance (px, full
+#: resolution) of an inlier of the fundamental matrix. 2 px, not the 1 px of ``keynet demo``:
+#: the back-mapped position of a tilt-t view is t times less precise across the tilt.
+VERIFY_THRESHOLD = 2.0
 
 
 def views_of_level(level: int, views: Sequence[View] = VIEWS) -> List[View]:
@@ -123,6 +132,18 @@ def view_levels(view_index: np.ndarray, views: Sequence[View] = VIEWS) -> np.nda
     """The level of each per-keypoint view index."""
     lut = np.array([v.level for v in views], dtype=np.int64)
     return lut[np.asarray(view_index, dtype=np.int64)]
+
+
+def levels_to_match(view_synthesis: str) -> Sequence[int]:
+    """The last levels matched in turn: ``auto`` 0, 1, ..., :data:`LAST_LEVEL` (MODS's
+    iteration); ``full`` the last level at once."""
+    return range(NUM_LEVELS) if view_synthesis == "auto" else [LAST_LEVEL]
+
+
+def level_prefix(levels: np.ndarray, level: int) -> int:
+    """How many keypoints belong to the levels ``0..level``, given the level of each keypoint
+    (:func:`view_levels`): the levels are stored in order, so they are a prefix."""
+    return int(np.sum(levels <= level))
 
 
 def view_affine(shape: Tuple[int, int], tilt: float, phi: float
@@ -198,17 +219,6 @@ def map_back(keypoints: np.ndarray, a_view: np.ndarray, shapes: Optional[np.ndar
     return k, u, theta
 
 
-@contextmanager
-def _points_budget(extractor: Extractor, num_points: int) -> Iterator[None]:
-    det = extractor.detector
-    settings = det.settings
-    det.settings = replace(settings, num_points=int(num_points))
-    try:
-        yield
-    finally:
-        det.settings = settings
-
-
 def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View] = VIEWS,
                   name: Optional[str] = None) -> Tuple[Features, np.ndarray]:
     """The features of ``views`` of a grey ``image`` in the image's pixels: ``(Features,
@@ -232,9 +242,9 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
         else:
             img, a = synthesize(image, v)
             try:
-                with _points_budget(extractor, max(1, int(round(budget * v.share)))), warnings.catch_warnings():
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SkippedLevelsWarning)
-                    f = extractor.features(img)
+                    f = extractor.features(img, num_points=max(1, int(round(budget * v.share))))
             except ImageTooSmallError:
                 continue
             kp, shp, ori = map_back(f.keypoints, a, f.shapes, f.orientations)
@@ -278,8 +288,88 @@ def dedup_matches(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: 
     return keep
 
 
+# ----------------------------------------------------------------------------- images viewed
+class ViewedImage:
+    """An image file read once for view synthesis, its features computed level by level
+    and kept: :meth:`features` gives the union of the levels ``0..level`` in full-resolution
+    pixels with the per-keypoint view index."""
+
+    def __init__(self, extractor: Extractor, path: PathLike, max_image_size: int) -> None:
+        self.extractor = extractor
+        self.name = str(path)
+        self.image, self.s, self.size = read_for_extraction(path, max_image_size)
+        self._levels: List[Tuple[Features, np.ndarray]] = []
+
+    def features(self, level: int = LAST_LEVEL) -> Tuple[Features, np.ndarray]:
+        """The union of the features of the views of levels ``0..level`` and the view index."""
+        while len(self._levels) <= level:
+            f, v = view_features(self.extractor, self.image, views_of_level(len(self._levels)), name=self.name)
+            self._levels.append((Features(full_resolution(f.keypoints, self.s), f.descriptors, f.orientations,
+                                          self.size, f.shapes), v))
+        return concat_features(self._levels[: level + 1])
+
+
+def concat_features(parts: Sequence[Tuple[Features, np.ndarray]]) -> Tuple[Features, np.ndarray]:
+    """One :class:`Features` (and view index) of several with shapes and orientations."""
+    fs = [p[0] for p in parts]
+    desc = None if fs[0].descriptors is None else np.concatenate([f.descriptors for f in fs]).astype(np.float32)
+    return (Features(np.concatenate([f.keypoints for f in fs]).reshape(-1, 4), desc,
+                     np.concatenate([f.orientations for f in fs]), fs[0].image_size,
+                     np.concatenate([f.shapes for f in fs])),
+            np.concatenate([p[1] for p in parts]))
+
+
+def image_view_features(extractor: Extractor, path: PathLike, max_image_size: int,
+                        level: int = LAST_LEVEL) -> Tuple[Features, np.ndarray]:
+    """The union of the features of the views of levels ``0..level`` of an image file
+    (:func:`view_features`) in full-resolution pixels, and the per-keypoint view index;
+    level 0 alone is :func:`keynet.pipeline.extraction.image_features` plus identity shapes
+    and zero orientations."""
+    return ViewedImage(extractor, path, max_image_size).features(level)
+
+
+# ----------------------------------------------------------------------------- view matching
+#: ``get(level)`` of :func:`match_view_levels`: the union of the views of levels ``0..level``.
+LevelSource = Callable[[int], Dict[str, np.ndarray]]
+
+
+def verify_matches(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray, scores: np.ndarray
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge the duplicates among the matches of two view unions (:func:`dedup_matches`) and
+    verify the rest with a fundamental matrix (MAGSAC++ where OpenCV has it,
+    :data:`VERIFY_THRESHOLD` px): ``(matches, scores, inliers (K,) bool)``, the order kept."""
+    m = np.asarray(matches, np.int64).reshape(-1, 2)
+    xy0, xy1 = kpts0[m[:, 0], :2], kpts1[m[:, 1], :2]
+    keep = dedup_matches(xy0, xy1, scores)
+    m, sc = m[keep], np.asarray(scores, np.float32)[keep]
+    fit = twoview.estimate_fundamental(xy0[keep], xy1[keep], threshold=VERIFY_THRESHOLD)
+    return m, sc, fit.inliers
+
+
+def match_view_levels(get0: LevelSource, get1: LevelSource,
+                      config: MatcherConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """MODS's iteration over the view levels of two images. ``get0(level)`` / ``get1(level)``:
+    the union of the views of levels ``0..level`` of an image as ``{'kpts' (N, >=3), 'desc',
+    'lafs' (N, 2, 3), 'ori' ((N,) or None: not checked), 'hw' (rows, cols)}``, each level's
+    keypoints after those of the levels below (so indices stay valid as levels are added).
+    ``auto``: levels 0, 1, ... until the verified matches reach ``min_inliers`` (or the last
+    level); ``full``: the last level at once (:func:`levels_to_match`). Returns
+    ``(matches, scores, inliers, level)``: the merged tentative matches (indices into the
+    union of levels ``0..level``), the mask of the verified ones, and the last level matched."""
+    for level in levels_to_match(config.view_synthesis):
+        a, b = get0(level), get1(level)
+        m, sc = match_union(a["kpts"], a["desc"], a["lafs"], b["kpts"], b["desc"], b["lafs"], a["hw"], b["hw"],
+                            config, a["ori"], b["ori"])
+        m, sc, inl = verify_matches(a["kpts"], b["kpts"], m, sc)
+        if inl.sum() >= config.min_inliers:
+            break
+    return m, sc, inl, level
+
+
 __all__ = [
-    "BLUR", "DEDUP_RADIUS", "LEVEL_TILTS", "NUM_LEVELS", "ROTATION_STEP", "VIEWS", "VIEW_SET_ID",
-    "VIEW_SYNTHESIS_MODES", "View", "compose_frames", "decompose_frames", "dedup_matches", "map_back",
-    "synthesize", "view_affine", "view_features", "view_levels", "view_set", "views_of_level",
+    "BLUR", "DEDUP_RADIUS", "LAST_LEVEL", "LEVEL_TILTS", "NUM_LEVELS", "ROTATION_STEP", "VERIFY_THRESHOLD", "VIEWS",
+    "VIEW_SET_ID", "VIEW_SYNTHESIS_MODES", "View", "ViewedImage", "compose_frames", "concat_features",
+    "decompose_frames", "dedup_matches", "image_view_features", "level_prefix", "levels_to_match", "map_back",
+    "match_view_levels", "synthesize", "verify_matches", "view_affine", "view_features", "view_levels", "view_set",
+    "views_of_level",
 ]

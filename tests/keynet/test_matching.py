@@ -197,7 +197,7 @@ def test_laf_radius_is_the_described_region():
 def test_match_stage_memory_is_bounded_and_the_matches_unchanged(tmp_path, monkeypatch):
     """The match stage keeps at most FEATURE_CACHE_IMAGES images' features; evicting and
     rereading gives the same matches as keeping all."""
-    from keynet.pipeline import hloc_io, matching as m
+    from keynet.pipeline import hloc_io, stages as m
     from keynet.pipeline.pairs import exhaustive_pairs
 
     rng = np.random.default_rng(0)
