@@ -117,7 +117,10 @@ def test_ctrl_c_in_extract_is_one_line_exit_130_and_resumable(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "keynet", "extract", "--image-dir", str(imgs), "--results-dir",
                              str(out), "--descriptor", "none", "--no-progress", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            # a run started in the background inherits SIGINT ignored, and Python then
+                            # installs no KeyboardInterrupt handler: give the child the default back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(out.rglob("*.kpt.npy")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
