@@ -19,6 +19,11 @@ from keynet.base.training import Task
 from .data import KeypointFn, load_split, prepare_patch_pairs, read_manifest
 
 
+def _check_pair_set(folder: str) -> None:
+    if not (Path(folder) / "manifest.json").is_file():
+        raise FileNotFoundError(f"no finished patch pairs in {folder} (make them with keynet hardnet-data)")
+
+
 def join_pair_sets(train: Dict[str, np.ndarray], folders: Sequence[str], repeat: int = 1
                    ) -> Tuple[Dict[str, np.ndarray], Dict[str, Dict[str, np.ndarray]], Dict[str, Any]]:
     """``train`` with the train splits of the pair folders ``folders`` appended (each ``repeat``
@@ -30,8 +35,7 @@ def join_pair_sets(train: Dict[str, np.ndarray], folders: Sequence[str], repeat:
     parts, vals, counts = [train], {}, {}
     next_id = int(train["image"].max()) + 1 if len(train["image"]) else 0
     for folder in folders:
-        if not (Path(folder) / "manifest.json").is_file():
-            raise FileNotFoundError(f"no finished patch pairs in {folder} (make them with keynet hardnet-data)")
+        _check_pair_set(folder)
         name = Path(folder).name
         tr, va = load_split(folder, "train"), load_split(folder, "val")
         own = np.concatenate([tr["image"], va["image"]]).astype(np.int64)
@@ -71,6 +75,9 @@ class PatchPairTask(Task):
         """Generate the pairs (rank 0, once; cached) and load both splits; returns the
         dataset description for ``config.json``."""
         cfg = self.cfg
+        extra = [d for d in str(getattr(cfg, "extra_pairs", "") or "").split(os.pathsep) if d]
+        for folder in extra:  # before any generation: a wrong folder must not cost the photos' pairs first
+            _check_pair_set(folder)
         if main:
             if not cfg.image_dir:
                 raise ValueError("no photo folder given (--image-dir)")
@@ -81,7 +88,6 @@ class PatchPairTask(Task):
         man = read_manifest(cfg.dataset_dir)
         info = {"dataset": str(cfg.dataset_dir), "params": man.get("params"), "source": man.get("source"),
                 "counts": man.get("counts")}
-        extra = [d for d in str(getattr(cfg, "extra_pairs", "") or "").split(os.pathsep) if d]
         self.extra_val_sets = {}
         if extra:
             self.train_set, self.extra_val_sets, info["extra_pairs"] = join_pair_sets(

@@ -198,6 +198,8 @@ def test_score_pair_against_a_hand_computed_case():
     # A points inside B (110 wide): 3 (205 leaves); B points inside A: 4 -> ms = 2 / 3
     assert s == {"matches": 4, "correct": 2, "mma": 0.5, "ms": pytest.approx(2 / 3)}
     assert mutual_nn(np.zeros((0, 4)), db).shape == (0, 2)
+    # a1's nearest is b0, but b0's nearest is a0: only the mutual pair (0, 0) is a match
+    assert mutual_nn(np.array([[1.0, 0.0], [0.9, 0.1]]), np.array([[1.0, 0.0]])).tolist() == [[0, 0]]
     rows = [{"group": "webcam", "mma": 0.5, "ms": 0.2}, {"group": "webcam", "mma": 1.0, "ms": 0.4},
             {"group": "vis_ir", "mma": 0.2, "ms": 0.1}, {"group": "rgb_nir", "mma": 0.4, "ms": 0.3}]
     out = summarise(rows)
