@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from .wide_baseline_common import PathLike, _as_3x3, _match_points, _read_matrix, _valid_model
+from .wide_baseline_common import (IncompletePair, PathLike, _as_3x3, _match_points, _read_matrix, _valid_model,
+                                   no_points)
 
 #: Reprojection-error thresholds of the reference ``get_mAA``/``evaluate_Hs``: ten from 1 to 20 px.
 EVD_THRESHOLDS = np.logspace(np.log2(1.0), np.log2(20), 10, base=2.0)
@@ -46,25 +47,38 @@ def evd_data_dir(root: PathLike) -> Path:
     raise FileNotFoundError(f"EVD data not found: {r / 'EVD'} (expected <root>/EVD/{{1,2,h}}/)")
 
 
-def list_evd_pairs(root: PathLike) -> List[EVDPair]:
+def scan_evd_pairs(root: PathLike) -> Tuple[List[EVDPair], List[IncompletePair]]:
     """The EVD pairs: every file of ``EVD/1/`` (sorted, as the reference), with ``EVD/2/<same>``
     and ``EVD/h/<stem>.txt``; the name is the file name before its first dot (as the reference).
-
-    A missing ``2/`` image or ``h/`` file is a ``FileNotFoundError`` naming it.
-    """
+    Apart, the pairs whose ``2/`` image or ``h/`` file is missing (:class:`IncompletePair`
+    naming the missing files). A missing ``1/``, ``2/`` or ``h/`` folder is a
+    ``FileNotFoundError``, no image in ``1/`` a ``ValueError``."""
     d = evd_data_dir(root)
     for sub in ("1", "2", "h"):
         if not (d / sub).is_dir():
             raise FileNotFoundError(f"EVD folder missing: {d / sub}")
     pairs: List[EVDPair] = []
-    for f in sorted(p for p in (d / "1").iterdir() if p.is_file() and not p.name.startswith(".")):
+    incomplete: List[IncompletePair] = []
+    files = sorted(p for p in (d / "1").iterdir() if p.is_file() and not p.name.startswith("."))
+    for f in files:
         img2, h = d / "2" / f.name, d / "h" / (Path(f.name).stem + ".txt")
-        for need in (img2, h):
-            if not need.is_file():
-                raise FileNotFoundError(f"EVD pair {f.name}: missing {need}")
-        pairs.append(EVDPair(f.name.split(".")[0], f, img2, h))
-    if not pairs:
+        name = f.name.split(".")[0]
+        missing = tuple(str(need) for need in (img2, h) if not need.is_file())
+        if missing:
+            incomplete.append(IncompletePair("EVD", name, missing))
+        else:
+            pairs.append(EVDPair(name, f, img2, h))
+    if not files:
         raise ValueError(f"no EVD images in {d / '1'}")
+    return pairs, incomplete
+
+
+def list_evd_pairs(root: PathLike) -> List[EVDPair]:
+    """The EVD pairs of :func:`scan_evd_pairs`. A missing ``2/`` image or ``h/`` file is a
+    ``FileNotFoundError`` naming the pair and the file."""
+    pairs, incomplete = scan_evd_pairs(root)
+    if incomplete:
+        raise FileNotFoundError(incomplete[0].message)
     return pairs
 
 
@@ -132,7 +146,7 @@ def evd_pairs_under(errors: Sequence[float], px: float = EVD_REGISTERED_PX) -> i
 def estimate_homography_magsac(pts1: np.ndarray, pts2: np.ndarray, threshold: float = 0.5,
                                confidence: float = 0.999, max_iters: int = 100_000) -> Optional[np.ndarray]:
     """H (image 1 -> 2) from matches by MAGSAC++ (``cv2.USAC_MAGSAC``), or None when there are
-    fewer than 4 matches or OpenCV fails.
+    fewer than 4 matches (none at all, of any shape, included) or OpenCV fails.
 
     Defaults are the reference README's EVD baselines: threshold 0.5 px, 100k iterations and
     the intended confidence 0.999. (The README passes them positionally,
@@ -141,6 +155,8 @@ def estimate_homography_magsac(pts1: np.ndarray, pts2: np.ndarray, threshold: fl
     here they are passed by keyword.) The README then scores a failed H as the identity:
     :func:`evd_reprojection_error` does that for None.
     """
+    if no_points(pts1, pts2):
+        return None
     p1, p2 = _match_points(pts1, pts2)
     if len(p1) < 4:
         return None

@@ -31,22 +31,23 @@ from __future__ import annotations
 
 from .evd import (EVD_REGISTERED_PX, EVD_THRESHOLDS, EVDPair, estimate_homography_magsac, evd_accuracy,
                   evd_data_dir, evd_maa, evd_pairs_under, evd_reprojection_error, list_evd_pairs,
-                  read_evd_homography)
+                  read_evd_homography, scan_evd_pairs)
 from .extreme_pairs import ExtremePair, make_extreme_pair, tilt_matrix
-from .wide_baseline_common import PathLike, image_shape, read_image
+from .wide_baseline_common import IncompletePair, PathLike, image_shape, read_image
 from .wide_baseline_report import (evd_curves, evd_row, evd_summary_table, plot_recall_curves, write_csv_atomic,
                                    write_results, write_text_atomic, wxbs_mean_curves, wxbs_row,
                                    wxbs_summary_table)
 from .wxbs import (SUBSETS, WXBS_THRESHOLDS, WXBS_VALIDATION_PAIRS, WXBS_VERSION, WxBSPair,
-                   estimate_fundamental_magsac, list_wxbs_pairs, read_wxbs_corrs, symmetric_epipolar_distance,
-                   wxbs_data_dir, wxbs_maa, wxbs_recall)
+                   estimate_fundamental_magsac, list_wxbs_pairs, read_wxbs_corrs, scan_wxbs_pairs,
+                   symmetric_epipolar_distance, wxbs_data_dir, wxbs_maa, wxbs_recall)
 
 __all__ = [
-    "EVDPair", "EVD_REGISTERED_PX", "EVD_THRESHOLDS", "ExtremePair", "PathLike", "SUBSETS", "WXBS_THRESHOLDS",
-    "WXBS_VALIDATION_PAIRS", "WXBS_VERSION", "WxBSPair", "estimate_fundamental_magsac", "estimate_homography_magsac",
+    "EVDPair", "EVD_REGISTERED_PX", "EVD_THRESHOLDS", "ExtremePair", "IncompletePair", "PathLike", "SUBSETS",
+    "WXBS_THRESHOLDS", "WXBS_VALIDATION_PAIRS", "WXBS_VERSION", "WxBSPair", "estimate_fundamental_magsac", "estimate_homography_magsac",
     "evd_accuracy", "evd_curves", "evd_data_dir", "evd_maa", "evd_pairs_under", "evd_reprojection_error", "evd_row",
     "evd_summary_table", "image_shape", "list_evd_pairs", "list_wxbs_pairs", "make_extreme_pair",
-    "plot_recall_curves", "read_evd_homography", "read_image", "read_wxbs_corrs", "symmetric_epipolar_distance",
+    "plot_recall_curves", "read_evd_homography", "read_image", "read_wxbs_corrs", "scan_evd_pairs",
+    "scan_wxbs_pairs", "symmetric_epipolar_distance",
     "tilt_matrix", "write_csv_atomic", "write_results", "write_text_atomic", "wxbs_data_dir", "wxbs_maa",
     "wxbs_mean_curves", "wxbs_recall", "wxbs_row", "wxbs_summary_table",
 ]

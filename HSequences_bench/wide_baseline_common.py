@@ -3,6 +3,7 @@ arrays and estimated models (WxBS, EVD and the synthetic pairs use them)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple, Union
 
@@ -10,6 +11,29 @@ import cv2
 import numpy as np
 
 PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class IncompletePair:
+    """A pair of a benchmark's data folder that lacks some of its files: ``benchmark`` (``WxBS``,
+    ``EVD``), ``name`` (the pair's id), ``missing`` (what it lacks, in words) and ``where`` (its
+    folder, when that names it better)."""
+
+    benchmark: str
+    name: str
+    missing: Tuple[str, ...]
+    where: Optional[Path] = None
+
+    @property
+    def message(self) -> str:
+        """One line: ``<benchmark> pair <name> lacks <missing>[: <where>]``."""
+        return (f"{self.benchmark} pair {self.name} lacks {' and '.join(self.missing)}"
+                + (f": {self.where}" if self.where is not None else ""))
+
+
+def no_points(pts1, pts2) -> bool:
+    """Both point sets are empty (any shape: a method without matches gives ``(0, 2)`` or ``(0,)``)."""
+    return np.size(pts1) == 0 and np.size(pts2) == 0
 
 
 def _short(text: str, limit: int = 60) -> str:

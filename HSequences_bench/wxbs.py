@@ -18,7 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .wide_baseline_common import PathLike, _as_3x3, _as_points, _match_points, _short, _valid_model, data_lines
+from .wide_baseline_common import (IncompletePair, PathLike, _as_3x3, _as_points, _match_points, _short, _valid_model,
+                                   data_lines, no_points)
 
 WXBS_VERSION = "v1.1"
 #: Pair folders the reference ``WxBSDataset(subset='val')`` keeps apart from the test pairs.
@@ -59,11 +60,45 @@ def wxbs_data_dir(root: PathLike, version: str = WXBS_VERSION) -> Path:
     raise FileNotFoundError(f"WxBS data not found: {r / version} (expected <root>/{version}/<group>/<pair>/)")
 
 
-def _find_image(folder: Path, stem: str) -> Path:
+def _find_image(folder: Path, stem: str) -> Optional[Path]:
     for ext in _WXBS_IMAGE_EXTENSIONS:
         if (folder / f"{stem}{ext}").is_file():
             return folder / f"{stem}{ext}"
-    raise FileNotFoundError(f"WxBS pair without image {stem}.png/{stem}.jpg: {folder}")
+    return None
+
+
+def scan_wxbs_pairs(root: PathLike, subset: str = "all", version: str = WXBS_VERSION
+                    ) -> Tuple[List[WxBSPair], List[IncompletePair]]:
+    """The WxBS pairs under ``<root>/<version>`` of ``subset``, in the reference's order (groups,
+    then pairs, sorted), and apart those of the subset whose folder lacks an image
+    (``01``/``02`` ``.png`` or ``.jpg``) or ``corrs.txt`` (:class:`IncompletePair`, naming what
+    is missing). ``subset``: ``'val'`` (:data:`WXBS_VALIDATION_PAIRS`), ``'test'`` (the others)
+    or ``'all'``; each pair carries its subset. No pair folder at all is a ``ValueError``."""
+    if subset not in SUBSETS + ("all",):
+        raise ValueError(f"subset must be 'val', 'test' or 'all', got {subset!r}")
+    data_dir = wxbs_data_dir(root, version)
+    pairs: List[WxBSPair] = []
+    incomplete: List[IncompletePair] = []
+    n_found = 0
+    for group in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for d in sorted(p for p in group.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            n_found += 1
+            pair_subset = "val" if d.name in WXBS_VALIDATION_PAIRS else "test"
+            if subset not in ("all", pair_subset):
+                continue
+            img1, img2 = _find_image(d, "01"), _find_image(d, "02")
+            corrs = d / "corrs.txt"
+            missing = tuple([f"{stem}.png (or {stem}.jpg)" for stem, img in (("01", img1), ("02", img2))
+                             if img is None] + ([] if corrs.is_file() else ["corrs.txt"]))
+            if missing:
+                incomplete.append(IncompletePair("WxBS", f"{group.name}/{d.name}", missing, d))
+                continue
+            errs = d / "crossval_errors.txt"
+            pairs.append(WxBSPair(group.name, d.name, img1, img2, corrs, pair_subset,  # type: ignore[arg-type]
+                                  errs if errs.is_file() else None))
+    if n_found == 0:
+        raise ValueError(f"no WxBS pair folders (<group>/<pair>/) under {data_dir}")
+    return pairs, incomplete
 
 
 def list_wxbs_pairs(root: PathLike, subset: str = "all", version: str = WXBS_VERSION) -> List[WxBSPair]:
@@ -71,28 +106,14 @@ def list_wxbs_pairs(root: PathLike, subset: str = "all", version: str = WXBS_VER
 
     ``subset``: ``'val'`` (:data:`WXBS_VALIDATION_PAIRS`), ``'test'`` (the others) or ``'all'``;
     each pair carries its subset. Unlike the reference, which silently skips a folder without
-    ``01.png``/``01.jpg``, a pair folder missing an image or ``corrs.txt`` is an error
-    (``FileNotFoundError`` naming it); no pair folder at all is a ``ValueError``.
+    ``01.png``/``01.jpg``, a pair folder of the subset missing an image or ``corrs.txt`` is an
+    error (``FileNotFoundError`` naming the pair, what it lacks and its folder;
+    :func:`scan_wxbs_pairs` lists such pairs apart instead); no pair folder at all is a
+    ``ValueError``.
     """
-    if subset not in SUBSETS + ("all",):
-        raise ValueError(f"subset must be 'val', 'test' or 'all', got {subset!r}")
-    data_dir = wxbs_data_dir(root, version)
-    pairs: List[WxBSPair] = []
-    n_found = 0
-    for group in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for d in sorted(p for p in group.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            n_found += 1
-            pair_subset = "val" if d.name in WXBS_VALIDATION_PAIRS else "test"
-            img1, img2 = _find_image(d, "01"), _find_image(d, "02")
-            corrs = d / "corrs.txt"
-            if not corrs.is_file():
-                raise FileNotFoundError(f"WxBS pair without corrs.txt: {d}")
-            errs = d / "crossval_errors.txt"
-            if subset in ("all", pair_subset):
-                pairs.append(WxBSPair(group.name, d.name, img1, img2, corrs, pair_subset,
-                                      errs if errs.is_file() else None))
-    if n_found == 0:
-        raise ValueError(f"no WxBS pair folders (<group>/<pair>/) under {data_dir}")
+    pairs, incomplete = scan_wxbs_pairs(root, subset, version)
+    if incomplete:
+        raise FileNotFoundError(incomplete[0].message)
     return pairs
 
 
@@ -177,12 +198,15 @@ def wxbs_maa(F: Optional[np.ndarray], corrs: np.ndarray,
 def estimate_fundamental_magsac(pts1: np.ndarray, pts2: np.ndarray, threshold: float = 0.25,
                                 confidence: float = 0.999, max_iters: int = 100_000) -> Optional[np.ndarray]:
     """F (``x2^T F x1 = 0``) from matches by MAGSAC++ (``cv2.USAC_MAGSAC``), or None when there
-    are fewer than 8 matches or OpenCV fails / returns no 3x3 finite matrix.
+    are fewer than 8 matches (none at all, of any shape, included) or OpenCV fails / returns no
+    3x3 finite matrix.
 
     Defaults are the reference README's SIFT + MAGSAC++ WxBS baseline:
     ``cv2.findFundamentalMat(src, dst, cv2.USAC_MAGSAC, 0.25, 0.999, 100000)`` (threshold
     0.25 px, confidence 0.999, 100k iterations).
     """
+    if no_points(pts1, pts2):
+        return None
     p1, p2 = _match_points(pts1, pts2)
     if len(p1) < 8:
         return None

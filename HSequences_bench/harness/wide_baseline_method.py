@@ -1,5 +1,6 @@
 """The method of the wide-baseline benchmark: what it is built with (:class:`MethodOptions`),
-what it gives (:class:`ImageFeatures`) and how it extracts and matches (:class:`Method`)."""
+what it gives (:class:`ImageFeatures`, :class:`MatchResult`) and how it extracts and matches
+(:class:`Method`)."""
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,22 @@ class ImageFeatures:
     size: Tuple[int, int]
     seconds: float = 0.0
     #: method-specific arrays kept with the features (cached too), e.g. the whole frames and
-    #: the view index of each keypoint of the view-synthesis methods
+    #: the view index of each keypoint of the view-synthesis methods; ``extra["level_seconds"]``
+    #: (float, one entry per view level): the seconds of each level's features of this image,
+    #: which the benchmark then charges a pair only up to the level its matches come from
     extra: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+#: The key of :attr:`ImageFeatures.extra` holding the seconds of each view level's features.
+LEVEL_SECONDS = "level_seconds"
+
+
+@dataclass
+class MatchResult:
+    """The matches a method gives a pair and how it got them."""
+    matches: np.ndarray            # (K, 2) int64 indices (image 1, image 2)
+    level: int = 0                 # the view level these matches come from (0: the plain images)
+    level_seconds: Tuple[float, ...] = ()  # matching seconds of each level tried (features excluded)
 
 
 class Method:
@@ -97,23 +112,57 @@ class Method:
                 raise MethodError(f"cannot build method {self.name!r}: {str(exc).splitlines()[0]}") from None
         t0 = time.perf_counter()
         kpts, desc, size, _ = extract_image(self._extractor, path, self.max_image_size)
-        desc = np.asarray(desc, dtype=np.float32).reshape(len(kpts), -1)
-        return ImageFeatures(np.asarray(kpts, dtype=np.float64), desc, (int(size[0]), int(size[1])),
+        kpts = as_rows(kpts, np.float64, 4)
+        return ImageFeatures(kpts, as_rows(desc, np.float32, 0, len(kpts)), (int(size[0]), int(size[1])),
                              time.perf_counter() - t0)
 
+    def match_pair(self, f1: ImageFeatures, f2: ImageFeatures) -> MatchResult:
+        """The pair's matches, the view level they come from and the matching seconds of each
+        level tried. Default: :meth:`match` on the features as they are (level 0, one entry:
+        the seconds :meth:`match` took). A method matching view levels one after another
+        overrides this (and may put the seconds of each level's features in
+        ``ImageFeatures.extra["level_seconds"]``)."""
+        t0 = time.perf_counter()
+        m = self.match(f1, f2)
+        return MatchResult(m, 0, (time.perf_counter() - t0,))
+
     def match(self, f1: ImageFeatures, f2: ImageFeatures) -> np.ndarray:
-        """(K, 2) int64 indices of the tentative matches (image 1, image 2)."""
+        """(K, 2) int64 indices of the tentative matches (image 1, image 2); (0, 2) when there
+        are none (an image without keypoints included)."""
+        if len(f1.keypoints) == 0 or len(f2.keypoints) == 0:
+            return np.zeros((0, 2), np.int64)
         k1 = with_scale(f1.keypoints)
         k2 = with_scale(f2.keypoints)
         m, _ = match_descriptors(f1.descriptors, f2.descriptors, self.matcher, k1, k2,
                                  (f1.size[1], f1.size[0]), (f2.size[1], f2.size[0]))
-        return m
+        return as_matches(m)
 
     def __repr__(self) -> str:
         return f"Method({self.name!r}, {self.cache_name})"
 
 
+def as_rows(a, dtype, empty_width: int, n: Optional[int] = None) -> np.ndarray:
+    """``a`` as a 2-D ``dtype`` array of ``n`` rows (``None``: as many as it has); an empty ``a``
+    (no keypoint: OpenCV and the detectors give ``(0,)``, ``[]`` or ``None``) is
+    ``(0, empty_width)``, or ``(0, a.shape[1])`` when it is already 2-D."""
+    a = np.zeros(0, dtype) if a is None else np.asarray(a, dtype=dtype)
+    if a.size == 0:
+        return a.reshape(0, a.shape[1] if a.ndim == 2 else empty_width)
+    return a.reshape(len(a) if n is None else n, -1)
+
+
+def as_matches(m) -> np.ndarray:
+    """A method's matches as (K, 2) int64; no match at all (``[]``, ``(0,)``, ``None``) is (0, 2).
+    Anything else that is not (K, 2) is a ``ValueError``."""
+    a = np.zeros((0, 2), np.int64) if m is None else np.asarray(m)
+    if a.size == 0:
+        return np.zeros((0, 2), np.int64)
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"matches must be (K, 2) indices, got shape {a.shape}")
+    return a.astype(np.int64)
+
+
 def with_scale(k: np.ndarray) -> np.ndarray:
     """(N, 3) x, y, scale of keypoints (N, >=2) (scale 1 where they have none)."""
-    k = np.asarray(k, dtype=np.float64)
+    k = as_rows(k, np.float64, 2)
     return k[:, :3] if k.shape[1] >= 3 else np.column_stack([k[:, :2], np.ones(len(k))])

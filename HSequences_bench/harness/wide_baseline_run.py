@@ -15,14 +15,23 @@ contents (``tag.txt`` holds it in words): under ``<cache>/<Method.features_cache
 extraction's settings and weights, shared by methods that only match differently)
 ``features/<image key>.npz`` (keypoints, descriptors, size, seconds; a file of the older
 layout, ``<Method.cache_name>/features/``, is still read), and under
-``<cache>/<Method.cache_name>/`` (also the matcher's settings) ``matches/<pair key>.npz`` (matches, their points, keypoint counts, seconds) and
+``<cache>/<Method.cache_name>/`` (also the matcher's settings) ``matches/<pair key>.npz`` (matches, their points,
+keypoint counts, seconds, the view level of the matches and the seconds of each level) and
 ``estimates/<pair key>.<F|H>.npz`` (the MAGSAC++ model, inliers, seconds; OpenCV's USAC is
 seeded, so a rerun gives the same model). The synthetic images are written once to
 ``<cache>/synthetic/<sequence>/``. Every file is written atomically (a temp file, then
 ``os.replace``); an unreadable cache file is computed again.
 
 One pair that cannot be processed (an unreadable image, a bad ground-truth file) is a
-warning naming it and a failed score (WxBS recall 0, EVD error ``inf``), not a crash.
+warning naming it and a failed score (WxBS recall 0, EVD error ``inf``), not a crash. A pair
+with fewer matches than the estimator's minimal sample (:data:`MIN_MATCHES`; none at all
+included) has no model and the same failed score, status ``no model``.
+
+Seconds of a pair (:func:`pair_seconds`): the features of both images plus the matching. A
+method matching view levels one after another (:meth:`Method.match_pair` answering a
+:class:`MatchResult` with its ``level`` and the matching seconds of each level tried) whose
+features carry the seconds of each level (``ImageFeatures.extra["level_seconds"]``) is charged
+only the levels it tried: ``level_s[l] = f1[l] + f2[l] + matching[l]``, summed.
 """
 from __future__ import annotations
 
@@ -42,7 +51,8 @@ from tqdm import tqdm
 
 from HSequences_bench import wide_baseline as wb
 from HSequences_bench.harness.method_base import MethodError
-from HSequences_bench.harness.wide_baseline_method import ImageFeatures, Method
+from HSequences_bench.harness.wide_baseline_method import (LEVEL_SECONDS, ImageFeatures, MatchResult, Method,
+                                                            as_matches)
 from keynet.base.files import atomic_write_bytes
 from keynet.base.images import ImageReadError
 from keynet.detection import ImageTooSmallError
@@ -64,6 +74,9 @@ SYNTHETIC_DIRECTION = 0.0
 #: Estimator settings (the reference README's), part of the estimate cache's file names.
 ESTIMATORS = {"wxbs": ("F", "magsac-0.25-0.999-100000"), "evd": ("H", "magsac-0.5-0.999-100000"),
               "synthetic": ("H", "magsac-0.5-0.999-100000")}
+#: The estimators' minimal samples: with fewer tentative matches there is no model, and the
+#: pair gets the failed score (WxBS recall 0, EVD error ``inf``).
+MIN_MATCHES = {"F": 8, "H": 4}
 #: Errors of one pair (its images or ground truth), reported and scored as a failure.
 PAIR_ERRORS = (ImageReadError, ImageTooSmallError, FileNotFoundError, ValueError, OSError, cv2.error)
 
@@ -137,19 +150,21 @@ class SyntheticSpec:
             return z["H"], tuple(int(v) for v in z["shape1"]), tuple(int(v) for v in z["shape2"])
 
 
-def wxbs_cases(root: PathLike, subset: str = "all") -> List[Case]:
-    """The pairs of ``<root>/v1.1`` (``list_wxbs_pairs``) as cases."""
-    out = []
-    for p in wb.list_wxbs_pairs(root, subset):
-        out.append(Case("wxbs", p.pair_id, f"wxbs/{p.pair_id}", f"wxbs/{p.pair_id}/{p.img1.stem}",
-                        f"wxbs/{p.pair_id}/{p.img2.stem}", p.img1, p.img2, p, {"subset": p.subset}))
-    return out
+def wxbs_cases(root: PathLike, subset: str = "all") -> Tuple[List[Case], List[wb.IncompletePair]]:
+    """The complete pairs of ``<root>/v1.1`` (``scan_wxbs_pairs``) as cases, and the pairs of
+    the subset whose folder lacks an image or ``corrs.txt``."""
+    pairs, incomplete = wb.scan_wxbs_pairs(root, subset)
+    out = [Case("wxbs", p.pair_id, f"wxbs/{p.pair_id}", f"wxbs/{p.pair_id}/{p.img1.stem}",
+                f"wxbs/{p.pair_id}/{p.img2.stem}", p.img1, p.img2, p, {"subset": p.subset}) for p in pairs]
+    return out, incomplete
 
 
-def evd_cases(root: PathLike) -> List[Case]:
-    """The pairs of ``<root>/EVD`` (``list_evd_pairs``) as cases."""
-    return [Case("evd", p.name, f"evd/{p.name}", f"evd/1/{p.name}", f"evd/2/{p.name}", p.img1, p.img2, p)
-            for p in wb.list_evd_pairs(root)]
+def evd_cases(root: PathLike) -> Tuple[List[Case], List[wb.IncompletePair]]:
+    """The complete pairs of ``<root>/EVD`` (``scan_evd_pairs``) as cases, and the pairs whose
+    ``2/`` image or ``h/`` file is missing."""
+    pairs, incomplete = wb.scan_evd_pairs(root)
+    return ([Case("evd", p.name, f"evd/{p.name}", f"evd/1/{p.name}", f"evd/2/{p.name}", p.img1, p.img2, p)
+             for p in pairs], incomplete)
 
 
 def synthetic_name(seq: str, k: int, tilt: float, direction: float) -> str:
@@ -212,13 +227,43 @@ def _load_npz(path: Path) -> Optional[Dict[str, np.ndarray]]:
 @dataclass
 class PairMatches:
     """Tentative matches of a pair: the matched points (K, 2) in full-resolution pixels, the
-    keypoint counts and the time features + matching took (as computed, cached or not)."""
+    keypoint counts, the time features + matching took (as computed, cached or not;
+    :func:`pair_seconds`), the view level the matches come from and the seconds of each level
+    tried (features of both images + matching; empty when the method does not give them)."""
 
     pts1: np.ndarray
     pts2: np.ndarray
     keypoints1: int
     keypoints2: int
     seconds: float
+    level: int = 0
+    level_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def pair_seconds(f1: ImageFeatures, f2: ImageFeatures, result: MatchResult, elapsed: float
+                 ) -> Tuple[float, np.ndarray]:
+    """``(seconds, per-level seconds)`` of a pair matched as ``result`` (``elapsed``: the
+    seconds :meth:`Method.match_pair` took, used when it gives no ``level_seconds``).
+
+    When both images' features carry ``extra["level_seconds"]`` (one entry per view level),
+    the pair is charged the levels ``0..L`` it tried (``L``: ``result.level``, or the last
+    level of ``result.level_seconds`` when more were tried): ``level_s[l] = f1[l] + f2[l] +
+    matching[l]`` and ``seconds = sum(level_s)``, so a pair that stops at level 0 pays only
+    level 0's features. Otherwise (or when ``result.level_seconds`` does not give one entry per
+    level tried, so the per-level seconds are unknown and empty) the features' seconds
+    (``f1.seconds + f2.seconds``, or of levels ``0..L``) plus the whole matching."""
+    match_ls = np.asarray(result.level_seconds, dtype=np.float64).reshape(-1)
+    matching = float(match_ls.sum()) if match_ls.size else float(elapsed)
+    ls1, ls2 = f1.extra.get(LEVEL_SECONDS), f2.extra.get(LEVEL_SECONDS)
+    last = max(int(result.level), len(match_ls) - 1)
+    if ls1 is None or ls2 is None or np.size(ls1) <= last or np.size(ls2) <= last:
+        return f1.seconds + f2.seconds + matching, np.zeros(0)
+    features = (np.asarray(ls1, dtype=np.float64).reshape(-1)[:last + 1]
+                + np.asarray(ls2, dtype=np.float64).reshape(-1)[:last + 1])
+    if len(match_ls) != last + 1:
+        return float(features.sum()) + matching, np.zeros(0)
+    level_s = features + match_ls
+    return float(level_s.sum()), level_s
 
 
 class Store:
@@ -273,22 +318,29 @@ class Store:
         return f
 
     def matches(self, method: Method, case: Case) -> PairMatches:
+        """The pair's matches by ``method.match_pair`` (cached with their level and the seconds
+        of each level; a file written before they were kept reads as level 0, no per-level seconds)."""
         path = self._path(method, "matches", case.key)
         z = self._read(path)
         if z is not None and {"pts1", "pts2", "keypoints1", "keypoints2", "seconds"} <= set(z):
             self.counts["matches_reused"] += 1
-            return PairMatches(z["pts1"], z["pts2"], int(z["keypoints1"]), int(z["keypoints2"]), float(z["seconds"]))
+            return PairMatches(_points(z["pts1"]), _points(z["pts2"]), int(z["keypoints1"]), int(z["keypoints2"]),
+                               float(z["seconds"]), int(z["level"]) if "level" in z else 0,
+                               np.asarray(z.get("level_seconds", np.zeros(0)), np.float64).reshape(-1))
         f1 = self.features(method, case.key1, case.img1)
         f2 = self.features(method, case.key2, case.img2)
         t0 = time.perf_counter()
-        m = method.match(f1, f2)
-        seconds = f1.seconds + f2.seconds + time.perf_counter() - t0
-        pm = PairMatches(f1.keypoints[m[:, 0], :2].astype(np.float64), f2.keypoints[m[:, 1], :2].astype(np.float64),
-                         len(f1.keypoints), len(f2.keypoints), seconds)
+        result = method.match_pair(f1, f2)
+        elapsed = time.perf_counter() - t0
+        m = as_matches(result.matches)
+        seconds, level_s = pair_seconds(f1, f2, result, elapsed)
+        pm = PairMatches(_points(f1.keypoints[m[:, 0], :2]), _points(f2.keypoints[m[:, 1], :2]),
+                         len(f1.keypoints), len(f2.keypoints), seconds, int(result.level), level_s)
         self.counts["matches"] += 1
         if path is not None:
             _save_npz(path, matches=m, pts1=pm.pts1, pts2=pm.pts2, keypoints1=pm.keypoints1,
-                      keypoints2=pm.keypoints2, seconds=pm.seconds)
+                      keypoints2=pm.keypoints2, seconds=pm.seconds, level=pm.level, level_seconds=pm.level_seconds,
+                      match_level_seconds=np.asarray(result.level_seconds, np.float64).reshape(-1))
         return pm
 
     def estimate(self, method: Method, case: Case, pm: PairMatches) -> Tuple[Optional[np.ndarray], int, float]:
@@ -300,7 +352,9 @@ class Store:
             model = z["model"] if z["model"].shape == (3, 3) else None
             return model, int(z["inliers"]), float(z["seconds"])
         t0 = time.perf_counter()
-        if kind == "F":
+        if len(pm.pts1) < MIN_MATCHES[kind]:  # no model (the estimators say so too)
+            model, inl = None, 0
+        elif kind == "F":
             model = wb.estimate_fundamental_magsac(pm.pts1, pm.pts2)
             inl = count_inliers_f(model, pm.pts1, pm.pts2, 0.25)
         else:
@@ -310,6 +364,12 @@ class Store:
         if path is not None:
             _save_npz(path, model=model if model is not None else np.zeros(0), inliers=inl, seconds=seconds)
         return model, inl, seconds
+
+
+def _points(a) -> np.ndarray:
+    """(K, 2) float64 points; none at all (any empty shape) is (0, 2)."""
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(-1, 2) if a.size == 0 or a.ndim != 2 else a
 
 
 def count_inliers_f(F: Optional[np.ndarray], pts1: np.ndarray, pts2: np.ndarray, threshold: float) -> int:
@@ -342,8 +402,13 @@ def _failed_row(method: Method, case: Case, why: str) -> Dict[str, object]:
         row = wb.evd_row(method.name, case.name, math.inf)
         row.update(case.extra)
     row.update(keypoints1=0, keypoints2=0, matches=0, inliers=0, seconds=float("nan"), ransac_s=float("nan"),
-               status=f"failed: {why}")
+               status=f"failed: {why}", level="", level_s="")
     return row
+
+
+def level_seconds_cell(level_s: np.ndarray) -> str:
+    """The CSV's ``level_s``: the seconds of each level tried, ``;``-joined, 2 decimals ('' when unknown)."""
+    return ";".join(f"{float(v):.2f}" for v in np.asarray(level_s).reshape(-1))
 
 
 def score_pair(method: Method, case: Case, store: Store) -> Dict[str, object]:
@@ -355,11 +420,16 @@ def score_pair(method: Method, case: Case, store: Store) -> Dict[str, object]:
         row = wb.wxbs_row(method.name, case.truth, wb.wxbs_recall(model, gt[0]))  # type: ignore[arg-type]
     else:
         H_gt, shape1, shape2 = gt
-        row = wb.evd_row(method.name, case.name, wb.evd_reprojection_error(shape1, shape2, H_gt, model))
+        # fewer matches than a minimal sample: the failed score; a model the estimator could not
+        # find from enough matches: the identity, as the reference README scores it
+        few = model is None and len(pm.pts1) < MIN_MATCHES[ESTIMATORS[case.benchmark][0]]
+        error = math.inf if few else wb.evd_reprojection_error(shape1, shape2, H_gt, model)
+        row = wb.evd_row(method.name, case.name, error)
         row.update(case.extra)
     row.update(keypoints1=pm.keypoints1, keypoints2=pm.keypoints2, matches=len(pm.pts1), inliers=inliers,
                seconds=round(pm.seconds, 3), ransac_s=round(ransac_s, 3),
-               status="ok" if model is not None else "no model")
+               status="ok" if model is not None else "no model", level=pm.level,
+               level_s=level_seconds_cell(pm.level_seconds))
     return row
 
 
@@ -403,36 +473,54 @@ def _mean(values: Sequence[float]) -> float:
 def counts_table(rows: Sequence[Mapping[str, object]]) -> str:
     """Markdown table per method: pairs, failed pairs, mean keypoints per image, mean tentative
     matches, mean MAGSAC++ inliers, mean seconds per pair (features of both images + matching,
-    as computed) and of the estimator."""
-    lines = ["| method | pairs | failed | keypoints / image | tentative matches | inliers | s / pair | RANSAC s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    as computed; :func:`pair_seconds`), the mean view level the matches come from (0: the
+    plain images) and the estimator's mean seconds."""
+    lines = ["| method | pairs | failed | keypoints / image | tentative matches | inliers | s / pair | level "
+             "| RANSAC s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in dict.fromkeys(str(r["method"]) for r in rows):
         sel = [r for r in rows if str(r["method"]) == m]
         ok = [r for r in sel if not str(r.get("status", "")).startswith("failed")]
         kp = _mean([(float(r["keypoints1"]) + float(r["keypoints2"])) / 2 for r in ok])
         lines.append(f"| {m} | {len(sel)} | {len(sel) - len(ok)} | {kp:.0f} | "
                      f"{_mean([r['matches'] for r in ok]):.1f} | {_mean([r['inliers'] for r in ok]):.1f} | "
-                     f"{_mean([r['seconds'] for r in ok]):.1f} | {_mean([r['ransac_s'] for r in ok]):.2f} |")
+                     f"{_mean([r['seconds'] for r in ok]):.1f} | {_mean([r.get('level', 0) for r in ok]):.2f} | "
+                     f"{_mean([r['ransac_s'] for r in ok]):.2f} |")
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(results: Mapping[str, Sequence[Mapping[str, object]]]) -> str:
+def skipped_markdown(skipped: Sequence[wb.IncompletePair]) -> str:
+    """The pairs left out for lacking files (``--skip-incomplete``), one bullet each."""
+    if not skipped:
+        return ""
+    return (f"Skipped {len(skipped)} incomplete pair(s):\n\n"
+            + "".join(f"* {p.message}\n" for p in skipped) + "\n")
+
+
+def summary_markdown(results: Mapping[str, Sequence[Mapping[str, object]]],
+                     skipped: Optional[Mapping[str, Sequence[wb.IncompletePair]]] = None) -> str:
     """The report: per benchmark, the reference summary table (``wxbs_summary_table`` /
-    ``evd_summary_table``) and :func:`counts_table`."""
+    ``evd_summary_table``), :func:`counts_table` and the pairs skipped for lacking files."""
     parts = []
+    skipped = skipped or {}
     for b in BENCHMARKS:
         rows = results.get(b)
-        if not rows:
+        if not rows and not skipped.get(b):
             continue
-        table = wb.wxbs_summary_table(rows) if b == "wxbs" else wb.evd_summary_table(rows)
-        parts.append(f"## {TITLES[b]}\n\n{table}\n{counts_table(rows)}")
+        part = f"## {TITLES[b]}\n\n"
+        if rows:
+            table = wb.wxbs_summary_table(rows) if b == "wxbs" else wb.evd_summary_table(rows)
+            part += f"{table}\n{counts_table(rows)}"
+        if skipped.get(b):
+            part += ("\n" if rows else "") + skipped_markdown(skipped[b])
+        parts.append(part)
     return "\n".join(parts)
 
 
 def write_reports(results: Mapping[str, Sequence[Mapping[str, object]]], out_dir: PathLike, plot: bool = True,
-                  header: str = "") -> List[Path]:
+                  header: str = "", skipped: Optional[Mapping[str, Sequence[wb.IncompletePair]]] = None) -> List[Path]:
     """``<benchmark>.csv`` (per pair) and ``<benchmark>.md`` (``write_results``), the combined
-    ``wide_baseline.md`` and, with ``plot``, the recall-versus-threshold PNGs; returns the paths."""
+    ``wide_baseline.md`` (with the pairs ``skipped`` for lacking files) and, with ``plot``, the
+    recall-versus-threshold PNGs; returns the paths."""
     out = Path(out_dir)
     paths: List[Path] = []
     for b in BENCHMARKS:
@@ -440,7 +528,7 @@ def write_reports(results: Mapping[str, Sequence[Mapping[str, object]]], out_dir
         if rows:
             paths += wb.write_results(out / f"{b}.csv", rows, "wxbs" if b == "wxbs" else "evd")
     paths.append(wb.write_text_atomic(out / "wide_baseline.md", (header + "\n" if header else "")
-                                      + summary_markdown(results)))
+                                      + summary_markdown(results, skipped)))
     if plot:
         for b in BENCHMARKS:
             rows = results.get(b)

@@ -5,7 +5,8 @@ thresholds 1..20 px) and synthetic extreme pairs made from HPatches-layout seque
 EVD metric; the development stand-in for EVD). Every method at --num-points keypoints,
 matched by the same matcher (default: the pipeline's smnn). Writes per-pair CSV files,
 markdown tables, recall-versus-threshold plots and a cache of features, matches and
-estimates under <out-dir>/cache. See docs/wide_baseline.md."""
+estimates under <out-dir>/cache. A WxBS or EVD pair lacking a file is an error unless
+--skip-incomplete. See docs/wide_baseline.md."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from HSequences_bench.harness.peers import PEER_FILES, default_peer_weights
 from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, MethodError, MethodOptions,
@@ -21,6 +22,7 @@ from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, MET
 from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_TILTS, BenchInputError, Case, Store,
                                                         evd_cases, run_cases, summary_markdown, synthetic_cases,
                                                         write_reports, wxbs_cases)
+from HSequences_bench.wide_baseline_common import IncompletePair
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.base.device import DeviceError, resolve_device
 from keynet.pipeline.config import FeatureConfig
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--synthetic-tilts", nargs="+", type=float, default=list(SYNTHETIC_TILTS), metavar="T",
                    help="synthetic pairs: image k squeezed along x by these tilts (ASIFT's t >= 1) (default: "
                         + " ".join(f"{t:g}" for t in SYNTHETIC_TILTS) + ")")
+    add_bool_flag(g, "--skip-incomplete", False,
+                  "skip the WxBS / EVD pairs that lack an image, corrs.txt or h file (one warning each, listed in "
+                  "wide_baseline.md) instead of stopping with an error")
     m = ap.add_argument_group("methods")
     m.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
                    help="methods, compared in this order: " + ", ".join(METHODS)
@@ -99,14 +104,37 @@ def check_options(args: argparse.Namespace) -> None:
     resolve_device(args.device)
 
 
-def collect_cases(args: argparse.Namespace, out: Path) -> Dict[str, List[Case]]:
+def _complete(benchmark: str, found: Tuple[List[Case], List[IncompletePair]], skip: bool,
+              skipped: Dict[str, List[IncompletePair]]) -> List[Case]:
+    """The complete pairs of ``found``; an incomplete one is an error (without ``skip``) or a
+    warning line each, kept in ``skipped[benchmark]``."""
+    cases, incomplete = found
+    if incomplete and not skip:
+        more = f" (and {len(incomplete) - 1} more)" if len(incomplete) > 1 else ""
+        raise BenchInputError(f"{incomplete[0].message}{more}; --skip-incomplete skips such pairs")
+    for p in incomplete:
+        print(f"warning: skipping incomplete {p.message}", file=sys.stderr, flush=True)
+    if incomplete:
+        skipped[benchmark] = incomplete
+    return cases
+
+
+def collect_cases(args: argparse.Namespace, out: Path,
+                  skipped: Optional[Dict[str, List[IncompletePair]]] = None) -> Dict[str, List[Case]]:
+    """The pairs of each benchmark asked for; with ``--skip-incomplete`` the pairs lacking a
+    file are left out (a warning line each) and put in ``skipped``."""
+    skipped = {} if skipped is None else skipped
     cases: Dict[str, List[Case]] = {}
     if args.wxbs_dir:
-        cases["wxbs"] = wxbs_cases(args.wxbs_dir, args.wxbs_subset)
+        cases["wxbs"] = _complete("wxbs", wxbs_cases(args.wxbs_dir, args.wxbs_subset), args.skip_incomplete, skipped)
         if not cases["wxbs"]:
-            raise BenchInputError(f"no WxBS pair of subset '{args.wxbs_subset}' under {args.wxbs_dir}")
+            left = f" ({len(skipped['wxbs'])} incomplete, skipped)" if skipped.get("wxbs") else ""
+            raise BenchInputError(f"no WxBS pair of subset '{args.wxbs_subset}' under {args.wxbs_dir}{left}")
     if args.evd_dir:
-        cases["evd"] = evd_cases(args.evd_dir)
+        cases["evd"] = _complete("evd", evd_cases(args.evd_dir), args.skip_incomplete, skipped)
+        if not cases["evd"]:
+            raise BenchInputError(f"no complete EVD pair under {args.evd_dir} ({len(skipped['evd'])} incomplete, "
+                                  "skipped)")
     if args.synthetic_dir:
         cases["synthetic"] = synthetic_cases(args.synthetic_dir, out / "cache" / "synthetic", args.synthetic_k,
                                              args.synthetic_tilts)
@@ -119,7 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out_dir)
     try:
         check_options(args)  # cheap checks first: nothing is loaded for a bad command line
-        cases = collect_cases(args, out)
+        incomplete: Dict[str, List[IncompletePair]] = {}
+        cases = collect_cases(args, out, incomplete)
         opts = MethodOptions(num_points=args.num_points, max_image_size=args.max_image_size, device=args.device,
                              matcher=options.matcher_config_from_args(args), peer_keynet=args.peer_keynet,
                              peer_affnet=args.peer_affnet, peer_orinet=args.peer_orinet)
@@ -128,7 +157,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"note: skipping '{name}': {why}", flush=True)
         if not methods:
             raise OptionError("no method left to run")
-        print("; ".join(f"{b}: {len(c)} pairs" for b, c in cases.items())
+        print("; ".join(f"{b}: {len(c)} pairs"
+                        + (f" ({len(incomplete[b])} incomplete skipped)" if incomplete.get(b) else "")
+                        for b, c in cases.items())
               + f"; methods: {', '.join(m.name for m in methods)}", flush=True)
         store = Store(out / "cache", overwrite=args.overwrite)
         t0 = time.time()
@@ -140,8 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     header = ("Command: `keynet bench-wxbs " + shlex.join(argv) + "`\n") if argv else ""
-    paths = write_reports(results, out, plot=args.plot, header=header)
-    print("\n" + summary_markdown(results))
+    paths = write_reports(results, out, plot=args.plot, header=header, skipped=incomplete)
+    print("\n" + summary_markdown(results, incomplete))
     c = store.counts
     print(f"{c['features']} image(s) extracted, {c['features_reused']} from the cache; {c['matches']} pair(s) "
           f"matched, {c['matches_reused']} from the cache ({time.time() - t0:.0f} s); wrote "
