@@ -341,9 +341,13 @@ class KeyNetDetector:
         ``num_points``: this call's budget (``None``: ``settings.num_points``)."""
         return self.detect_prepared(self.prepare(image, channel_order), num_points)
 
-    def detect_prepared(self, img: np.ndarray, num_points: Optional[int] = None) -> np.ndarray:
-        """:meth:`detect` on an image already returned by :meth:`prepare`."""
+    def detect_prepared(self, img: np.ndarray, num_points: Optional[int] = None,
+                        upsampled_levels: Optional[int] = None) -> np.ndarray:
+        """:meth:`detect` on an image already returned by :meth:`prepare`; ``num_points`` /
+        ``upsampled_levels``: this call's (``None``: the settings')."""
         s = self.settings if num_points is None else replace(self.settings, num_points=int(num_points))
+        if upsampled_levels is not None:
+            s = replace(s, upsampled_levels=int(upsampled_levels))
         levels = build_pyramid(img, s)
         min_side = self.model.min_input_size()
         up_n = s.upsampled_levels if s.multi_scale else 0

@@ -16,10 +16,12 @@ from keynet.pipeline.config import (DEFAULT_MIN_INLIERS, VIEW_SYNTHESIS_MODES, F
 from keynet.pipeline.descriptors import named_descriptor
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_ORIENTATION, build_extractor,
                                         resolve_descriptor_weights, resolve_detector_weights)
-from keynet.pipeline.views import LAST_LEVEL, VIEW_SET_ID, ViewedImage, level_prefix, match_view_levels, view_levels
+from keynet.pipeline.cascade import CASCADE_VIEWS, match_cascade
+from keynet.pipeline.matchers import match_descriptors
+from keynet.pipeline.views import LAST_LEVEL, WHOLE_BUDGET, ViewedImage, level_prefix, match_view_levels, view_levels
 
 from .method_base import MethodError, MethodSkipped, file_digest, weights_digest
-from .wide_baseline_method import ImageFeatures, Method, MethodOptions, with_scale
+from .wide_baseline_method import ImageFeatures, MatchResult, Method, MethodOptions, with_scale
 
 PathLike = Union[str, os.PathLike]
 
@@ -80,9 +82,12 @@ def parse_keynet_spec(spec: str) -> Dict[str, object]:
                               f"{', '.join(values)}")
     if out.get(VIEW_MATCHES_FIELD) is not None and out.get(VIEW_SYNTHESIS_FIELD, "none") == "none":
         raise MethodError(f"{VIEW_MATCHES_FIELD!r} needs view_synthesis=auto|full in method spec {spec!r}")
+    if out.get(VIEW_MATCHES_FIELD) is not None and out.get(VIEW_SYNTHESIS_FIELD) == "cascade":
+        raise MethodError(f"{VIEW_MATCHES_FIELD!r} does not apply to view_synthesis=cascade (it answers with the "
+                          f"plain matches or a view level's verified ones) in method spec {spec!r}")
     if MIN_INLIERS_FIELD in out:
-        if out.get(VIEW_SYNTHESIS_FIELD) != "auto":
-            raise MethodError(f"{MIN_INLIERS_FIELD!r} needs view_synthesis=auto in method spec {spec!r}")
+        if out.get(VIEW_SYNTHESIS_FIELD) not in ("auto", "cascade"):
+            raise MethodError(f"{MIN_INLIERS_FIELD!r} needs view_synthesis=auto or cascade in method spec {spec!r}")
         try:
             check_min_inliers(out[MIN_INLIERS_FIELD])  # type: ignore[arg-type]
         except ValueError:
@@ -155,7 +160,14 @@ class ViewSynthesisMethod(Method):
     pair's matches, which the benchmark's own estimator then fits, are those of the last level
     matched with the duplicates merged: ``matches='verified'`` (the default, what ``keynet
     match`` writes) only the fundamental-matrix inliers of the view-synthesis verification,
-    ``'tentative'`` all of them, as every other method gives its tentative matches."""
+    ``'tentative'`` all of them, as every other method gives its tentative matches.
+
+    ``mode='cascade'`` (:mod:`keynet.pipeline.cascade`): the views of each level get
+    :data:`~keynet.pipeline.cascade.CASCADE_VIEWS` (half the plain budget, no up-sampled level), level 0 is
+    matched exactly as the plain method matches (so a pair whose plain geometry passes gets the
+    plain method's tentative matches), a view level answers with its verified matches, and the
+    seconds of a pair count only the levels it tried (``extra['level_seconds']`` of the
+    features, :class:`MatchResult`'s ``level_seconds``)."""
 
     def __init__(self, cfg: FeatureConfig, mode: str, options: MethodOptions, matches: str = "verified",
                  min_inliers: int = DEFAULT_MIN_INLIERS) -> None:
@@ -167,12 +179,15 @@ class ViewSynthesisMethod(Method):
         except ValueError as exc:
             raise MethodError(str(exc)) from None
         pipeline = pipeline_tag(cfg)
-        tag = f"{pipeline} views={VIEW_SET_ID}:{mode}" + ("" if matches == "verified" else f" {matches}")
-        if mode == "auto" and min_inliers != DEFAULT_MIN_INLIERS:  # the default keeps the earlier caches' tag
+        self.cascade = mode == "cascade"
+        self.budget = CASCADE_VIEWS if self.cascade else WHOLE_BUDGET
+        views = self.budget.id
+        tag = f"{pipeline} views={views}:{mode}" + ("" if matches == "verified" else f" {matches}")
+        if mode in ("auto", "cascade") and min_inliers != DEFAULT_MIN_INLIERS:  # the default keeps the earlier caches' tag
             tag += f" min_inliers={int(min_inliers)}"
         # every view level is extracted whatever the mode: the mode and the matches given change the matches only
         super().__init__("keynet", tag, lambda: build_extractor(cfg), matcher, cfg.max_image_size,
-                         features_tag=f"{pipeline} views={VIEW_SET_ID}")
+                         features_tag=f"{pipeline} views={views}")
         self.tentative = matches == "tentative"
 
     def extract(self, path: PathLike) -> ImageFeatures:
@@ -182,25 +197,45 @@ class ViewSynthesisMethod(Method):
             except (ValueError, OSError, RuntimeError) as exc:
                 raise MethodError(f"cannot build method {self.name!r}: {str(exc).splitlines()[0]}") from None
         t0 = time.perf_counter()
-        viewed = ViewedImage(self._extractor, path, self.max_image_size)
+        viewed = ViewedImage(self._extractor, path, self.max_image_size, self.budget)
         f, views = viewed.features(LAST_LEVEL)
+        extra = {"lafs": f.lafs()[0].numpy(), "views": np.asarray(views, np.int64),
+                 "orientations": np.asarray(f.orientations, np.float32)}
+        if self.cascade:
+            extra["level_seconds"] = np.asarray(viewed.level_seconds, np.float64)
         return ImageFeatures(np.asarray(f.keypoints, np.float64), np.asarray(f.descriptors, np.float32),
-                             (int(f.image_size[0]), int(f.image_size[1])), time.perf_counter() - t0,
-                             {"lafs": f.lafs()[0].numpy(), "views": np.asarray(views, np.int64),
-                              "orientations": np.asarray(f.orientations, np.float32)})
+                             (int(f.image_size[0]), int(f.image_size[1])), time.perf_counter() - t0, extra)
 
     def match(self, f1: ImageFeatures, f2: ImageFeatures) -> np.ndarray:
-        def getter(f: ImageFeatures):
-            levels = view_levels(f.extra["views"])
+        return self.match_pair(f1, f2).matches
 
-            def get(level: int) -> Dict[str, np.ndarray]:
-                n = level_prefix(levels, level)
-                return {"kpts": with_scale(f.keypoints)[:n], "desc": f.descriptors[:n], "lafs": f.extra["lafs"][:n],
-                        "ori": None, "hw": (f.size[1], f.size[0])}
-            return get
-        m, _, inliers, _ = match_view_levels(getter(f1), getter(f2), self.matcher)
+    def match_pair(self, f1: ImageFeatures, f2: ImageFeatures) -> MatchResult:
+        t0 = time.perf_counter()
+        get1, get2 = _stored_levels(f1), _stored_levels(f2)
+        if self.cascade:
+            res = match_cascade(lambda: self._match_plain(f1, f2), get1, get2, self.matcher)
+            return MatchResult(np.asarray(res.matches, np.int64).reshape(-1, 2), res.level, res.level_seconds)
+        m, _, inliers, level = match_view_levels(get1, get2, self.matcher)
         m = np.asarray(m, np.int64).reshape(-1, 2)
-        return m if self.tentative else m[np.asarray(inliers, bool)]
+        return MatchResult(m if self.tentative else m[np.asarray(inliers, bool)], int(level),
+                           (time.perf_counter() - t0,))
+
+    def _match_plain(self, f1: ImageFeatures, f2: ImageFeatures):
+        """Level 0 matched as :meth:`Method.match` matches the plain method's features."""
+        n1, n2 = (level_prefix(view_levels(f.extra["views"]), 0) for f in (f1, f2))
+        return match_descriptors(f1.descriptors[:n1], f2.descriptors[:n2], self.matcher, with_scale(f1.keypoints)[:n1],
+                                 with_scale(f2.keypoints)[:n2], (f1.size[1], f1.size[0]), (f2.size[1], f2.size[0]))
+
+
+def _stored_levels(f: ImageFeatures):
+    """``get(level)`` of the view matching over a benchmark image's stored view union."""
+    levels = view_levels(f.extra["views"])
+
+    def get(level: int) -> Dict[str, np.ndarray]:
+        n = level_prefix(levels, level)
+        return {"kpts": with_scale(f.keypoints)[:n], "desc": f.descriptors[:n], "lafs": f.extra["lafs"][:n],
+                "ori": None, "hw": (f.size[1], f.size[0])}
+    return get
 
 
 def view_synthesis_preset(mode: str, matches: str = "verified", min_inliers: int = DEFAULT_MIN_INLIERS,

@@ -185,6 +185,10 @@ METHODS: Dict[str, Callable[[MethodOptions], Method]] = {
     # our best configuration on the development pairs (docs/wide_baseline.md): our AffNet's
     # shapes, view synthesis, the last level's merged matches to the benchmark's estimator
     "keynet-affine-views": view_synthesis_preset("auto", "tentative", affine="learned"),
+    # the wide-baseline mode (--wide-baseline, keynet.pipeline.cascade): the plain pipeline's
+    # matches unless their geometry fails and a view level's passes; with our AffNet's shapes
+    "keynet-cascade": view_synthesis_preset("cascade"),
+    "keynet-affine-cascade": view_synthesis_preset("cascade", affine="learned"),
     "sift": sift_factory(root=False),
     "rootsift": sift_factory(root=True),
     "kornia-keynet-affnet-hardnet": kornia_keynet_affnet_hardnet,

@@ -25,7 +25,8 @@ seeded, so a rerun gives the same model). The synthetic images are written once 
 One pair that cannot be processed (an unreadable image, a bad ground-truth file) is a
 warning naming it and a failed score (WxBS recall 0, EVD error ``inf``), not a crash. A pair
 with fewer matches than the estimator's minimal sample (:data:`MIN_MATCHES`; none at all
-included) has no model and the same failed score, status ``no model``.
+included) has no model, status ``no model``: WxBS recall 0, and on EVD the identity's error
+(the reference README's stand-in for no H).
 
 Seconds of a pair (:func:`pair_seconds`): the features of both images plus the matching. A
 method matching view levels one after another (:meth:`Method.match_pair` answering a
@@ -420,10 +421,9 @@ def score_pair(method: Method, case: Case, store: Store) -> Dict[str, object]:
         row = wb.wxbs_row(method.name, case.truth, wb.wxbs_recall(model, gt[0]))  # type: ignore[arg-type]
     else:
         H_gt, shape1, shape2 = gt
-        # fewer matches than a minimal sample: the failed score; a model the estimator could not
-        # find from enough matches: the identity, as the reference README scores it
-        few = model is None and len(pm.pts1) < MIN_MATCHES[ESTIMATORS[case.benchmark][0]]
-        error = math.inf if few else wb.evd_reprojection_error(shape1, shape2, H_gt, model)
+        # no model (too few matches, or the estimator found none): the identity, as the reference
+        # README scores it (``if H is None: H = np.eye(3)``)
+        error = wb.evd_reprojection_error(shape1, shape2, H_gt, model)
         row = wb.evd_row(method.name, case.name, error)
         row.update(case.extra)
     row.update(keypoints1=pm.keypoints1, keypoints2=pm.keypoints2, matches=len(pm.pts1), inliers=inliers,

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from keynet.base import twoview, viz
+from keynet.pipeline.cascade import describe_checks
 from keynet.base.cli import ArgumentParser, add_bool_flag, check_output_file, count_or_all
 from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline import matching
@@ -59,8 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keypoints-out", default=None,
                    help="also write the keypoints of both images to this picture (circle radius: 5 x the "
                         "keypoint scale) (default: none)")
-    defaults = matching.FeatureConfig(num_points=4000)
-    options.add_feature_args(p, defaults)
+    options.add_feature_args(p, matching.FeatureConfig())
     options.add_matcher_args(p, views=True)
     add_bool_flag(p, "--progress", True, "one status line per stage (networks, features and matching, fit, "
                                          "drawing) on stderr")
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         mcfg = options.matcher_config_from_args(args)
         stage("loading the networks (Key.Net + HardNet)")
         ex = matching.build_extractor(fcfg)
-        views = "" if args.view_synthesis == "none" else f" and of their synthesised views ({args.view_synthesis})"
+        views = "" if mcfg.view_synthesis == "none" else f" and of their synthesised views ({mcfg.view_synthesis})"
         stage(f"features of both images{views} (up to {fcfg.num_points} points each), matching ({args.matcher})")
         res = matching.match_images(args.image0, args.image1, extractor=ex, feature_config=fcfg, matcher=mcfg)
         m = res["matches"]
@@ -160,8 +160,10 @@ def main(argv=None) -> int:
             fit = twoview.estimate_fundamental(xy0, xy1, args.estimator, threshold)
         weak = weak_fit_line(twoview.fit_quality(xy0, xy1, fit, res["size0"], res["size1"], args.model, threshold))
         synth = None
-        if "levels_used" in res:
-            synth = (f"view synthesis {args.view_synthesis}: levels 0-{res['levels_used']}, "
+        if "checks" in res:  # the cascade: which level answered and why
+            synth = f"wide-baseline cascade: {describe_checks(res['checks'])}"
+        elif "levels_used" in res:
+            synth = (f"view synthesis {mcfg.view_synthesis}: levels 0-{res['levels_used']}, "
                      f"{int(res['inliers'].sum())} verified matches")
         lines = describe(len(res["kpts0"]), len(res["kpts1"]), len(m), fit.num_inliers, args.matcher, args.model,
                          args.estimator, args.max_lines, synth)

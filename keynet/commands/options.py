@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence
 from keynet.base.cli import add_bool_flag, add_config_args, config_from_args, count_or_all, positive_int
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings
 from keynet.pipeline.config import (DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS, DETECTOR_HELP, ORIENTATION_HELP,
-                                    FeatureConfig, MatcherConfig)
+                                    FeatureConfig, MatcherConfig, WIDE_BASELINE_MODE)
 from keynet.pipeline.matchers import MATCHER_REGISTRY, matchers_help
 from keynet.pipeline.pairs import PAIR_MODES
 
@@ -124,12 +124,23 @@ def add_matcher_args(p: argparse.ArgumentParser, defaults: Optional[MatcherConfi
                    default=d.view_synthesis, help=meta["view_synthesis"]["help"])
     g.add_argument(*meta["min_inliers"]["flags"], dest="min_inliers", type=positive_int, default=d.min_inliers,
                    help=meta["min_inliers"]["help"])
+    add_bool_flag(g, "--wide-baseline", False,
+                  f"the wide-baseline mode in one option (--view-synthesis {WIDE_BASELINE_MODE}): the plain "
+                  "pipeline's matches, unless their geometry fails and a level of synthesised views passes "
+                  "(docs/matching.md, Wide-baseline mode)")
 
 
 def matcher_config_from_args(args: argparse.Namespace) -> MatcherConfig:
+    """The :class:`MatcherConfig` of the options of :func:`add_matcher_args` (``--wide-baseline``
+    with another ``--view-synthesis`` than its own: ``ValueError``)."""
     d = MatcherConfig()
-    return MatcherConfig(method=args.matcher, threshold=args.match_threshold,
-                         view_synthesis=getattr(args, "view_synthesis", d.view_synthesis),
+    views = getattr(args, "view_synthesis", d.view_synthesis)
+    if getattr(args, "wide_baseline", False):
+        if views not in (d.view_synthesis, WIDE_BASELINE_MODE):
+            raise ValueError(f"--wide-baseline is --view-synthesis {WIDE_BASELINE_MODE}; it cannot be combined with "
+                             f"--view-synthesis {views}")
+        views = WIDE_BASELINE_MODE
+    return MatcherConfig(method=args.matcher, threshold=args.match_threshold, view_synthesis=views,
                          min_inliers=getattr(args, "min_inliers", d.min_inliers))
 
 

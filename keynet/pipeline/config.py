@@ -149,8 +149,12 @@ EXTRACT_DEFAULTS = FeatureConfig(num_points=1500, max_image_size=0, subpixel=Non
 
 
 #: ``view_synthesis`` values of the matching stage: none (the plain images, today's pipeline),
-#: auto (MODS's iteration: the next level while the verified matches are too few), full (all levels).
-VIEW_SYNTHESIS_MODES = ("none", "auto", "full")
+#: auto (MODS's iteration: the next level while the verified matches are too few), full (all
+#: levels), cascade (the wide-baseline mode: the plain pipeline's answer unless its geometry
+#: fails and a view level's passes, :mod:`keynet.pipeline.cascade`).
+VIEW_SYNTHESIS_MODES = ("none", "auto", "full", "cascade")
+#: The one option that turns the wide-baseline mode on (``--wide-baseline``): this view synthesis.
+WIDE_BASELINE_MODE = "cascade"
 #: MODS's stopping rule (Mishkin, Matas & Perdoch 2015): a pair is matched once geometric
 #: verification keeps at least this many correspondences; below it, view synthesis goes on.
 DEFAULT_MIN_INLIERS = 15
@@ -187,12 +191,13 @@ class MatcherConfig:
     view_synthesis: str = field(default="none", metadata={
         "flags": ("--view-synthesis",), "choices": VIEW_SYNTHESIS_MODES,
         "help": "also match synthesised affine views of both images, for extreme viewpoint changes (ASIFT / MODS; "
-                "docs/matching.md): none (the plain images), auto (the plain images first, then views of tilt 2, "
-                "then 4, while fewer than --min-inliers matches pass the fundamental-matrix check), full (all "
-                "views at once)"})
+                "docs/matching.md): none (the plain images), cascade (the wide-baseline mode, also --wide-baseline: "
+                "the plain pipeline's matches unless their geometry fails and a level of views passes; views only "
+                "when needed), auto (the plain images first, then views of tilt 2, then 4, while fewer than "
+                "--min-inliers matches pass the fundamental-matrix check), full (all views at once)"})
     min_inliers: int = field(default=DEFAULT_MIN_INLIERS, metadata={
         "flags": ("--min-inliers",),
-        "help": "verified matches at which --view-synthesis auto stops adding views (MODS's 15)"})
+        "help": "verified matches at which --view-synthesis auto / cascade stops adding views (MODS's 15)"})
 
     def __post_init__(self) -> None:
         if self.method not in MATCHER_REGISTRY:
@@ -206,6 +211,11 @@ class MatcherConfig:
     def views(self) -> bool:
         """Whether the matching uses synthesised views."""
         return self.view_synthesis != "none"
+
+    @property
+    def cascade(self) -> bool:
+        """Whether the matching is the wide-baseline cascade (:mod:`keynet.pipeline.cascade`)."""
+        return self.view_synthesis == "cascade"
 
     @property
     def resolved_threshold(self) -> Optional[float]:

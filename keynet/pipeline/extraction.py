@@ -212,14 +212,15 @@ class Extractor:
         self.affine = affine
 
     def features(self, image, channel_order: str = "rgb", name: Optional[str] = None,
-                 num_points: Optional[int] = None) -> Features:
+                 num_points: Optional[int] = None, upsampled_levels: Optional[int] = None) -> Features:
         """Image (path or array) -> :class:`Features`. ``channel_order``: of a colour array
         (``rgb``, or ``bgr`` for one from ``cv2.imread``); ``name``: what errors call the
-        image (default: its path, or ``image`` for an array); ``num_points``: this call's
-        keypoint budget (``None``: the detector's)."""
+        image (default: its path, or ``image`` for an array); ``num_points`` /
+        ``upsampled_levels``: this call's keypoint budget and up-sampled pyramid levels
+        (``None``: the detector's)."""
         img = self.detector.prepare(image, channel_order, name)
-        kpts = self.detector.detect_prepared(img) if num_points is None else \
-            self.detector.detect_prepared(img, num_points=num_points)
+        kpts = self.detector.detect_prepared(img) if num_points is None and upsampled_levels is None else \
+            self.detector.detect_prepared(img, num_points=num_points, upsampled_levels=upsampled_levels)
         return self.features_at(img, kpts)
 
     def features_at(self, img: np.ndarray, kpts: np.ndarray) -> Features:

@@ -40,8 +40,9 @@ from .extraction import (Extractor, Features, MatchingError, build_extractor, ex
 from .matchers import (ADALAM_ORIENTATION_TOLERANCE, DEFAULT_MATCHER, DEFAULT_THRESHOLDS, FGINN_RADIUS,
                        LAF_RADIUS_PER_SCALE, MATCHERS, lafs_from_keypoints, match_descriptors, match_union)
 from .stages import FEATURE_CACHE_IMAGES, StageSummary, extract_features, features_fingerprint, match_pairs
+from .cascade import CASCADE_VIEWS, match_cascade
 from .views import (VERIFY_THRESHOLD, ViewedImage, concat_features, image_view_features, match_view_levels,
-                    verify_matches)
+                    verify_matches, view_levels)
 
 PathLike = Union[str, os.PathLike]
 
@@ -65,37 +66,79 @@ def match_images(image0: PathLike, image1: PathLike, extractor: Optional[Extract
     mcfg = matcher or MatcherConfig()
     mcfg = mcfg.with_views(view_synthesis, min_inliers)
     ex = extractor or build_extractor(fcfg)
+    if mcfg.cascade:
+        return _match_image_cascade(ex, image0, image1, fcfg, mcfg)
     if mcfg.views:
         return _match_image_views(ex, image0, image1, fcfg, mcfg)
     f0 = image_features(ex, image0, fcfg.max_image_size)
     f1 = image_features(ex, image1, fcfg.max_image_size)
-    (w0, h0), (w1, h1) = f0.image_size, f1.image_size
-    shaped = f0.shapes is not None and f1.shapes is not None
-    m, sc = match_descriptors(f0.descriptors, f1.descriptors, mcfg, f0.keypoints, f1.keypoints, (h0, w0),
-                              (h1, w1), f0.orientations, f1.orientations,
-                              f0.lafs()[0].numpy() if shaped else None, f1.lafs()[0].numpy() if shaped else None)
+    m, sc = match_plain(f0, f1, mcfg)
     out = {"kpts0": f0.keypoints, "kpts1": f1.keypoints, "matches": m, "scores": sc, "size0": np.array(f0.image_size),
            "size1": np.array(f1.image_size)}
-    if shaped:
+    if f0.shapes is not None and f1.shapes is not None:
         out["lafs0"], out["lafs1"] = f0.lafs()[0].numpy(), f1.lafs()[0].numpy()
     return out
+
+
+def match_plain(f0: Features, f1: Features, mcfg: MatcherConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """The plain pipeline's matches of two images' features (whole frames where both have an
+    affine shape): ``(matches (K, 2), scores (K,))``."""
+    (w0, h0), (w1, h1) = f0.image_size, f1.image_size
+    shaped = f0.shapes is not None and f1.shapes is not None
+    return match_descriptors(f0.descriptors, f1.descriptors, mcfg, f0.keypoints, f1.keypoints, (h0, w0),
+                             (h1, w1), f0.orientations, f1.orientations,
+                             f0.lafs()[0].numpy() if shaped else None, f1.lafs()[0].numpy() if shaped else None)
+
+
+def _viewed_source(image: ViewedImage, union: Dict[int, Tuple[Features, np.ndarray, np.ndarray]], i: int,
+                   oriented: bool) -> Callable[[int], Dict[str, np.ndarray]]:
+    """``get(level)`` of the view matching: the union of an image's levels ``0..level``,
+    kept in ``union[i]`` (the last one asked)."""
+    def upto(level: int) -> Dict[str, np.ndarray]:
+        f, v = image.features(level)
+        lafs = f.lafs()[0].numpy()
+        union[i] = (f, v, lafs)
+        return {"kpts": f.keypoints, "desc": f.descriptors, "lafs": lafs,
+                "ori": f.orientations if oriented else None, "hw": f.image_size[::-1]}
+    return upto
+
+
+def _match_image_cascade(ex: Extractor, image0: PathLike, image1: PathLike, fcfg: FeatureConfig,
+                         mcfg: MatcherConfig) -> Dict[str, np.ndarray]:
+    images = [ViewedImage(ex, p, fcfg.max_image_size, CASCADE_VIEWS) for p in (image0, image1)]
+    union: Dict[int, Tuple[Features, np.ndarray, np.ndarray]] = {}
+    get0, get1 = (_viewed_source(images[i], union, i, fcfg.oriented) for i in (0, 1))
+    res = match_cascade(lambda: match_plain(images[0].plain, images[1].plain, mcfg), get0, get1, mcfg)
+    (f0, v0, l0), (f1, v1, l1) = union[0], union[1]
+    if res.level < max(union_level(v0), union_level(v1)):  # the answer is level 0's: its features alone
+        n0, n1 = int(np.sum(v0 == 0)), int(np.sum(v1 == 0))
+        f0, v0, l0 = _prefix(f0, n0), v0[:n0], l0[:n0]
+        f1, v1, l1 = _prefix(f1, n1), v1[:n1], l1[:n1]
+    return {"kpts0": f0.keypoints, "kpts1": f1.keypoints, "matches": res.matches, "scores": res.scores,
+            "size0": np.array(f0.image_size), "size1": np.array(f1.image_size), "lafs0": l0, "lafs1": l1,
+            "views0": v0, "views1": v1, "inliers": res.inliers, "levels_used": res.level,
+            "levels_tried": len(res.checks) - 1, "passed": res.passed, "checks": res.checks,
+            "level_seconds": np.array([images[0].level_seconds[i] + images[1].level_seconds[i] + c.seconds
+                                       for i, c in enumerate(res.checks)])}
+
+
+def union_level(views: np.ndarray) -> int:
+    """The last view level present in a union's view index (0: the plain image only)."""
+    return int(view_levels(views).max()) if len(views) else 0
+
+
+def _prefix(f: Features, n: int) -> Features:
+    return Features(f.keypoints[:n], None if f.descriptors is None else f.descriptors[:n],
+                    None if f.orientations is None else f.orientations[:n], f.image_size,
+                    None if f.shapes is None else f.shapes[:n])
 
 
 def _match_image_views(ex: Extractor, image0: PathLike, image1: PathLike, fcfg: FeatureConfig,
                        mcfg: MatcherConfig) -> Dict[str, np.ndarray]:
     images = [ViewedImage(ex, p, fcfg.max_image_size) for p in (image0, image1)]
     union: Dict[int, Tuple[Features, np.ndarray, np.ndarray]] = {}
-
-    def source(i: int) -> Callable[[int], Dict[str, np.ndarray]]:
-        def upto(level: int) -> Dict[str, np.ndarray]:
-            f, v = images[i].features(level)
-            lafs = f.lafs()[0].numpy()
-            union[i] = (f, v, lafs)
-            return {"kpts": f.keypoints, "desc": f.descriptors, "lafs": lafs,
-                    "ori": f.orientations if fcfg.oriented else None, "hw": f.image_size[::-1]}
-        return upto
-
-    m, sc, inl, level = match_view_levels(source(0), source(1), mcfg)
+    m, sc, inl, level = match_view_levels(*(_viewed_source(images[i], union, i, fcfg.oriented) for i in (0, 1)),
+                                          mcfg)
     (f0, v0, l0), (f1, v1, l1) = union[0], union[1]
     return {"kpts0": f0.keypoints, "kpts1": f1.keypoints, "matches": m, "scores": sc,
             "size0": np.array(f0.image_size), "size1": np.array(f1.image_size), "lafs0": l0, "lafs1": l1,

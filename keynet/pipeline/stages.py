@@ -25,7 +25,9 @@ from .config import FeatureConfig, MatcherConfig, check_view_synthesis
 from .extraction import Extractor, Features, MatchingError, build_extractor, image_features
 from .matchers import FGINN_RADIUS, match_descriptors
 from .pairs import Pair
-from .views import VERIFY_THRESHOLD, VIEW_SET_ID, image_view_features, level_prefix, match_view_levels, view_levels
+from .cascade import CASCADE_VIEWS, match_cascade
+from .views import (VERIFY_THRESHOLD, WHOLE_BUDGET, ViewBudget, image_view_features, level_prefix, match_view_levels,
+                    view_levels)
 
 PathLike = Union[str, os.PathLike]
 
@@ -240,8 +242,14 @@ def features_fingerprint(cfg: FeatureConfig, view_synthesis: str = "none") -> st
     if check_view_synthesis(view_synthesis) == "none":
         return fp
     d = json.loads(fp)
-    d["views"] = VIEW_SET_ID
+    d["views"] = view_budget(view_synthesis).id
     return json.dumps(d, sort_keys=True)
+
+
+def view_budget(view_synthesis: str) -> ViewBudget:
+    """How the views of ``view_synthesis`` are detected: the cascade's
+    :data:`~keynet.pipeline.cascade.CASCADE_VIEWS`, else the whole budget."""
+    return CASCADE_VIEWS if view_synthesis == "cascade" else WHOLE_BUDGET
 
 
 def extract_features(image_dir: PathLike, names: Sequence[str], features_path: PathLike, cfg: FeatureConfig,
@@ -270,7 +278,8 @@ def extract_features(image_dir: PathLike, names: Sequence[str], features_path: P
             state["extractor"] = build_extractor(cfg)
         if not viewed:
             return image_features(state["extractor"], path, cfg.max_image_size), None
-        f, views = image_view_features(state["extractor"], path, cfg.max_image_size)
+        f, views = image_view_features(state["extractor"], path, cfg.max_image_size,
+                                       budget=view_budget(view_synthesis))
         return f, views
 
     run = write_features_h5(features_path, [(n, Path(image_dir) / n) for n in names], compute, fingerprint=fp,
@@ -342,13 +351,38 @@ def match_stored(fa: Dict[str, np.ndarray], fb: Dict[str, np.ndarray], cfg: Matc
                  ) -> Tuple[np.ndarray, np.ndarray, Dict[str, int]]:
     """The matches and scores of two images' stored features (view synthesis: the verified
     matches of :func:`~keynet.pipeline.views.match_view_levels`), and what the progress bar shows."""
+    if cfg.cascade:
+        res = match_cascade(lambda: _match_plain(_level0(fa), _level0(fb), cfg), stored_levels(fa), stored_levels(fb),
+                            cfg)
+        return res.matches, res.scores, {"matches": len(res.matches), "level": res.level}
     if cfg.views:
         m, s, inl, level = match_view_levels(stored_levels(fa), stored_levels(fb), cfg)
         return m[inl], s[inl], {"matches": int(inl.sum()), "level": level}
-    m, s = match_descriptors(fa["descriptors"], fb["descriptors"], cfg, _with_scales(fa), _with_scales(fb),
+    m, s = _match_plain(fa, fb, cfg)
+    return m, s, {"matches": len(m)}
+
+
+def _match_plain(fa: Dict[str, np.ndarray], fb: Dict[str, np.ndarray], cfg: MatcherConfig
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    return match_descriptors(fa["descriptors"], fb["descriptors"], cfg, _with_scales(fa), _with_scales(fb),
                              fa["image_size"][::-1], fb["image_size"][::-1], fa.get("orientations"),
                              fb.get("orientations"), fa.get("lafs"), fb.get("lafs"))
-    return m, s, {"matches": len(m)}
+
+
+def _level0(f: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Stored view features cut to the plain image's (level 0), as the pipeline without views
+    stores them: the frames only where they carry an affine shape (a frame whose linear part
+    is a scaled rotation is the one the keypoint's scale and orientation already give)."""
+    n = level_prefix(view_levels(f["views"]), 0)
+    out = {k: (v[:n] if k in ("keypoints", "descriptors", "scales", "scores", "orientations", "lafs") else v)
+           for k, v in f.items() if k != "views"}
+    lin = np.asarray(out["lafs"], np.float64)[:, :, :2] if "lafs" in out else np.zeros((0, 2, 2))
+    gram = lin.transpose(0, 2, 1) @ lin
+    iso = np.allclose(gram[:, 0, 1], 0, atol=1e-6 * (1 + np.abs(gram[:, 0, 0]).max(initial=0))) and np.allclose(
+        gram[:, 0, 0], gram[:, 1, 1], rtol=1e-5)
+    if iso:
+        out.pop("lafs", None)
+    return out
 
 
 def export_pair(export_dir: PathLike, a: str, b: str, fa: Dict[str, np.ndarray], fb: Dict[str, np.ndarray],

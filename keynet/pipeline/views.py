@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -122,6 +123,35 @@ LAST_LEVEL = NUM_LEVELS - 1
 #: resolution) of an inlier of the fundamental matrix. 2 px, not the 1 px of ``keynet demo``:
 #: the back-mapped position of a tilt-t view is t times less precise across the tilt.
 VERIFY_THRESHOLD = 2.0
+
+
+@dataclass(frozen=True)
+class ViewBudget:
+    """How the synthesised views of each level are detected: together ``share`` of the plain
+    image's keypoint budget (each view its own part of it, :attr:`View.share`), with
+    ``upsampled_levels`` up-sampled pyramid levels (``None``: the detector's own)."""
+
+    share: float = 1.0
+    upsampled_levels: Optional[int] = None
+
+    @property
+    def id(self) -> str:
+        """The name of the view set in the features fingerprint (:data:`VIEW_SET_ID` for the
+        whole budget at the detector's pyramid)."""
+        if self == ViewBudget():
+            return VIEW_SET_ID
+        up = "" if self.upsampled_levels is None else f", {self.upsampled_levels} up-sampled levels"
+        return f"{VIEW_SET_ID} x{self.share:g}{up}"
+
+
+#: Every view level with the plain image's whole budget at the detector's pyramid (``auto``, ``full``).
+WHOLE_BUDGET = ViewBudget()
+
+
+def view_points(num_points: int, view: View, budget: ViewBudget = WHOLE_BUDGET) -> int:
+    """The keypoints a synthesised ``view`` is detected with: its ``share`` of the level's
+    ``budget.share`` of the plain image's ``num_points`` (at least 1)."""
+    return max(1, int(round(num_points * budget.share * view.share)))
 
 
 def views_of_level(level: int, views: Sequence[View] = VIEWS) -> List[View]:
@@ -220,31 +250,30 @@ def map_back(keypoints: np.ndarray, a_view: np.ndarray, shapes: Optional[np.ndar
 
 
 def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View] = VIEWS,
-                  name: Optional[str] = None) -> Tuple[Features, np.ndarray]:
+                  name: Optional[str] = None, budget: ViewBudget = WHOLE_BUDGET) -> Tuple[Features, np.ndarray]:
     """The features of ``views`` of a grey ``image`` in the image's pixels: ``(Features,
     view index (N,) int)``. The plain view (index 0) is exactly ``extractor.features(image)``;
-    the others are detected with their ``share`` of the detector's budget, mapped back
+    the others are detected with :func:`view_points` of the detector's budget (and the
+    ``budget``'s up-sampled levels), mapped back
     (:func:`map_back`) and the keypoints outside the image dropped. The union always has
     ``shapes`` and ``orientations`` (a view's region is an ellipse of the image), concatenated
     view by view in the order of ``views``. A view too small for Key.Net gives no features
     (the plain view too small is an error calling the image ``name``)."""
     h, w = np.asarray(image).shape[:2]
-    budget = extractor.detector.settings.num_points
+    plain_points = extractor.detector.settings.num_points
+    up = {} if budget.upsampled_levels is None else {"upsampled_levels": budget.upsampled_levels}
     parts = []
     for v in views:
         if v.plain:
-            f = extractor.features(image, name=name) if isinstance(extractor, Extractor) else extractor.features(image)
-            n = len(f.keypoints)
-            kp = np.asarray(f.keypoints, np.float64)
-            shp = (np.tile(np.eye(2, dtype=np.float32), (n, 1, 1)) if f.shapes is None
-                   else np.asarray(f.shapes, np.float32))
-            ori = np.zeros(n, np.float32) if f.orientations is None else np.asarray(f.orientations, np.float32)
+            f = as_view_union(extractor.features(image, name=name) if isinstance(extractor, Extractor)
+                              else extractor.features(image))
+            kp, shp, ori = np.asarray(f.keypoints, np.float64), f.shapes, f.orientations
         else:
             img, a = synthesize(image, v)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SkippedLevelsWarning)
-                    f = extractor.features(img, num_points=max(1, int(round(budget * v.share))))
+                    f = extractor.features(img, num_points=view_points(plain_points, v, budget), **up)
             except ImageTooSmallError:
                 continue
             kp, shp, ori = map_back(f.keypoints, a, f.shapes, f.orientations)
@@ -258,6 +287,15 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
     ori = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.float32)
     idx = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64)
     return Features(kp, desc, ori, (int(w), int(h)), shp), idx
+
+
+def as_view_union(f: Features) -> Features:
+    """The plain image's features as a member of a view union: identity shapes and zero
+    orientations where it has none (the positions and descriptors unchanged)."""
+    n = len(f.keypoints)
+    shp = np.tile(np.eye(2, dtype=np.float32), (n, 1, 1)) if f.shapes is None else np.asarray(f.shapes, np.float32)
+    ori = np.zeros(n, np.float32) if f.orientations is None else np.asarray(f.orientations, np.float32)
+    return replace(f, keypoints=np.asarray(f.keypoints, np.float64), shapes=shp, orientations=ori)
 
 
 # ----------------------------------------------------------------------------- duplicates
@@ -292,20 +330,40 @@ def dedup_matches(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: 
 class ViewedImage:
     """An image file read once for view synthesis, its features computed level by level
     and kept: :meth:`features` gives the union of the levels ``0..level`` in full-resolution
-    pixels with the per-keypoint view index."""
+    pixels with the per-keypoint view index; :attr:`plain` the level-0 features exactly as
+    the pipeline without views computes them (:func:`~keynet.pipeline.extraction.image_features`),
+    :attr:`level_seconds` the seconds each level's features took. ``budget``: how the views
+    are detected (:class:`ViewBudget`)."""
 
-    def __init__(self, extractor: Extractor, path: PathLike, max_image_size: int) -> None:
+    def __init__(self, extractor: Extractor, path: PathLike, max_image_size: int,
+                 budget: ViewBudget = WHOLE_BUDGET) -> None:
         self.extractor = extractor
         self.name = str(path)
+        self.budget = budget
+        t0 = time.perf_counter()
         self.image, self.s, self.size = read_for_extraction(path, max_image_size)
+        self._read_seconds = time.perf_counter() - t0
         self._levels: List[Tuple[Features, np.ndarray]] = []
+        self.level_seconds: List[float] = []
+        self.plain: Optional[Features] = None
 
     def features(self, level: int = LAST_LEVEL) -> Tuple[Features, np.ndarray]:
         """The union of the features of the views of levels ``0..level`` and the view index."""
         while len(self._levels) <= level:
-            f, v = view_features(self.extractor, self.image, views_of_level(len(self._levels)), name=self.name)
+            t0 = time.perf_counter()
+            lv = len(self._levels)
+            if lv == 0:
+                ex = self.extractor
+                f = ex.features(self.image, name=self.name) if isinstance(ex, Extractor) else ex.features(self.image)
+                self.plain = Features(full_resolution(f.keypoints, self.s), f.descriptors, f.orientations, self.size,
+                                      f.shapes)
+                f, v = as_view_union(f), np.zeros(len(f.keypoints), np.int64)
+            else:
+                f, v = view_features(self.extractor, self.image, views_of_level(lv), name=self.name,
+                                     budget=self.budget)
             self._levels.append((Features(full_resolution(f.keypoints, self.s), f.descriptors, f.orientations,
                                           self.size, f.shapes), v))
+            self.level_seconds.append(time.perf_counter() - t0 + (self._read_seconds if lv == 0 else 0.0))
         return concat_features(self._levels[: level + 1])
 
 
@@ -320,12 +378,12 @@ def concat_features(parts: Sequence[Tuple[Features, np.ndarray]]) -> Tuple[Featu
 
 
 def image_view_features(extractor: Extractor, path: PathLike, max_image_size: int,
-                        level: int = LAST_LEVEL) -> Tuple[Features, np.ndarray]:
+                        level: int = LAST_LEVEL, budget: ViewBudget = WHOLE_BUDGET) -> Tuple[Features, np.ndarray]:
     """The union of the features of the views of levels ``0..level`` of an image file
-    (:func:`view_features`) in full-resolution pixels, and the per-keypoint view index;
-    level 0 alone is :func:`keynet.pipeline.extraction.image_features` plus identity shapes
-    and zero orientations."""
-    return ViewedImage(extractor, path, max_image_size).features(level)
+    (:func:`view_features`, the views detected per ``budget``) in
+    full-resolution pixels, and the per-keypoint view index; level 0 alone is
+    :func:`keynet.pipeline.extraction.image_features` plus identity shapes and zero orientations."""
+    return ViewedImage(extractor, path, max_image_size, budget).features(level)
 
 
 # ----------------------------------------------------------------------------- view matching
@@ -368,8 +426,8 @@ def match_view_levels(get0: LevelSource, get1: LevelSource,
 
 __all__ = [
     "BLUR", "DEDUP_RADIUS", "LAST_LEVEL", "LEVEL_TILTS", "NUM_LEVELS", "ROTATION_STEP", "VERIFY_THRESHOLD", "VIEWS",
-    "VIEW_SET_ID", "VIEW_SYNTHESIS_MODES", "View", "ViewedImage", "compose_frames", "concat_features",
+    "VIEW_SET_ID", "VIEW_SYNTHESIS_MODES", "View", "ViewBudget", "ViewedImage", "WHOLE_BUDGET", "compose_frames", "concat_features",
     "decompose_frames", "dedup_matches", "image_view_features", "level_prefix", "levels_to_match", "map_back",
-    "match_view_levels", "synthesize", "verify_matches", "view_affine", "view_features", "view_levels", "view_set",
+    "match_view_levels", "synthesize", "verify_matches", "view_affine", "view_features", "view_levels", "view_points", "view_set",
     "views_of_level",
 ]
