@@ -30,7 +30,7 @@ from keynet.pipeline import cascade as C  # noqa: E402
 from keynet.pipeline.config import FeatureConfig, MatcherConfig  # noqa: E402
 from keynet.pipeline.extraction import build_extractor, image_features  # noqa: E402
 from keynet.pipeline.matching import match_plain  # noqa: E402
-from keynet.pipeline.views import LAST_LEVEL, ViewedImage, dedup_matches  # noqa: E402
+from keynet.pipeline.views import LAST_LEVEL, ViewedImage, one_to_one  # noqa: E402
 from keynet.pipeline.matchers import match_union  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def level_costs(ex, cfg: FeatureConfig, mcfg: MatcherConfig, a: Path, b: Path):
             m, sc = match_union(fa.keypoints, fa.descriptors, la, fb.keypoints, fb.descriptors, lb,
                                 fa.image_size[::-1], fb.image_size[::-1], mcfg)
         p0, p1 = fa.keypoints[m[:, 0], :2], fb.keypoints[m[:, 1], :2]
-        keep = dedup_matches(p0, p1, sc)
+        keep = one_to_one(p0, p1, sc)
         _, check = C.check_geometry(p0[keep], p1[keep], fa.image_size, fb.image_size, mcfg.min_inliers, level)
         match_s = time.perf_counter() - t
         per_level.append(imgs[0].level_seconds[level] + imgs[1].level_seconds[level] + match_s)

@@ -16,7 +16,7 @@ from keynet.pipeline.config import (DEFAULT_MIN_INLIERS, VIEW_SYNTHESIS_MODES, F
 from keynet.pipeline.descriptors import named_descriptor
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_ORIENTATION, build_extractor,
                                         resolve_descriptor_weights, resolve_detector_weights)
-from keynet.pipeline.cascade import CASCADE_VIEWS, match_cascade
+from keynet.pipeline.cascade import CASCADE_RULE, CASCADE_VIEWS, match_cascade
 from keynet.pipeline.matchers import match_descriptors
 from keynet.pipeline.views import LAST_LEVEL, WHOLE_BUDGET, ViewedImage, level_prefix, match_view_levels, view_levels
 
@@ -183,6 +183,8 @@ class ViewSynthesisMethod(Method):
         self.budget = CASCADE_VIEWS if self.cascade else WHOLE_BUDGET
         views = self.budget.id
         tag = f"{pipeline} views={views}:{mode}" + ("" if matches == "verified" else f" {matches}")
+        if self.cascade:
+            tag += f" rule={CASCADE_RULE}"
         if mode in ("auto", "cascade") and min_inliers != DEFAULT_MIN_INLIERS:  # the default keeps the earlier caches' tag
             tag += f" min_inliers={int(min_inliers)}"
         # every view level is extracted whatever the mode: the mode and the matches given change the matches only

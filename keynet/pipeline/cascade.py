@@ -8,11 +8,12 @@ close to MODS's):
    same tentative matches as without view synthesis). If its geometry passes
    (:func:`check_geometry`), the answer is exactly those tentative matches: on such a pair
    the cascade gives the user's or the benchmark's estimator what the plain pipeline gives.
-2. **Levels 1, 2, ...**: the views of the next level are added to both images (each level's
-   views are detected per :data:`CASCADE_VIEWS`: half the plain image's keypoints a level, so all
-   view levels together describe as many keypoints as the plain image, and no up-sampled level), the unions matched
-   (FGINN), duplicates merged (:func:`keynet.pipeline.views.dedup_matches`) and verified by a
-   fundamental matrix (MAGSAC++, :data:`~keynet.pipeline.views.VERIFY_THRESHOLD` px). The
+2. **Levels 1, 2, ...**: the views of the next level are added to both images (detected per
+   :data:`CASCADE_VIEWS`: half the plain image's keypoints a level, so all view levels together
+   describe as many keypoints as the plain image, and no up-sampled level), the unions matched
+   (FGINN), made one-to-one (:func:`keynet.pipeline.views.one_to_one`: each place of either
+   image keeps its best match, which merges the duplicates that several views find and drops
+   the one-to-many matches, as MODS does) and verified by a fundamental matrix (MAGSAC++, :data:`~keynet.pipeline.views.VERIFY_THRESHOLD` px). The
    first level whose geometry passes answers with its verified matches (MODS returns the
    verified correspondences of the first level that passes; the levels above it are never
    computed).
@@ -50,7 +51,7 @@ from keynet.base import twoview
 
 from .config import MatcherConfig
 from .matchers import match_union
-from .views import LAST_LEVEL, VERIFY_THRESHOLD, ViewBudget, dedup_matches
+from .views import DEDUP_RADIUS, LAST_LEVEL, VERIFY_THRESHOLD, ViewBudget, one_to_one
 
 #: How the cascade's views are detected (:class:`~keynet.pipeline.views.ViewBudget`): the views of
 #: one level together get half the plain image's keypoints (each view its share of it), so the
@@ -66,6 +67,9 @@ CHANCE_FACTOR = 2.0
 CHANCE_SHUFFLES = 2
 #: The least share of each image the inliers' convex hull covers.
 MIN_SPREAD = 0.02
+#: The rule in words, part of the caches' fingerprints (a changed rule recomputes the matches).
+CASCADE_RULE = (f"one-to-one {DEDUP_RADIUS:g} px; F {VERIFY_THRESHOLD:g} px; hull {MIN_SPREAD:g}; "
+                f"chance x{CHANCE_FACTOR:g} of {CHANCE_SHUFFLES} shuffles")
 
 
 @dataclass
@@ -169,7 +173,7 @@ def match_cascade(plain: Callable[[], Tuple[np.ndarray, np.ndarray]], get0: Leve
     m0, s0 = plain()
     m0 = np.asarray(m0, np.int64).reshape(-1, 2)
     xy0, xy1 = a["kpts"][m0[:, 0], :2], b["kpts"][m0[:, 1], :2]
-    keep = dedup_matches(xy0, xy1, s0)  # a point found at two pyramid levels counts once
+    keep = one_to_one(xy0, xy1, s0)  # a point found at two pyramid levels counts once
     inl_kept, check = check_geometry(xy0[keep], xy1[keep], size0, size1, config.min_inliers, 0)
     inl0 = np.zeros(len(m0), bool)
     inl0[np.flatnonzero(keep)[inl_kept]] = True
@@ -185,7 +189,7 @@ def match_cascade(plain: Callable[[], Tuple[np.ndarray, np.ndarray]], get0: Leve
                             config, a["ori"], b["ori"])
         m = np.asarray(m, np.int64).reshape(-1, 2)
         p0, p1 = a["kpts"][m[:, 0], :2], b["kpts"][m[:, 1], :2]
-        keep = dedup_matches(p0, p1, sc)
+        keep = one_to_one(p0, p1, sc)
         m, sc = m[keep], np.asarray(sc, np.float32)[keep]
         inl, check = check_geometry(p0[keep], p1[keep], size0, size1, config.min_inliers, level)
         check.seconds = time.perf_counter() - t0
@@ -205,5 +209,5 @@ def describe_checks(checks: Sequence[LevelCheck]) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["CASCADE_VIEWS", "CHANCE_FACTOR", "CHANCE_SHUFFLES", "CascadeResult", "LevelCheck", "MIN_SPREAD",
+__all__ = ["CASCADE_RULE", "CASCADE_VIEWS", "CHANCE_FACTOR", "CHANCE_SHUFFLES", "CascadeResult", "LevelCheck", "MIN_SPREAD",
            "chance_inliers", "check_geometry", "describe_checks", "match_cascade"]

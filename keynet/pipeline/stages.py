@@ -25,7 +25,7 @@ from .config import FeatureConfig, MatcherConfig, check_view_synthesis
 from .extraction import Extractor, Features, MatchingError, build_extractor, image_features
 from .matchers import FGINN_RADIUS, match_descriptors
 from .pairs import Pair
-from .cascade import CASCADE_VIEWS, match_cascade
+from .cascade import CASCADE_RULE, CASCADE_VIEWS, match_cascade
 from .views import (VERIFY_THRESHOLD, WHOLE_BUDGET, ViewBudget, image_view_features, level_prefix, match_view_levels,
                     view_levels)
 
@@ -300,6 +300,8 @@ def matches_fingerprint(cfg: MatcherConfig, features: str) -> str:
     if cfg.views:
         fp.update({"views": cfg.view_synthesis, "min_inliers": int(cfg.min_inliers), "fginn": FGINN_RADIUS,
                    "verification": f"F {twoview.DEFAULT_METHOD} {VERIFY_THRESHOLD} px, dedup"})
+        if cfg.cascade:
+            fp["verification"] = f"F {twoview.DEFAULT_METHOD}; {CASCADE_RULE}"
     return json.dumps(fp, sort_keys=True)
 
 

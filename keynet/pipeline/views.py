@@ -326,6 +326,31 @@ def dedup_matches(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: 
     return keep
 
 
+def one_to_one(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: float = DEDUP_RADIUS) -> np.ndarray:
+    """Boolean mask of the matches to keep so that each place of either image has one match:
+    best score first, a match is dropped when its point in image 0 or its point in image 1 is
+    within ``radius`` px of the same image's point of a kept match (a point of one image has
+    one position in the other: the others are one-to-many matches, which merged view matches
+    produce, MODS's filter). Drops every duplicate :func:`dedup_matches` drops, and more."""
+    p0 = np.asarray(xy0, np.float64).reshape(-1, 2)
+    p1 = np.asarray(xy1, np.float64).reshape(-1, 2)
+    n = len(p0)
+    keep = np.zeros(n, dtype=bool)
+    if n == 0:
+        return keep
+    order = np.argsort(-np.asarray(scores, np.float64).reshape(n), kind="stable")
+    near0 = cKDTree(p0).query_ball_point(p0, r=radius + 1e-9)
+    near1 = cKDTree(p1).query_ball_point(p1, r=radius + 1e-9)
+    dropped = np.zeros(n, dtype=bool)
+    for i in order:
+        if dropped[i]:
+            continue
+        keep[i] = True
+        dropped[near0[i]] = True
+        dropped[near1[i]] = True
+    return keep
+
+
 # ----------------------------------------------------------------------------- images viewed
 class ViewedImage:
     """An image file read once for view synthesis, its features computed level by level
@@ -427,7 +452,7 @@ def match_view_levels(get0: LevelSource, get1: LevelSource,
 __all__ = [
     "BLUR", "DEDUP_RADIUS", "LAST_LEVEL", "LEVEL_TILTS", "NUM_LEVELS", "ROTATION_STEP", "VERIFY_THRESHOLD", "VIEWS",
     "VIEW_SET_ID", "VIEW_SYNTHESIS_MODES", "View", "ViewBudget", "ViewedImage", "WHOLE_BUDGET", "compose_frames", "concat_features",
-    "decompose_frames", "dedup_matches", "image_view_features", "level_prefix", "levels_to_match", "map_back",
+    "decompose_frames", "dedup_matches", "image_view_features", "level_prefix", "levels_to_match", "map_back", "one_to_one",
     "match_view_levels", "synthesize", "verify_matches", "view_affine", "view_features", "view_levels", "view_points", "view_set",
     "views_of_level",
 ]

@@ -91,6 +91,19 @@ def test_chance_inliers_is_the_verification_of_seeded_shuffles():
     assert C.chance_inliers(xy0[:5], xy1[:5]) == 0
 
 
+def test_one_to_one_keeps_the_best_match_of_each_place():
+    """Hand-made matches: a point of image 0 matched to two places (one-to-many), a place of
+    image 1 matched from two points (many-to-one), the same correspondence twice (a duplicate
+    within 2 px), and two distinct matches 2.5 px apart in both images."""
+    xy0 = np.array([[10, 10], [10.5, 10], [50, 50], [80, 50], [100, 100], [101, 101], [200, 200], [202.5, 200]])
+    xy1 = np.array([[20, 20], [300, 40], [60, 60], [60.8, 60], [110, 110], [111, 110.5], [210, 210], [212.5, 210]])
+    sc = np.array([0.9, 0.95, 0.8, 0.7, 0.6, 0.65, 0.5, 0.4])
+    keep = V.one_to_one(xy0, xy1, sc)
+    assert keep.tolist() == [False, True, True, False, False, True, True, True]
+    assert np.all(keep <= V.dedup_matches(xy0, xy1, sc))  # what dedup drops, one_to_one drops too
+    assert V.one_to_one(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0)).shape == (0,)
+
+
 # ----------------------------------------------------------------------------- budgets
 def test_cascade_view_budgets():
     """Each view level of the cascade shares half the plain budget among its views, detected
