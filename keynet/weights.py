@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from keynet.base.files import atomic_write_bytes, torch_load_reason
+from keynet.base.resources import WEIGHTS_DIR
+
 from .model import KeyNet, KeyNetConfig
 
 FORMAT_NAME = "keynet-pytorch"
@@ -28,6 +30,34 @@ EXPECTED = (
 
 class WeightsError(ValueError):
     """A weight file is missing, unreadable, of an unknown format, or does not fit the model."""
+
+
+#: The shipped Key.Net (``--detector default``) and Tiny-Key.Net (``--detector tiny``).
+DEFAULT_DETECTOR = WEIGHTS_DIR / "keynet.pt"
+DEFAULT_TINY = WEIGHTS_DIR / "tiny_keynet.pt"
+
+
+def detector_weights_file(path_or_name: Optional[os.PathLike | str]) -> Path:
+    """The weights path of a ``--detector`` value, not checked: ``None``/``'default'``/``'keynet'``
+    -> ``pretrained_nets/keynet.pt``, ``'tiny'`` -> ``pretrained_nets/tiny_keynet.pt``, else
+    the path as given (a file, or a folder holding one)."""
+    if str(path_or_name) == "tiny":
+        return DEFAULT_TINY
+    if path_or_name is None or str(path_or_name) in ("default", "keynet"):
+        return DEFAULT_DETECTOR
+    return Path(path_or_name)
+
+
+def resolve_detector_weights(path_or_name: Optional[os.PathLike | str]) -> Path:
+    """:func:`detector_weights_file`, with a :class:`WeightsError` that says what to pass when
+    the shipped ``keynet.pt`` is absent."""
+    path = detector_weights_file(path_or_name)
+    if (path_or_name is None or str(path_or_name) in ("default", "keynet")) and not path.is_file():
+        raise WeightsError(
+            f"no shipped Key.Net weights at {DEFAULT_DETECTOR} yet (they are produced by train.py). "
+            "Pass a weights file with --detector, e.g. the official TF weights as .npz "
+            "(keynet_tf_official.npz), the authors' keynet_pytorch.pth or a checkpoint from train.py")
+    return path
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -10,7 +10,8 @@ from typing import Optional, Union
 import numpy as np
 
 from hardnet import HardNetDescriptor
-from keynet.pipeline.extraction import DEFAULT_DESCRIPTOR, load_descriptor
+from hardnet.weights import DEFAULT_DESCRIPTOR
+from keynet.pipeline.extraction import load_descriptor
 
 PathLike = Union[str, os.PathLike]
 

@@ -13,16 +13,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from hardnet.weights import AFFINE_CHOICES  # noqa: F401 (its old place)
 from keynet.base.cli import DEVICE_HELP, device_arg, non_negative_int
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings, setting
 
 from .descriptors import DESCRIPTORS
 from .matchers import DEFAULT_MATCHER, MATCHER_REGISTRY, MATCHERS
-
-#: ``--affine`` values besides a weights path: none (the official pipeline), learned (the
-#: shipped AffNet), moments (the second-moment / Baumberg iteration, kornia's estimator)
-AFFINE_CHOICES = ("none", "learned", "moments")
-
 
 #: Option strings of the weights, the canonical first (the others: the official script's names).
 DETECTOR_FLAGS = ("--detector", "--checkpoint-det-dir")
