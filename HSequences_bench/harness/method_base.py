@@ -2,7 +2,6 @@
 8-bit input of the OpenCV methods and our shipped HardNet."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -11,6 +10,7 @@ import numpy as np
 
 from hardnet import HardNetDescriptor
 from hardnet.weights import DEFAULT_DESCRIPTOR
+from keynet.base.files import file_digest
 from keynet.pipeline.extraction import load_descriptor
 
 PathLike = Union[str, os.PathLike]
@@ -18,11 +18,6 @@ PathLike = Union[str, os.PathLike]
 
 class MethodError(ValueError):
     """A method cannot be built (unknown name, missing or unusable weights file)."""
-
-
-def file_digest(path: PathLike) -> str:
-    """Short SHA-1 of a file's content (weights in the cache key)."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
