@@ -359,10 +359,8 @@ def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool
     if max_images > 0:
         files = files[:max_images]
     want = cache.manifest_for(MANIFEST_VERSION, dataclasses.asdict(cfg), files, root)
-    arrays = [f"{s}_{k}" for s in ("train", "val") for k in ARRAY_KEYS]
-    if not force and cache.reusable(out_dir, want, arrays, "patch pairs"):
+    if cache.reuse_or_begin(out_dir, want, cache.split_arrays(ARRAY_KEYS), "patch pairs", force):
         return out_dir
-    cache.begin(out_dir)
     train_files, val_files = split_photos(files, cfg)
     counts = {}
     for split, split_files, sid in (("train", train_files, 0), ("val", val_files, 1)):

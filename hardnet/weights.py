@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -144,50 +145,52 @@ def _load_network(path: os.PathLike | str, device: str | torch.device, fmt: str,
     return model.to(device).eval(), meta, dict(obj.get("extra", {}))
 
 
+@dataclass(frozen=True)
+class PatchNetworkFormat:
+    """The checkpoint format of a patch network written by its training (OriNet, AffNet): the
+    ``format`` name, the network class, the attributes of the network that rebuild it
+    (``config``), what messages call it (``name``, ``kind``) and what a file should be
+    (``expected``; ``expected_short``: the same after the format a wrong file has)."""
+
+    format: str
+    build: Callable[..., torch.nn.Module]
+    config: Tuple[str, ...]
+    name: str
+    kind: str
+    expected: str
+    expected_short: str
+
+    def save(self, path: PathLike, model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None,
+             extra: Optional[Dict[str, Any]] = None) -> None:
+        """Write the network's weights with its ``config`` attributes, atomically."""
+        _save_network(path, {"format": self.format, "format_version": FORMAT_VERSION,
+                             "config": {k: getattr(model, k) for k in self.config}}, model, metadata, extra)
+
+    def load_checkpoint(self, path: PathLike, device: str | torch.device = "cpu"
+                        ) -> Tuple[torch.nn.Module, Dict[str, Any], Dict[str, Any]]:
+        """``(eval-mode network, metadata, extra)`` from a file written by :meth:`save`."""
+        return _load_network(path, device, self.format, self.build, self.name, self.kind, self.expected,
+                             self.expected_short)
+
+    def load(self, path: PathLike, device: str | torch.device = "cpu") -> Tuple[torch.nn.Module, Dict[str, Any]]:
+        """``(eval-mode network, metadata)`` from a file written by :meth:`save`."""
+        model, meta, _ = self.load_checkpoint(path, device)
+        return model, meta
+
+
 ORINET_FORMAT = "orinet-pytorch"
 ORINET_EXPECTED = "an orientation network written by keynet train-orientation (pretrained_nets/orinet.pt)"
-
-
-def save_orinet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
-                extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write :class:`hardnet.orientation.OriNet` weights (with its width), atomically."""
-    _save_network(path, {"format": ORINET_FORMAT, "format_version": FORMAT_VERSION,
-                         "config": {"width": model.width, "c4": model.c4}}, model, metadata, extra)
-
-
-def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode OriNet, metadata, extra)`` from a file written by :func:`save_orinet`."""
-    return _load_network(path, device, ORINET_FORMAT, OriNet, "OriNet", "orientation network", ORINET_EXPECTED,
-                         "one written by keynet train-orientation (pretrained_nets/orinet.pt)")
-
-
-def load_orinet(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode OriNet, metadata)`` from a file written by :func:`save_orinet`."""
-    model, meta, _ = load_orinet_checkpoint(path, device)
-    return model, meta
-
+#: :class:`hardnet.orientation.OriNet` files (with its width and ``c4``).
+ORINET = PatchNetworkFormat(ORINET_FORMAT, OriNet, ("width", "c4"), "OriNet", "orientation network", ORINET_EXPECTED,
+                            "one written by keynet train-orientation (pretrained_nets/orinet.pt)")
+save_orinet, load_orinet_checkpoint, load_orinet = ORINET.save, ORINET.load_checkpoint, ORINET.load
 
 AFFNET_FORMAT = "affnet-pytorch"
 AFFNET_EXPECTED = "an affine shape network written by hardnet.affnet_training (pretrained_nets/affnet.pt)"
-
-
-def save_affnet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
-                extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write :class:`hardnet.affnet.AffNet` weights (with its width and dropout), atomically."""
-    _save_network(path, {"format": AFFNET_FORMAT, "format_version": FORMAT_VERSION,
-                         "config": {"width": model.width, "dropout": model.dropout}}, model, metadata, extra)
-
-
-def load_affnet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode AffNet, metadata, extra)`` from a file written by :func:`save_affnet`."""
-    return _load_network(path, device, AFFNET_FORMAT, AffNet, "AffNet", "affine shape network", AFFNET_EXPECTED,
-                         AFFNET_EXPECTED)
-
-
-def load_affnet(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode AffNet, metadata)`` from a file written by :func:`save_affnet`."""
-    model, meta, _ = load_affnet_checkpoint(path, device)
-    return model, meta
+#: :class:`hardnet.affnet.AffNet` files (with its width and dropout).
+AFFNET = PatchNetworkFormat(AFFNET_FORMAT, AffNet, ("width", "dropout"), "AffNet", "affine shape network",
+                            AFFNET_EXPECTED, AFFNET_EXPECTED)
+save_affnet, load_affnet_checkpoint, load_affnet = AFFNET.save, AFFNET.load_checkpoint, AFFNET.load
 
 
 # ----------------------------------------------------------------------------- loaders by name
