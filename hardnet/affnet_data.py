@@ -243,10 +243,8 @@ def prepare_affine_pairs(image_dir, out_dir, cfg: PatchPairConfig, net: AffNetCo
     if max_images > 0:
         files = files[:max_images]
     want = cache.manifest_for(MANIFEST_VERSION, data_params(cfg, net), files, root)
-    arrays = [f"{s}_{k}" for s in ("train", "val") for k in ARRAY_KEYS]
-    if not force and cache.reusable(out_dir, want, arrays, "affine patch pairs"):
+    if cache.reuse_or_begin(out_dir, want, cache.split_arrays(ARRAY_KEYS), "affine patch pairs", force):
         return out_dir
-    cache.begin(out_dir)
     train_files, val_files = split_photos(files, cfg)
     counts = {}
     t0 = time.time()

@@ -53,7 +53,7 @@ from keynet.base.files import atomic_save_npy
 from .appearance import AppearanceConfig, simulate_appearance
 from .orientation import OrientationEstimator
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
-from .weights import load_orinet
+from .weights import load_orientation
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +199,9 @@ class _Detector:
     def __init__(self, cfg: PatchPairConfig, keypoint_fn: Optional[KeypointFn] = None):
         self.cfg = cfg
         self.orientation: Optional[OrientationEstimator] = None
-        if cfg.orientation == "learned":
-            self.orientation = OrientationEstimator("learned", load_orinet(cfg.orientation_weights)[0], device="cpu",
-                                                    magnification=cfg.magnification)
-        elif cfg.orientation == "gradient":
-            self.orientation = OrientationEstimator("gradient", device="cpu", magnification=cfg.magnification)
+        if cfg.orientation != "none":  # 'learned': the OriNet file given (checked by PatchPairConfig)
+            self.orientation = load_orientation(cfg.orientation_weights if cfg.orientation == "learned" else
+                                                cfg.orientation, device="cpu", magnification=cfg.magnification)
         self.sift = cv2.SIFT_create() if cfg.detector == "dog" else None
         self.keynet = keypoint_fn
         if cfg.detector == "keynet" and keypoint_fn is None:
@@ -361,10 +359,8 @@ def prepare_patch_pairs(image_dir, out_dir, cfg: PatchPairConfig, progress: bool
     if max_images > 0:
         files = files[:max_images]
     want = cache.manifest_for(MANIFEST_VERSION, dataclasses.asdict(cfg), files, root)
-    arrays = [f"{s}_{k}" for s in ("train", "val") for k in ARRAY_KEYS]
-    if not force and cache.reusable(out_dir, want, arrays, "patch pairs"):
+    if cache.reuse_or_begin(out_dir, want, cache.split_arrays(ARRAY_KEYS), "patch pairs", force):
         return out_dir
-    cache.begin(out_dir)
     train_files, val_files = split_photos(files, cfg)
     counts = {}
     for split, split_files, sid in (("train", train_files, 0), ("val", val_files, 1)):

@@ -126,10 +126,8 @@ def prepare_webcam_pairs(train_dirs: Sequence[Path], val_dirs: Sequence[Path], o
     params = {**dataclasses.asdict(cfg), "source": "webcam", "max_pixels": max_pixels,
               "train_webcams": [d.name for d in train_dirs], "val_webcams": [d.name for d in val_dirs]}
     want = cache.manifest_for(MANIFEST_VERSION, params, files, root)
-    arrays = [f"{s}_{k}" for s in ("train", "val") for k in ARRAY_KEYS]
-    if cache.reusable(out_dir, want, arrays, "webcam patch pairs"):
+    if cache.reuse_or_begin(out_dir, want, cache.split_arrays(ARRAY_KEYS), "webcam patch pairs"):
         return cache.read_manifest(out_dir)["counts"]
-    cache.begin(out_dir)
     detector = _Detector(cfg, keypoint_fn)
     counts, per_webcam = {}, {}
     for split, split_dirs, sid, offset in (("train", train_dirs, 0, 0), ("val", val_dirs, 1, len(train_dirs))):

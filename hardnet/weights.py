@@ -1,20 +1,45 @@
 """Weights I/O of the patch networks: HardNet (the official ``HardNet++.pth`` layout,
 ``{'state_dict': ...}``, and the project format), OriNet and AffNet (project formats), with
-one checkpoint writer and one reader. Errors name the file and what was expected."""
+one checkpoint writer and one reader; and their loaders by name (the shipped files
+``'default'`` / ``'learned'`` / ``'real'``, the classical estimators, or a weights path:
+:func:`load_hardnet_descriptor`, :func:`load_orientation`, :func:`load_affine`). Errors name
+the file and what was expected."""
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from keynet.base.files import atomic_write_bytes, torch_load_reason
+from keynet.base.resources import WEIGHTS_DIR
 
-from .affnet import AffNet
+from .affnet import AffineShapeEstimator, AffNet
+from .descriptor import HardNetDescriptor
 from .model import HardNet
-from .orientation import OriNet
+from .orientation import OrientationEstimator, OriNet
+from .patches import DEFAULT_MAGNIFICATION
+
+PathLike = Union[str, os.PathLike]
+Device = Optional[Union[str, torch.device]]
+
+#: The shipped HardNet (trained on synthetic pairs of photos, docs/hardnet.md).
+DEFAULT_DESCRIPTOR = WEIGHTS_DIR / "hardnet.pt"
+#: Shipped HardNet weights by name: 'default' (synthetic pairs of photos, docs/hardnet.md) and
+#: 'real' (also trained on webcam frames across lighting and on SfM tracks; better on real
+#: appearance change, not the default: docs/hardnet.md, "Real correspondences").
+DESCRIPTOR_NAMES = {"default": DEFAULT_DESCRIPTOR, "real": WEIGHTS_DIR / "hardnet_real.pt"}
+#: The shipped OriNet (``--orientation learned``) and AffNet (``--affine learned``).
+DEFAULT_ORIENTATION = WEIGHTS_DIR / "orinet.pt"
+DEFAULT_AFFINE = WEIGHTS_DIR / "affnet.pt"
+#: ``--orientation`` values besides a weights path (``none``: upright, set by ``--upright``).
+ORIENTATION_CHOICES = ("learned", "gradient")
+#: ``--affine`` values besides a weights path: none (the official pipeline), learned (the
+#: shipped AffNet), moments (the second-moment / Baumberg iteration, kornia's estimator)
+AFFINE_CHOICES = ("none", "learned", "moments")
 
 FORMAT_NAME = "hardnet-pytorch"
 FORMAT_VERSION = 1
@@ -120,47 +145,125 @@ def _load_network(path: os.PathLike | str, device: str | torch.device, fmt: str,
     return model.to(device).eval(), meta, dict(obj.get("extra", {}))
 
 
+@dataclass(frozen=True)
+class PatchNetworkFormat:
+    """The checkpoint format of a patch network written by its training (OriNet, AffNet): the
+    ``format`` name, the network class, the attributes of the network that rebuild it
+    (``config``), what messages call it (``name``, ``kind``) and what a file should be
+    (``expected``; ``expected_short``: the same after the format a wrong file has)."""
+
+    format: str
+    build: Callable[..., torch.nn.Module]
+    config: Tuple[str, ...]
+    name: str
+    kind: str
+    expected: str
+    expected_short: str
+
+    def save(self, path: PathLike, model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None,
+             extra: Optional[Dict[str, Any]] = None) -> None:
+        """Write the network's weights with its ``config`` attributes, atomically."""
+        _save_network(path, {"format": self.format, "format_version": FORMAT_VERSION,
+                             "config": {k: getattr(model, k) for k in self.config}}, model, metadata, extra)
+
+    def load_checkpoint(self, path: PathLike, device: str | torch.device = "cpu"
+                        ) -> Tuple[torch.nn.Module, Dict[str, Any], Dict[str, Any]]:
+        """``(eval-mode network, metadata, extra)`` from a file written by :meth:`save`."""
+        return _load_network(path, device, self.format, self.build, self.name, self.kind, self.expected,
+                             self.expected_short)
+
+    def load(self, path: PathLike, device: str | torch.device = "cpu") -> Tuple[torch.nn.Module, Dict[str, Any]]:
+        """``(eval-mode network, metadata)`` from a file written by :meth:`save`."""
+        model, meta, _ = self.load_checkpoint(path, device)
+        return model, meta
+
+
 ORINET_FORMAT = "orinet-pytorch"
 ORINET_EXPECTED = "an orientation network written by keynet train-orientation (pretrained_nets/orinet.pt)"
-
-
-def save_orinet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
-                extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write :class:`hardnet.orientation.OriNet` weights (with its width), atomically."""
-    _save_network(path, {"format": ORINET_FORMAT, "format_version": FORMAT_VERSION,
-                         "config": {"width": model.width, "c4": model.c4}}, model, metadata, extra)
-
-
-def load_orinet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode OriNet, metadata, extra)`` from a file written by :func:`save_orinet`."""
-    return _load_network(path, device, ORINET_FORMAT, OriNet, "OriNet", "orientation network", ORINET_EXPECTED,
-                         "one written by keynet train-orientation (pretrained_nets/orinet.pt)")
-
-
-def load_orinet(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode OriNet, metadata)`` from a file written by :func:`save_orinet`."""
-    model, meta, _ = load_orinet_checkpoint(path, device)
-    return model, meta
-
+#: :class:`hardnet.orientation.OriNet` files (with its width and ``c4``).
+ORINET = PatchNetworkFormat(ORINET_FORMAT, OriNet, ("width", "c4"), "OriNet", "orientation network", ORINET_EXPECTED,
+                            "one written by keynet train-orientation (pretrained_nets/orinet.pt)")
+save_orinet, load_orinet_checkpoint, load_orinet = ORINET.save, ORINET.load_checkpoint, ORINET.load
 
 AFFNET_FORMAT = "affnet-pytorch"
 AFFNET_EXPECTED = "an affine shape network written by hardnet.affnet_training (pretrained_nets/affnet.pt)"
+#: :class:`hardnet.affnet.AffNet` files (with its width and dropout).
+AFFNET = PatchNetworkFormat(AFFNET_FORMAT, AffNet, ("width", "dropout"), "AffNet", "affine shape network",
+                            AFFNET_EXPECTED, AFFNET_EXPECTED)
+save_affnet, load_affnet_checkpoint, load_affnet = AFFNET.save, AFFNET.load_checkpoint, AFFNET.load
 
 
-def save_affnet(path: os.PathLike | str, model, metadata: Optional[Dict[str, Any]] = None,
-                extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write :class:`hardnet.affnet.AffNet` weights (with its width and dropout), atomically."""
-    _save_network(path, {"format": AFFNET_FORMAT, "format_version": FORMAT_VERSION,
-                         "config": {"width": model.width, "dropout": model.dropout}}, model, metadata, extra)
+# ----------------------------------------------------------------------------- loaders by name
+def resolve_descriptor_weights(path_or_name: PathLike) -> Path:
+    """The file of a shipped HardNet name (:data:`DESCRIPTOR_NAMES`) or the path as given."""
+    return DESCRIPTOR_NAMES.get(str(path_or_name), Path(path_or_name))
 
 
-def load_affnet_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode AffNet, metadata, extra)`` from a file written by :func:`save_affnet`."""
-    return _load_network(path, device, AFFNET_FORMAT, AffNet, "AffNet", "affine shape network", AFFNET_EXPECTED,
-                         AFFNET_EXPECTED)
+def patch_network_file(spec: PathLike, shipped: Path) -> Path:
+    """The weights file of an orientation / affine-shape ``spec``: ``'default'``/``'learned'``
+    -> the ``shipped`` file, else the path as given (not checked)."""
+    return shipped if str(spec) in ("default", "learned") else Path(spec)
 
 
-def load_affnet(path: os.PathLike | str, device: str | torch.device = "cpu"):
-    """``(eval-mode AffNet, metadata)`` from a file written by :func:`save_affnet`."""
-    model, meta, _ = load_affnet_checkpoint(path, device)
-    return model, meta
+def load_hardnet_descriptor(path_or_name: PathLike = "default", device: Device = None) -> Optional[HardNetDescriptor]:
+    """HardNet of ``path_or_name`` as a descriptor: ``'default'`` -> ``pretrained_nets/hardnet.pt``
+    if present, else ``None``; ``'real'`` -> ``pretrained_nets/hardnet_real.pt``
+    (:data:`DESCRIPTOR_NAMES`); else a weights file (:func:`load_hardnet`)."""
+    if str(path_or_name) == "default" and not DEFAULT_DESCRIPTOR.is_file():
+        return None
+    model, _ = load_hardnet(resolve_descriptor_weights(path_or_name))
+    return HardNetDescriptor(model, device=device)
+
+
+def _patch_network(spec: PathLike, shipped: Path, missing: str,
+                   load: Callable[[Path], Tuple[torch.nn.Module, Dict[str, Any]]], option: str,
+                   choices: Sequence[str], network: str, command: str) -> torch.nn.Module:
+    """The network of ``spec``: ``'default'``/``'learned'`` -> the ``shipped`` file (absent:
+    :class:`HardNetWeightsError` ``missing``, ``{path}`` filled), else the weights file ``spec``
+    (``load``: its loader). A missing file or one that is not such weights is one
+    :class:`HardNetWeightsError` naming the ``--option``'s valid values and the command that
+    writes the weights."""
+    path = patch_network_file(spec, shipped)
+    if str(spec) in ("default", "learned") and not path.is_file():
+        raise HardNetWeightsError(missing.format(path=path))
+    valid = f"--{option} takes {', '.join(choices)} or {network} weights written by {command}"
+    if path.is_dir():
+        raise HardNetWeightsError(f"--{option} {path}: is a folder, not a weights file; {valid}")
+    if not path.is_file():
+        raise HardNetWeightsError(f"--{option} {path}: no such value or file; {valid}")
+    try:
+        model, _ = load(path)
+    except HardNetWeightsError:
+        raise HardNetWeightsError(f"--{option} {path}: not {network} weights; {valid}") from None
+    return model
+
+
+def load_orientation(spec: Optional[PathLike] = "default", device: Device = None,
+                     magnification: float = DEFAULT_MAGNIFICATION) -> Optional[OrientationEstimator]:
+    """Keypoint orientation estimator: ``'default'``/``'learned'`` -> the shipped OriNet
+    (``pretrained_nets/orinet.pt``); ``'gradient'`` -> the classical dominant gradient
+    orientation; a path -> an OriNet weights file; ``None``/``'none'`` -> ``None`` (upright).
+    ``magnification``: patch side / keypoint scale of its patches."""
+    if spec is None or str(spec).lower() == "none":
+        return None
+    if str(spec) == "gradient":
+        return OrientationEstimator("gradient", device=device, magnification=magnification)
+    model = _patch_network(spec, DEFAULT_ORIENTATION, "no shipped orientation network at {path}; train one with "
+                           "keynet train-orientation, or use the classical estimator ('gradient')", load_orinet,
+                           "orientation", ORIENTATION_CHOICES, "OriNet", "keynet train-orientation")
+    return OrientationEstimator("learned", model, device=device, magnification=magnification)
+
+
+def load_affine(spec: Optional[PathLike] = "none", device: Device = None) -> Optional[AffineShapeEstimator]:
+    """Affine-shape estimator of keypoints (:mod:`hardnet.affnet`): ``'learned'``/``'default'``
+    -> the shipped AffNet (``pretrained_nets/affnet.pt``); ``'moments'`` -> the second-moment
+    (Baumberg) iteration, kornia's ``PatchAffineShapeEstimator``; a path -> an AffNet weights
+    file; ``None``/``'none'`` -> ``None`` (isotropic regions, the official pipeline)."""
+    if spec is None or str(spec).lower() == "none":
+        return None
+    if str(spec) == "moments":
+        return AffineShapeEstimator("moments", device=device)
+    model = _patch_network(spec, DEFAULT_AFFINE, "no shipped affine-shape network at {path}; use --affine moments "
+                           "or an AffNet weights file", load_affnet, "affine", AFFINE_CHOICES, "AffNet",
+                           "keynet train-affnet")
+    return AffineShapeEstimator("learned", model, device=device)

@@ -244,10 +244,8 @@ def prepare_dataset(image_dir, out_dir, cfg: PairConfig, workers: int = 0, progr
     out_dir = Path(out_dir)
     files, root = image_source(image_dir)
     want = _manifest_for(cfg, files, root)
-    arrays = [f"{s}_{k}" for s in ("train", "val") for k in _SPLIT_KEYS]
-    if not force and cache.reusable(out_dir, want, arrays, "synthetic pairs"):
+    if cache.reuse_or_begin(out_dir, want, cache.split_arrays(_SPLIT_KEYS), "synthetic pairs", force):
         return out_dir
-    cache.begin(out_dir)
     train_files, val_files = split_images(files, cfg)
     counts = {}
     for split, split_files, n, p, sid in (("train", train_files, cfg.num_train, cfg.patch_size, 0),

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from keynet.base.files import atomic_write_bytes, torch_load_reason
+from keynet.base.resources import WEIGHTS_DIR
+
 from .model import KeyNet, KeyNetConfig
 
 FORMAT_NAME = "keynet-pytorch"
@@ -28,6 +30,34 @@ EXPECTED = (
 
 class WeightsError(ValueError):
     """A weight file is missing, unreadable, of an unknown format, or does not fit the model."""
+
+
+#: The shipped Key.Net (``--detector default``) and Tiny-Key.Net (``--detector tiny``).
+DEFAULT_DETECTOR = WEIGHTS_DIR / "keynet.pt"
+DEFAULT_TINY = WEIGHTS_DIR / "tiny_keynet.pt"
+
+
+def detector_weights_file(path_or_name: Optional[os.PathLike | str]) -> Path:
+    """The weights path of a ``--detector`` value, not checked: ``None``/``'default'``/``'keynet'``
+    -> ``pretrained_nets/keynet.pt``, ``'tiny'`` -> ``pretrained_nets/tiny_keynet.pt``, else
+    the path as given (a file, or a folder holding one)."""
+    if str(path_or_name) == "tiny":
+        return DEFAULT_TINY
+    if path_or_name is None or str(path_or_name) in ("default", "keynet"):
+        return DEFAULT_DETECTOR
+    return Path(path_or_name)
+
+
+def resolve_detector_weights(path_or_name: Optional[os.PathLike | str]) -> Path:
+    """:func:`detector_weights_file`, with a :class:`WeightsError` that says what to pass when
+    the shipped ``keynet.pt`` is absent."""
+    path = detector_weights_file(path_or_name)
+    if (path_or_name is None or str(path_or_name) in ("default", "keynet")) and not path.is_file():
+        raise WeightsError(
+            f"no shipped Key.Net weights at {DEFAULT_DETECTOR} yet (they are produced by train.py). "
+            "Pass a weights file with --detector, e.g. the official TF weights as .npz "
+            "(keynet_tf_official.npz), the authors' keynet_pytorch.pth or a checkpoint from train.py")
+    return path
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -91,15 +121,23 @@ def _from_tf(arrs: Mapping[str, np.ndarray], path: str) -> Tuple[KeyNetConfig, D
     return cfg, sd
 
 
-def _from_repro(flat: Mapping[str, Any], path: str) -> Tuple[KeyNetConfig, Dict[str, torch.Tensor]]:
-    nb = _count_blocks(flat, "learner.conv_{}.weight")
-    if nb == 0 or "last_layer_learner.conv_last.weight" not in flat:
-        raise WeightsError(f"{path}: incomplete reproduction weights; expected {EXPECTED}")
-    w0 = flat["learner.conv_0.weight"]
-    head = flat["last_layer_learner.conv_last.weight"]
+def _torch_layout(sd_in: Mapping[str, Any], block: str, head_key: str, what: str, variant: str, path: str
+                  ) -> Tuple[KeyNetConfig, int, Any]:
+    """``(config, blocks, head kernel)`` of a PyTorch-layout state dict whose learner blocks'
+    first weights are ``block.format(i)`` and head kernel ``head_key`` (``what``: the
+    format's name in the error)."""
+    nb = _count_blocks(sd_in, block)
+    if nb == 0 or head_key not in sd_in:
+        raise WeightsError(f"{path}: incomplete {what} weights; expected {EXPECTED}")
+    w0, head = sd_in[block.format(0)], sd_in[head_key]
     nf = int(w0.shape[0])
-    cfg = KeyNetConfig(num_filters=nf, num_blocks=nb, num_levels=int(head.shape[1]) // nf,
-                       kernel_size=int(w0.shape[-1]), variant="repro")
+    return KeyNetConfig(num_filters=nf, num_blocks=nb, num_levels=int(head.shape[1]) // nf,
+                        kernel_size=int(w0.shape[-1]), variant=variant), nb, head
+
+
+def _from_repro(flat: Mapping[str, Any], path: str) -> Tuple[KeyNetConfig, Dict[str, torch.Tensor]]:
+    cfg, nb, head = _torch_layout(flat, "learner.conv_{}.weight", "last_layer_learner.conv_last.weight",
+                                  "reproduction", "repro", path)
     sd: Dict[str, torch.Tensor] = {}
     for i in range(nb):
         sd[f"learner.{i}.conv.weight"] = _t(flat[f"learner.conv_{i}.weight"])
@@ -116,14 +154,7 @@ def _from_repro(flat: Mapping[str, Any], path: str) -> Tuple[KeyNetConfig, Dict[
 
 def _from_pt_official(sd_in: Mapping[str, Any], path: str) -> Tuple[KeyNetConfig, Dict[str, torch.Tensor]]:
     pre = "feature_extractor.lb_block.conv{}."
-    nb = _count_blocks(sd_in, pre + "0.weight")
-    if nb == 0 or "last_conv.0.weight" not in sd_in:
-        raise WeightsError(f"{path}: incomplete authors' PyTorch weights; expected {EXPECTED}")
-    w0 = sd_in[pre.format(0) + "0.weight"]
-    head = sd_in["last_conv.0.weight"]
-    nf = int(w0.shape[0])
-    cfg = KeyNetConfig(num_filters=nf, num_blocks=nb, num_levels=int(head.shape[1]) // nf,
-                       kernel_size=int(w0.shape[-1]), variant="pt")
+    cfg, nb, head = _torch_layout(sd_in, pre + "0.weight", "last_conv.0.weight", "authors' PyTorch", "pt", path)
     sd: Dict[str, torch.Tensor] = {}
     for i in range(nb):
         p = pre.format(i)

@@ -17,6 +17,9 @@ Rooms (docs/architecture.md):
   ``keynet.__main__``): one module per command, which
   imports no other command (``options`` and ``common`` are shared parts, not commands);
   nothing below imports a command;
+* each network's weights are loaded beside it: the shipped files and the names that choose
+  them (``'default'``, ``'learned'``, ``'real'``, ``'tiny'``) are decoded in ``keynet.weights``
+  (Key.Net) and ``hardnet.weights`` (HardNet, OriNet, AffNet) only;
 * the packages' ``__init__`` modules export lazily: they import only ``keynet.base.lazy``;
 * no module imports one of the project's modules inside a function or class, and there is
   no import cycle.
@@ -165,6 +168,20 @@ def test_no_import_cycles():
     for m in sorted(GRAPH):
         if m not in state:
             visit(m)
+
+
+#: The shipped weights files -> the module that names them (beside its network).
+SHIPPED_WEIGHTS = {"keynet.pt": "keynet.weights", "tiny_keynet.pt": "keynet.weights",
+                   "hardnet.pt": "hardnet.weights", "hardnet_real.pt": "hardnet.weights",
+                   "orinet.pt": "hardnet.weights", "affnet.pt": "hardnet.weights"}
+
+
+@pytest.mark.parametrize("mod", sorted(MODULES))
+def test_shipped_weights_are_named_beside_their_network(mod):
+    named = sorted({n.value for n in ast.walk(ast.parse(MODULES[mod].read_text()))
+                    if isinstance(n, ast.Constant) and n.value in SHIPPED_WEIGHTS})
+    wrong = [f for f in named if SHIPPED_WEIGHTS[f] != mod]
+    assert not wrong, f"{mod} names the shipped weights {wrong}: use the loaders of {SHIPPED_WEIGHTS[wrong[0]]}"
 
 
 def _loaded_after(code: str) -> Set[str]:

@@ -2,7 +2,6 @@
 8-bit input of the OpenCV methods and our shipped HardNet."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -10,18 +9,15 @@ from typing import Optional, Union
 import numpy as np
 
 from hardnet import HardNetDescriptor
-from keynet.pipeline.extraction import DEFAULT_DESCRIPTOR, load_descriptor
+from hardnet.weights import DEFAULT_DESCRIPTOR
+from keynet.base.files import file_digest
+from keynet.pipeline.extraction import load_descriptor
 
 PathLike = Union[str, os.PathLike]
 
 
 class MethodError(ValueError):
     """A method cannot be built (unknown name, missing or unusable weights file)."""
-
-
-def file_digest(path: PathLike) -> str:
-    """Short SHA-1 of a file's content (weights in the cache key)."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -24,17 +24,9 @@ import torch
 from HSequences_bench.baselines import opencv_features
 from HSequences_bench.rotation import FeatureSet, Method
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
-from keynet.pipeline.extraction import (
-    DEFAULT_AFFINE,
-    DEFAULT_DESCRIPTOR,
-    DEFAULT_ORIENTATION,
-    Extractor,
-    load_affine,
-    load_descriptor,
-    load_detector,
-    load_orientation,
-    resolve_detector_weights,
-)
+from hardnet.weights import DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, load_affine, load_orientation
+from keynet.pipeline.extraction import Extractor, load_descriptor, load_detector
+from keynet.weights import resolve_detector_weights
 
 from .method_base import MethodError, file_digest, to_uint8
 from .peers import KorniaOrienter, load_kornia_orinet, peer_state_dict  # noqa: F401  (its old import path)

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterable, Sequence
+from typing import Any, Dict, Iterable, List, Sequence
 
 from .files import atomic_write_bytes
 
@@ -46,6 +46,22 @@ def reusable(out_dir: Path, want: Dict[str, Any], arrays: Iterable[str], what: s
             log.info("reusing %s in %s", what, out_dir)
             return True
     log.warning("%s in %s were made with other parameters or images: regenerating", what, out_dir)
+    return False
+
+
+def split_arrays(keys: Iterable[str]) -> List[str]:
+    """The array names of a cache with a train and a validation split: ``<split>_<key>``."""
+    keys = list(keys)
+    return [f"{s}_{k}" for s in ("train", "val") for k in keys]
+
+
+def reuse_or_begin(out_dir: Path, want: Dict[str, Any], arrays: Iterable[str], what: str = "data",
+                   force: bool = False) -> bool:
+    """True when ``out_dir`` is :func:`reusable` (never with ``force``); else it is started
+    (:func:`begin`) and the answer is False: the caller generates."""
+    if not force and reusable(out_dir, want, arrays, what):
+        return True
+    begin(out_dir)
     return False
 
 

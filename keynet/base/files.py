@@ -2,12 +2,13 @@
 interrupted run never leaves a truncated file."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -50,6 +51,33 @@ def torch_load_reason(exc: BaseException) -> str:
     first = text.splitlines()[0] if text else type(exc).__name__
     first = re.sub(r"\s*\(Could this error message be improved.*$", "", first).strip()
     return first if len(first) <= 120 else first[:117] + "..."
+
+
+#: :func:`file_digest` of each file read in this process, by (path, size, mtime, inode).
+_DIGESTS: Dict[Tuple[str, int, int, int], str] = {}
+
+
+def file_digest(path: PathLike) -> str:
+    """Short SHA-1 of a file's content (12 hex digits; weights in cache keys), read once per
+    process while the file's size, modification time and inode stay the same."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha1(p.read_bytes()).hexdigest()[:12]
+    return _DIGESTS[key]
+
+
+def weights_digest(path: PathLike) -> str:
+    """:func:`file_digest` of a weights file; of a folder, the digest of its files' names and
+    digests (a folder holding the weights); ``'missing'`` when there is none."""
+    p = Path(path)
+    if p.is_file():
+        return file_digest(p)
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.is_file())
+        return hashlib.sha1("".join(f"{q.name}={file_digest(q)};" for q in files).encode()).hexdigest()[:12]
+    return "missing"
 
 
 def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:

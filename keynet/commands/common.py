@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 import torch
@@ -86,3 +86,31 @@ def patch_training_config(parser: ArgumentParser, config: Any, command: str, arg
     image_dir = os.pathsep.join(cfg.image_dir) if isinstance(cfg.image_dir, (list, tuple)) else cfg.image_dir
     return dataclasses.replace(cfg, image_dir=image_dir,
                                command=f"keynet {command} " + " ".join(shlex.quote(a) for a in argv)), args
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchTrainingCommand:
+    """A patch-network training command built from its task alone (``keynet
+    train-orientation``, ``train-affnet``): the command's ``name`` and help text (``doc``),
+    the task's configuration class, ``train`` and ``export_weights``, the example path of
+    ``--export`` and ``done_line`` (the last epoch's history row -> the closing line)."""
+
+    name: str
+    doc: str
+    config_type: Callable[[], Any]
+    train: Callable[..., Dict[str, Any]]
+    export_weights: Callable[..., Any]
+    example_export: str
+    done_line: Callable[[Dict[str, Any]], str]
+
+    def build_parser(self) -> ArgumentParser:
+        """The command's parser (:func:`patch_training_parser`)."""
+        return patch_training_parser(self.doc, self.config_type(), self.example_export)
+
+    def parse_config(self, argv) -> Tuple[Any, Any]:
+        """``(configuration, arguments)`` of ``argv`` (:func:`patch_training_config`)."""
+        return patch_training_config(self.build_parser(), self.config_type(), self.name, argv)
+
+    def main(self, argv=None) -> int:
+        """Run the command (:func:`run_patch_training`); the exit code."""
+        return run_patch_training(argv, self.parse_config, self.train, self.export_weights, self.done_line)

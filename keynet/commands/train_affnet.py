@@ -18,22 +18,13 @@ from __future__ import annotations
 import sys
 
 from hardnet.affnet_training import TrainConfig, export_weights, train
-from keynet.base.cli import ArgumentParser
 
-from .common import patch_training_config, patch_training_parser, run_patch_training
+from .common import PatchTrainingCommand
 
-
-def build_parser() -> ArgumentParser:
-    return patch_training_parser(__doc__, TrainConfig(), "pretrained_nets/affnet.pt")
-
-
-def parse_config(argv):
-    return patch_training_config(build_parser(), TrainConfig(), "train-affnet", argv)
-
-
-def main(argv=None) -> int:
-    return run_patch_training(argv, parse_config, train, export_weights,
-                              lambda last: f"epoch {last['epoch']}, val FPR95 {last.get('val_fpr95', float('nan')):.4f}")
+COMMAND = PatchTrainingCommand(
+    "train-affnet", __doc__, TrainConfig, train, export_weights, "pretrained_nets/affnet.pt",
+    lambda last: f"epoch {last['epoch']}, val FPR95 {last.get('val_fpr95', float('nan')):.4f}")
+build_parser, parse_config, main = COMMAND.build_parser, COMMAND.parse_config, COMMAND.main
 
 
 if __name__ == "__main__":

@@ -17,23 +17,14 @@ from __future__ import annotations
 import sys
 
 from hardnet.orientation_training import TrainConfig, export_weights, train
-from keynet.base.cli import ArgumentParser
 
-from .common import patch_training_config, patch_training_parser, run_patch_training
+from .common import PatchTrainingCommand
 
-
-def build_parser() -> ArgumentParser:
-    return patch_training_parser(__doc__, TrainConfig(), "pretrained_nets/orinet.pt")
-
-
-def parse_config(argv):
-    return patch_training_config(build_parser(), TrainConfig(), "train-orientation", argv)
-
-
-def main(argv=None) -> int:
-    return run_patch_training(argv, parse_config, train, export_weights,
-                              lambda last: f"epoch {last['epoch']}, val mean angular error {last['val_mean_err']:.2f} deg "
-                                           f"(dominant gradient: {last.get('val_gradient_mean_err', float('nan')):.2f} deg)")
+COMMAND = PatchTrainingCommand(
+    "train-orientation", __doc__, TrainConfig, train, export_weights, "pretrained_nets/orinet.pt",
+    lambda last: f"epoch {last['epoch']}, val mean angular error {last['val_mean_err']:.2f} deg "
+                 f"(dominant gradient: {last.get('val_gradient_mean_err', float('nan')):.2f} deg)")
+build_parser, parse_config, main = COMMAND.build_parser, COMMAND.parse_config, COMMAND.main
 
 
 if __name__ == "__main__":

@@ -13,16 +13,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from hardnet.weights import (AFFINE_CHOICES, DEFAULT_AFFINE, DEFAULT_ORIENTATION,  # noqa: F401 (AFFINE_CHOICES: its old place)
+                             patch_network_file, resolve_descriptor_weights)
 from keynet.base.cli import DEVICE_HELP, device_arg, non_negative_int
+from keynet.base.files import weights_digest
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings, setting
+from keynet.weights import detector_weights_file
 
-from .descriptors import DESCRIPTORS
+from .descriptors import DESCRIPTORS, named_descriptor
 from .matchers import DEFAULT_MATCHER, MATCHER_REGISTRY, MATCHERS
-
-#: ``--affine`` values besides a weights path: none (the official pipeline), learned (the
-#: shipped AffNet), moments (the second-moment / Baumberg iteration, kornia's estimator)
-AFFINE_CHOICES = ("none", "learned", "moments")
-
 
 #: Option strings of the weights, the canonical first (the others: the official script's names).
 DETECTOR_FLAGS = ("--detector", "--checkpoint-det-dir")
@@ -117,29 +116,108 @@ class FeatureConfig:
                 "rotation_average_turns": self.rotation_turns,
                 "subpixel": auto if self.subpixel is None else bool(self.subpixel)}
 
+    def weights(self) -> Dict[str, str]:
+        """What the networks of these settings read, by field: the digest of each weights file
+        (:func:`keynet.base.files.weights_digest`; ``'missing'`` for an absent one), the
+        ``tag()`` of a registered descriptor; nothing for a built-in estimator (``none``,
+        ``gradient``, ``moments``)."""
+        out = {"detector": weights_digest(detector_weights_file(self.detector))}
+        named = named_descriptor(self.descriptor)
+        if named is not None:
+            out["descriptor"] = named.tag()
+        elif self.descriptor.lower() != "none":
+            out["descriptor"] = weights_digest(resolve_descriptor_weights(self.descriptor))
+        for k, shipped in (("orientation", DEFAULT_ORIENTATION), ("affine", DEFAULT_AFFINE)):
+            value = getattr(self, k)
+            if value.lower() not in ("none", "gradient", "moments"):
+                out[k] = weights_digest(patch_network_file(value, shipped))
+        return out
+
     def fingerprint(self) -> str:
         """The settings that change the features, as JSON (the ``extractor`` attribute of a
-        ``features.h5``); a setting at the value it had before it was an option is left out,
-        so files written then stay valid."""
+        ``features.h5``): every field but ``device``, ``subpixel`` and ``rotation_average``
+        as :meth:`detector_settings` resolves them, a weights path made absolute (a name such
+        as ``'default'`` kept as it is), the digests of the weights files (:meth:`weights`,
+        so a changed file changes the fingerprint) and ``version``
+        (:data:`FINGERPRINT_VERSION`). A file written before the version is read through
+        :func:`accepts_fingerprint`."""
         d = asdict(self)
         d.pop("device")
         det = self.detector_settings()
         d["subpixel"], d["rotation_average"] = det["subpixel"], det["rotation_average"]
-        if not det["rotation_average"] or d["rotation_turns"] == RIGHT_ANGLE_TURNS:
-            d.pop("rotation_turns")  # unused, or the setting of caches made before it was an option
-        if d["rotation_average"] == self.oriented:
-            d.pop("rotation_average")
-        if d["affine"] == "none":
-            d.pop("affine")  # the caches made before it was an option
-        official = DetectorSettings()
-        for k in ("pyramid_levels", "upsampled_levels", "scale_factor_levels", "border_size", "multi_scale"):
-            if d[k] == getattr(official, k):
-                d.pop(k)
-        for k in ("detector", "descriptor", "orientation", "affine"):
-            named = ("default", "none", "learned", "gradient", "moments") + (tuple(DESCRIPTORS) if k == "descriptor" else ())
-            if k in d and d[k] not in named:
-                d[k] = str(Path(d[k]).resolve())
+        for k in NETWORK_FIELDS:
+            d[k] = _spec_text(k, d[k])
+        d["weights"] = self.weights()
+        d["version"] = FINGERPRINT_VERSION
         return json.dumps(d, sort_keys=True)
+
+
+#: The fields that name a network: a weights path, or one of these names.
+NETWORK_FIELDS = {"detector": ("default", "keynet", "tiny"), "descriptor": ("default", "real", "none"),
+                  "orientation": ("none", "learned", "gradient", "default"),
+                  "affine": ("none", "learned", "moments", "default")}
+
+
+def _spec_text(field_name: str, value: str) -> str:
+    """A network field as a fingerprint records it: a name as it is, a weights path absolute."""
+    named = NETWORK_FIELDS[field_name] + (tuple(DESCRIPTORS) if field_name == "descriptor" else ())
+    return value if value in named else str(Path(value).resolve())
+
+
+#: The layout of :meth:`FeatureConfig.fingerprint` (its ``version`` key); raise it when the
+#: fingerprint records something new or a setting changes meaning. Version 1 is the layout of
+#: before the number (no ``version`` key): :func:`legacy_fingerprint`.
+FINGERPRINT_VERSION = 2
+
+
+def fingerprint_version(fingerprint: Optional[str]) -> Optional[int]:
+    """The ``version`` of a stored fingerprint; ``None`` when it has none (written before
+    :data:`FINGERPRINT_VERSION`, or not a fingerprint of this pipeline)."""
+    try:
+        d = json.loads(fingerprint or "")
+    except ValueError:
+        return None
+    version = d.get("version") if isinstance(d, dict) else None
+    return version if isinstance(version, int) else None
+
+
+def legacy_fingerprint(cfg: FeatureConfig) -> str:
+    """The fingerprint ``cfg`` had before :data:`FINGERPRINT_VERSION` (the compatibility step of
+    :func:`accepts_fingerprint`; kept as it was): the same JSON with a setting left out while
+    it has the value it had before it was an option, without weights digests, ``subpixel``
+    resolved and the networks' paths absolute."""
+    d = asdict(cfg)
+    d.pop("device")
+    det = cfg.detector_settings()
+    d["subpixel"], d["rotation_average"] = det["subpixel"], det["rotation_average"]
+    if not det["rotation_average"] or d["rotation_turns"] == RIGHT_ANGLE_TURNS:
+        d.pop("rotation_turns")  # unused, or the setting of caches made before it was an option
+    if d["rotation_average"] == cfg.oriented:
+        d.pop("rotation_average")
+    if d["affine"] == "none":
+        d.pop("affine")  # the caches made before it was an option
+    official = DetectorSettings()
+    for k in ("pyramid_levels", "upsampled_levels", "scale_factor_levels", "border_size", "multi_scale"):
+        if d[k] == getattr(official, k):
+            d.pop(k)
+    for k in ("detector", "descriptor", "orientation", "affine"):
+        named = ("default", "none", "learned", "gradient", "moments") + (tuple(DESCRIPTORS) if k == "descriptor" else ())
+        if k in d and d[k] not in named:
+            d[k] = str(Path(d[k]).resolve())
+    return json.dumps(d, sort_keys=True)
+
+
+def accepts_fingerprint(stored: Optional[str], current: str, legacy: Optional[str] = None) -> bool:
+    """Whether a cache whose fingerprint is ``stored`` holds the features of the settings whose
+    fingerprint is ``current``: no stored fingerprint (a new file), the same one, or (the one
+    compatibility step for files written before :data:`FINGERPRINT_VERSION`) a ``stored``
+    fingerprint without a version that equals ``legacy``, the same settings' fingerprint
+    written the old way (:func:`legacy_fingerprint`). Such a file is used as it is: its
+    fingerprint is kept (the matches computed from it stay valid) and its weights were not
+    recorded then."""
+    if stored is None or stored == current:
+        return True
+    return legacy is not None and fingerprint_version(stored) is None and stored == legacy
 
 
 #: ``keynet extract``'s defaults (the official script's: 1500 points at full resolution, the

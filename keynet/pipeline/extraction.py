@@ -1,5 +1,5 @@
-"""The composition of features: the network loaders, :class:`Extractor` (detector, affine
-shape, orientation, descriptor) and :class:`Features`, its one return type; features of an
+"""The composition of features: :class:`Extractor` (detector, affine shape, orientation,
+descriptor) and :class:`Features`, its one return type; features of an
 image file at a working size (the Python API ``extract``, ``load_detector``, ...).
 
 The settings live in :mod:`keynet.pipeline.config` (``FeatureConfig`` and its option texts
@@ -10,23 +10,23 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 
-from hardnet import HardNetDescriptor, HardNetWeightsError, OrientationEstimator, load_hardnet, load_orinet
-from hardnet.affnet import AffineShapeEstimator
 from hardnet.patches import DEFAULT_MAGNIFICATION, patch_lafs
-from hardnet.weights import load_affnet
+from hardnet.weights import (DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION,  # noqa: F401 (their old place)
+                             DESCRIPTOR_NAMES, ORIENTATION_CHOICES, load_affine, load_hardnet_descriptor,
+                             load_orientation, resolve_descriptor_weights)
 from keynet.base.images import read_image_grey
 from keynet.base.lazy import lazy_exports
 from keynet.base.resources import WEIGHTS_DIR
 from keynet.detection import DetectorSettings, KeyNetDetector
 from keynet.engine import EngineConfig
-from keynet.weights import WeightsError, load_keynet
+from keynet.weights import (DEFAULT_DETECTOR, DEFAULT_TINY, WeightsError,  # noqa: F401 (their old place)
+                            load_keynet, resolve_detector_weights)
 
 from .config import (AFFINE_CHOICES, AFFINE_HELP, DESCRIPTOR_FLAGS, DESCRIPTOR_HELP, DETECTOR_FLAGS,  # noqa: F401
                      DETECTOR_HELP, EXTRACT_DEFAULTS, ORIENTATION_HELP, FeatureConfig)
@@ -42,30 +42,6 @@ _MOVED_TO_STAGES = {name: "keynet.pipeline.stages" for name in (
 __getattr__, __dir__ = lazy_exports(__name__, _MOVED_TO_STAGES)
 
 PRETRAINED_DIR = WEIGHTS_DIR
-DEFAULT_DETECTOR = PRETRAINED_DIR / "keynet.pt"
-DEFAULT_DESCRIPTOR = PRETRAINED_DIR / "hardnet.pt"
-#: Shipped HardNet weights by name: 'default' (synthetic pairs of photos, docs/hardnet.md) and
-#: 'real' (also trained on webcam frames across lighting and on SfM tracks; better on real
-#: appearance change, not the default: docs/hardnet.md, "Real correspondences").
-DESCRIPTOR_NAMES = {"default": DEFAULT_DESCRIPTOR, "real": PRETRAINED_DIR / "hardnet_real.pt"}
-DEFAULT_TINY = PRETRAINED_DIR / "tiny_keynet.pt"
-DEFAULT_ORIENTATION = PRETRAINED_DIR / "orinet.pt"
-DEFAULT_AFFINE = PRETRAINED_DIR / "affnet.pt"
-
-
-def resolve_detector_weights(path_or_name: Optional[Union[str, os.PathLike]]) -> Path:
-    """``None``/``'default'``/``'keynet'`` -> the shipped ``pretrained_nets/keynet.pt``;
-    ``'tiny'`` -> the shipped Tiny-Key.Net ``pretrained_nets/tiny_keynet.pt``; else the given path."""
-    if str(path_or_name) == "tiny":
-        return DEFAULT_TINY
-    if path_or_name is None or str(path_or_name) in ("default", "keynet"):
-        if not DEFAULT_DETECTOR.is_file():
-            raise WeightsError(
-                f"no shipped Key.Net weights at {DEFAULT_DETECTOR} yet (they are produced by train.py). "
-                "Pass a weights file with --detector, e.g. the official TF weights as .npz "
-                "(keynet_tf_official.npz), the authors' keynet_pytorch.pth or a checkpoint from train.py")
-        return DEFAULT_DETECTOR
-    return Path(path_or_name)
 
 
 def load_detector(path_or_name: Optional[Union[str, os.PathLike]] = None,
@@ -80,87 +56,20 @@ def load_detector(path_or_name: Optional[Union[str, os.PathLike]] = None,
     return KeyNetDetector(model, DetectorSettings(subpixel=subpixel, **settings), device=device, engine=engine)
 
 
-def resolve_descriptor_weights(path_or_name: Union[str, os.PathLike]) -> Path:
-    """The file of a shipped HardNet name (:data:`DESCRIPTOR_NAMES`) or the path as given."""
-    return DESCRIPTOR_NAMES.get(str(path_or_name), Path(path_or_name))
-
-
 def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
                     device: Optional[Union[str, torch.device]] = None) -> Optional[Descriptor]:
-    """The descriptor of ``path_or_name``: HardNet from a weights file; ``'default'`` ->
-    ``pretrained_nets/hardnet.pt`` if present, else ``None``; ``'real'`` ->
-    ``pretrained_nets/hardnet_real.pt`` (:data:`DESCRIPTOR_NAMES`); a name of the registry
+    """The descriptor of ``path_or_name``: a name of the registry
     :data:`keynet.pipeline.descriptors.DESCRIPTORS` (``'rootsift'``) -> that descriptor;
-    ``None``/``'none'`` -> ``None`` (no descriptors)."""
+    ``None``/``'none'`` -> ``None`` (no descriptors); else HardNet
+    (:func:`hardnet.weights.load_hardnet_descriptor`: ``'default'`` ->
+    ``pretrained_nets/hardnet.pt`` if present, else ``None``; ``'real'`` ->
+    ``pretrained_nets/hardnet_real.pt``; a weights file)."""
     if path_or_name is None or str(path_or_name).lower() == "none":
         return None
     named = named_descriptor(path_or_name)
     if named is not None:
         return named.load(device)
-    if str(path_or_name) == "default":
-        if not DEFAULT_DESCRIPTOR.is_file():
-            return None
-        path_or_name = DEFAULT_DESCRIPTOR
-    model, _ = load_hardnet(resolve_descriptor_weights(path_or_name))
-    return HardNetDescriptor(model, device=device)
-
-
-#: ``--orientation`` values besides a weights path (``none``: upright, set by ``--upright``).
-ORIENTATION_CHOICES = ("learned", "gradient")
-
-
-def _patch_network(spec: Union[str, os.PathLike], shipped: Path, missing: str,
-                   load: Callable[[Path], Tuple[torch.nn.Module, Dict[str, Any]]], option: str,
-                   choices: Sequence[str], network: str, command: str) -> torch.nn.Module:
-    """The network of ``spec``: ``'default'``/``'learned'`` -> the ``shipped`` file (absent:
-    :class:`HardNetWeightsError` ``missing``, ``{path}`` filled), else the weights file ``spec``
-    (``load``: its loader). A missing file or one that is not such weights is one
-    :class:`HardNetWeightsError` naming the ``--option``'s valid values and the command that
-    writes the weights."""
-    path = shipped if str(spec) in ("default", "learned") else Path(spec)
-    if str(spec) in ("default", "learned") and not path.is_file():
-        raise HardNetWeightsError(missing.format(path=path))
-    valid = f"--{option} takes {', '.join(choices)} or {network} weights written by {command}"
-    if path.is_dir():
-        raise HardNetWeightsError(f"--{option} {path}: is a folder, not a weights file; {valid}")
-    if not path.is_file():
-        raise HardNetWeightsError(f"--{option} {path}: no such value or file; {valid}")
-    try:
-        model, _ = load(path)
-    except HardNetWeightsError:
-        raise HardNetWeightsError(f"--{option} {path}: not {network} weights; {valid}") from None
-    return model
-
-
-def load_orientation(spec: Optional[Union[str, os.PathLike]] = "default",
-                     device: Optional[Union[str, torch.device]] = None) -> Optional[OrientationEstimator]:
-    """Keypoint orientation estimator: ``'default'``/``'learned'`` -> the shipped OriNet
-    (``pretrained_nets/orinet.pt``); ``'gradient'`` -> the classical dominant gradient
-    orientation; a path -> an OriNet weights file; ``None``/``'none'`` -> ``None`` (upright)."""
-    if spec is None or str(spec).lower() == "none":
-        return None
-    if str(spec) == "gradient":
-        return OrientationEstimator("gradient", device=device)
-    model = _patch_network(spec, DEFAULT_ORIENTATION, "no shipped orientation network at {path}; train one with "
-                           "keynet train-orientation, or use the classical estimator ('gradient')", load_orinet,
-                           "orientation", ORIENTATION_CHOICES, "OriNet", "keynet train-orientation")
-    return OrientationEstimator("learned", model, device=device)
-
-
-def load_affine(spec: Optional[Union[str, os.PathLike]] = "none",
-                device: Optional[Union[str, torch.device]] = None) -> Optional[AffineShapeEstimator]:
-    """Affine-shape estimator of keypoints (:mod:`hardnet.affnet`): ``'learned'``/``'default'``
-    -> the shipped AffNet (``pretrained_nets/affnet.pt``); ``'moments'`` -> the second-moment
-    (Baumberg) iteration, kornia's ``PatchAffineShapeEstimator``; a path -> an AffNet weights
-    file; ``None``/``'none'`` -> ``None`` (isotropic regions, the official pipeline)."""
-    if spec is None or str(spec).lower() == "none":
-        return None
-    if str(spec) == "moments":
-        return AffineShapeEstimator("moments", device=device)
-    model = _patch_network(spec, DEFAULT_AFFINE, "no shipped affine-shape network at {path}; use --affine moments "
-                           "or an AffNet weights file", load_affnet, "affine", AFFINE_CHOICES, "AffNet",
-                           "keynet train-affnet")
-    return AffineShapeEstimator("learned", model, device=device)
+    return load_hardnet_descriptor(path_or_name, device=device)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from keynet.base.runner import RunSummary, Shard, run_list
 from keynet.detection import ImageTooSmallError
 
 from . import hloc_io
-from .config import FeatureConfig, MatcherConfig, check_view_synthesis
+from .config import FeatureConfig, MatcherConfig, accepts_fingerprint, check_view_synthesis, legacy_fingerprint
 from .extraction import Extractor, Features, MatchingError, build_extractor, image_features
 from .matchers import FGINN_RADIUS, match_descriptors
 from .pairs import Pair
@@ -89,7 +89,8 @@ ComputeFn = Callable[[Path], Tuple["Features", Optional[np.ndarray]]]
 def write_features_h5(features_path: Union[str, os.PathLike], jobs: Sequence[Tuple[str, Path]], compute: ComputeFn,
                       fingerprint: Optional[str] = None, overwrite: bool = False, progress: bool = True,
                       desc: str = "features", require: Optional[str] = None, strict: bool = False,
-                      warn: Optional[Callable[[str], None]] = None, orientations: bool = True) -> RunSummary:
+                      warn: Optional[Callable[[str], None]] = None, orientations: bool = True,
+                      legacy: Optional[str] = None) -> RunSummary:
     """The one HDF5 feature stage (``keynet extract --output-format h5`` and the feature
     stage of match / reconstruct): the features of every ``(name, image path)`` of ``jobs``
     into ``features_path`` in hloc's layout (:func:`keynet.pipeline.hloc_io.write_features`;
@@ -99,7 +100,9 @@ def write_features_h5(features_path: Union[str, os.PathLike], jobs: Sequence[Tup
     image's group is flushed as soon as it is written and a group left incomplete by an
     interruption is redone. ``fingerprint``: the settings of the features (the file's
     ``extractor`` attribute); a file written with other settings, or any file with
-    ``overwrite``, is started again. An image that cannot be read or is too small is
+    ``overwrite``, is started again (``legacy``: the same settings' fingerprint of before
+    :data:`~keynet.pipeline.config.FINGERPRINT_VERSION`, whose files are kept:
+    :func:`~keynet.pipeline.config.accepts_fingerprint`). An image that cannot be read or is too small is
     recorded in ``failed`` with one ``warn`` line (default: under the progress bar) and the
     others go on; ``strict``: it raises instead. A file left with no image is removed.
     ``orientations``: store the features' orientations (false: the frames in ``lafs`` only,
@@ -113,10 +116,13 @@ def write_features_h5(features_path: Union[str, os.PathLike], jobs: Sequence[Tup
     try:
         with hloc_io.open_h5(path, "a") as fd:
             if fingerprint is not None:
-                if overwrite or fd.attrs.get("extractor", fingerprint) != fingerprint:
+                stored = fd.attrs.get("extractor")
+                if overwrite or not accepts_fingerprint(stored, fingerprint, legacy):
                     for k in list(fd.keys()):
                         del fd[k]
-                fd.attrs["extractor"] = fingerprint
+                    stored = None
+                if stored is None:
+                    fd.attrs["extractor"] = fingerprint
             have = set() if overwrite else {n for n in hloc_io.complete_names(fd)
                                             if require is None or require in fd[n]}
             todo = [(n, p) for n, p in jobs if n not in have]
@@ -191,18 +197,19 @@ def run_extraction_h5(list_images: Optional[Union[str, os.PathLike]], results_di
     reconstruct reuse it and a file of other settings is started again."""
     jobs = folder_jobs(image_dir, shard) if image_dir is not None else list_jobs(list_images, data_dir, shard)
     fp = None if config is None else config.fingerprint()
+    legacy = None if config is None else legacy_fingerprint(config)
     merged: List[str] = []
     whole = h5_output_path(results_dir, network_version)
     if shard is not None and shard.world > 1 and whole.exists() and not overwrite:
         # a re-launch: the images merged into features.h5 by an earlier launch are done
         with hloc_io.open_h5(whole, "r") as fd:
-            if fp is None or fd.attrs.get("extractor", fp) == fp:
+            if fp is None or accepts_fingerprint(fd.attrs.get("extractor"), fp, legacy):
                 done = set(hloc_io.complete_names(fd))
                 merged = [n for n, _ in jobs if n in done]
                 jobs = [(n, p) for n, p in jobs if n not in done]
     summary = write_features_h5(h5_output_path(results_dir, network_version, shard), jobs,
                                 lambda p: (extractor.features(p), None), fingerprint=fp, overwrite=overwrite,
-                                progress=progress, desc=f"extract {network_version}")
+                                progress=progress, desc=f"extract {network_version}", legacy=legacy)
     summary.skipped = merged + summary.skipped
     return summary
 
@@ -234,11 +241,12 @@ class StageSummary:
         return [n for n in names if n not in bad]
 
 
-def features_fingerprint(cfg: FeatureConfig, view_synthesis: str = "none") -> str:
+def features_fingerprint(cfg: FeatureConfig, view_synthesis: str = "none", legacy: bool = False) -> str:
     """The ``extractor`` attribute of a ``features.h5``: :meth:`FeatureConfig.fingerprint`,
     plus the view set when the file holds the views (``auto`` and ``full`` store the same
-    union of all levels)."""
-    fp = cfg.fingerprint()
+    union of all levels); ``legacy``: the same of before the fingerprint's version
+    (:func:`~keynet.pipeline.config.legacy_fingerprint`)."""
+    fp = legacy_fingerprint(cfg) if legacy else cfg.fingerprint()
     if check_view_synthesis(view_synthesis) == "none":
         return fp
     d = json.loads(fp)
@@ -270,6 +278,7 @@ def extract_features(image_dir: PathLike, names: Sequence[str], features_path: P
     :class:`keynet.detection.ImageTooSmallError`).
     """
     fp = features_fingerprint(cfg, view_synthesis)
+    legacy = features_fingerprint(cfg, view_synthesis, legacy=True)
     viewed = view_synthesis != "none"
     state = {"extractor": extractor}
 
@@ -285,7 +294,7 @@ def extract_features(image_dir: PathLike, names: Sequence[str], features_path: P
     run = write_features_h5(features_path, [(n, Path(image_dir) / n) for n in names], compute, fingerprint=fp,
                             overwrite=overwrite, progress=progress, desc="features" + (" (views)" if viewed else ""),
                             require="views" if viewed else None, strict=strict,
-                            orientations=not viewed or cfg.oriented)
+                            orientations=not viewed or cfg.oriented, legacy=legacy)
     return StageSummary(done=run.written, reused=run.skipped, seconds=run.seconds, failed=run.failed)
 
 

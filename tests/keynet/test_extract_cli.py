@@ -454,7 +454,7 @@ def test_one_rule_of_upright_false():
     fixed = FeatureConfig(orientation="gradient", rotation_average=False, subpixel=False).detector_settings()
     assert fixed["rotation_average"] is False and fixed["subpixel"] is False
     assert FeatureConfig().detector_settings()["subpixel"] is True  # match / reconstruct: sub-pixel by default
-    # a setting at the value it had before it was an option keeps the fingerprint of old caches
-    assert "rotation_average" not in FeatureConfig().fingerprint()
-    assert "pyramid_levels" not in FeatureConfig().fingerprint()
+    # the fingerprint records the resolved rule and every setting (tests/keynet/pipeline/test_fingerprint.py)
+    assert '"rotation_average": false' in FeatureConfig().fingerprint()
+    assert '"pyramid_levels": 5' in FeatureConfig().fingerprint()
     assert '"pyramid_levels": 2' in FeatureConfig(pyramid_levels=2).fingerprint()
