@@ -12,7 +12,7 @@ import numpy as np
 
 from keynet.base.cli import str2bool
 from keynet.pipeline.config import (DEFAULT_MIN_INLIERS, VIEW_SYNTHESIS_MODES, FeatureConfig, MatcherConfig,
-                                    check_min_inliers)
+                                    check_min_inliers, legacy_fingerprint)
 from keynet.pipeline.descriptors import named_descriptor
 from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_ORIENTATION, build_extractor,
                                         resolve_descriptor_weights, resolve_detector_weights)
@@ -114,12 +114,15 @@ NETWORK_FIELDS = {"orientation": (DEFAULT_ORIENTATION, ("none", "gradient"), "or
 
 
 def pipeline_tag(cfg: FeatureConfig) -> str:
-    """The fingerprint of ``cfg`` plus the digests of the weights it reads."""
+    """The settings of ``cfg`` plus the digests of the weights it reads. The settings are
+    written as :func:`~keynet.pipeline.config.legacy_fingerprint` (the fingerprint's form
+    before its version): this tag carries the weights' digests itself, so that form says
+    everything that changes the features and the benchmark's caches made with it stay valid."""
     try:
         det = resolve_detector_weights(cfg.detector)
     except Exception as exc:  # noqa: BLE001  (WeightsError: the shipped weights are absent)
         raise MethodError(str(exc)) from None
-    parts = [cfg.fingerprint(), f"keynet={weights_digest(det, 'Key.Net')}"]
+    parts = [legacy_fingerprint(cfg), f"keynet={weights_digest(det, 'Key.Net')}"]
     named = named_descriptor(cfg.descriptor)
     if named is not None:  # a registered descriptor (rootsift): its name and what it depends on
         parts.append(f"descriptor={named.name} {named.tag()}")

@@ -230,7 +230,7 @@ MIN_COVERAGE = 0.10
 DEGENERATE_SHARE = 0.90
 HOMOGRAPHY_THRESHOLD_FACTOR = 1.0
 #: What to try on a weak fit (the wide-baseline options of ``demo``, ``match``, ``reconstruct``).
-WIDE_BASELINE_HINT = "try the wide-baseline options --view-synthesis auto --affine learned"
+WIDE_BASELINE_HINT = "try the wide-baseline mode --wide-baseline"
 PLANAR_HINT = "a plane or a pure rotation: fit --model homography"
 
 
