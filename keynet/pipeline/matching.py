@@ -61,7 +61,13 @@ def match_images(image0: PathLike, image1: PathLike, extractor: Optional[Extract
     tentative matches, and the dict also has ``lafs0``/``lafs1`` (N, 2, 3) whole frames,
     ``views0``/``views1`` (N,) the view index of each keypoint (0 = the plain image,
     :data:`keynet.pipeline.views.VIEWS`), ``inliers`` (K,) bool (verified by the fundamental
-    matrix) and ``levels_used`` (the levels matched are ``0..levels_used``)."""
+    matrix) and ``levels_used`` (the levels matched are ``0..levels_used``).
+
+    ``'cascade'`` (the wide-baseline mode, :mod:`keynet.pipeline.cascade`): the plain pair
+    first; ``matches`` are the plain pipeline's tentative matches when its geometry passes or
+    when no level passes, else the verified matches of the first view level that passes
+    (``levels_used``); the dict also has ``passed``, ``levels_tried``, ``checks`` (one
+    :class:`~keynet.pipeline.cascade.LevelCheck` per level tried) and ``level_seconds``."""
     fcfg = feature_config or FeatureConfig()
     mcfg = matcher or MatcherConfig()
     mcfg = mcfg.with_views(view_synthesis, min_inliers)
