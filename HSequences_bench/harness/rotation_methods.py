@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -30,12 +31,13 @@ from keynet.weights import resolve_detector_weights
 
 from .method_base import MethodError, file_digest, to_uint8
 from .peers import KorniaOrienter, load_kornia_orinet, peer_state_dict  # noqa: F401  (its old import path)
+from .registry import Registry
 
 PathLike = Union[str, os.PathLike]
 
 KEYNET_VARIANTS = ("learned", "gradient", "upright", "kornia-orinet")
 OPENCV_METHODS = ("sift", "orb")
-METHOD_NAMES = KEYNET_VARIANTS + OPENCV_METHODS
+METHOD_NAMES = KEYNET_VARIANTS + OPENCV_METHODS  # the names of :data:`METHODS`
 
 
 # ------------------------------------------------------------------------------ OpenCV
@@ -93,15 +95,65 @@ def keynet_method(name: str, detection: Callable[[np.ndarray], Tuple[np.ndarray,
     return Method(name, extract, "l2", tag)
 
 
+# ---------------------------------------------------------------------------- registry
+@dataclass
+class RotationParts:
+    """What the rotation methods are made of (built once by :func:`build_methods`, shared by
+    the methods): the Key.Net detections (``detection``: the upright pipeline's,
+    ``rot_detection``: the oriented variants'), the HardNet ``descriptor``, the tags of both
+    pipelines, the affine-shape estimator and its tag, and the command's settings."""
+    num_points: int
+    device: Optional[Union[str, torch.device]] = None
+    detection: Optional[SharedDetection] = None
+    rot_detection: Optional[SharedDetection] = None
+    descriptor: object = None
+    base: str = ""
+    rot_base: str = ""
+    shape: object = None
+    shape_tag: str = ""
+    orientation_weights: Optional[PathLike] = None
+    kornia_orinet_weights: Optional[PathLike] = None
+
+
+def _upright(n: str, p: RotationParts) -> Method:
+    return keynet_method(n, p.detection, p.descriptor, None, p.base + p.shape_tag, p.shape)
+
+
+def _gradient(n: str, p: RotationParts) -> Method:
+    return keynet_method(n, p.rot_detection, p.descriptor, load_orientation("gradient", device=p.device),
+                         p.rot_base + " ori=gradient" + p.shape_tag, p.shape)
+
+
+def _learned(n: str, p: RotationParts) -> Method:
+    spec = p.orientation_weights if p.orientation_weights is not None else DEFAULT_ORIENTATION
+    return keynet_method(n, p.rot_detection, p.descriptor, load_orientation(spec, device=p.device),
+                         p.rot_base + f" ori=learned:{file_digest(spec)}" + p.shape_tag, p.shape)
+
+
+def _kornia_orinet(n: str, p: RotationParts) -> Method:
+    orienter = KorniaOrienter(load_kornia_orinet(p.kornia_orinet_weights), device=p.device)
+    return keynet_method(n, p.rot_detection, p.descriptor, orienter,
+                         p.rot_base + f" ori=kornia:{file_digest(p.kornia_orinet_weights)}")
+
+
+def _opencv(n: str, p: RotationParts) -> Method:
+    return opencv_method(n, p.num_points)
+
+
+#: name -> factory(name, parts) -> Method, in the command's order: the Key.Net variants
+#: (:data:`KEYNET_VARIANTS`), then OpenCV's (:data:`OPENCV_METHODS`).
+METHODS: Registry[Callable[[str, RotationParts], Method]] = Registry({
+    "learned": _learned, "gradient": _gradient, "upright": _upright, "kornia-orinet": _kornia_orinet,
+    "sift": _opencv, "orb": _opencv})
+
+
 # ------------------------------------------------------------------------------- build
 def check_methods(names: Sequence[str], orientation_weights: Optional[PathLike],
                   kornia_orinet_weights: Optional[PathLike]) -> Dict[str, str]:
     """Validate the method names and the given weights paths (cheap, before loading anything).
     Returns ``{method: why}`` for the methods that will be skipped (default weights absent);
     raises :class:`MethodError`."""
-    unknown = [n for n in names if n not in METHOD_NAMES]
-    if unknown:
-        raise MethodError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_NAMES)}")
+    METHODS.check(names)
     for given, what in ((orientation_weights, "orientation network"), (kornia_orinet_weights, "kornia OriNet")):
         if given is not None and not Path(given).is_file():
             raise MethodError(f"{what} weights not found: {given}")
@@ -144,8 +196,8 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
     else:
         shape_tag = f" affine={file_digest(DEFAULT_AFFINE if str(affine) in ('learned', 'default') else affine)}"
     names = [n for n in dict.fromkeys(names) if n not in skipped]
-    methods: List[Method] = []
-    detection, rot_detection, descriptor, base = None, None, None, ""
+    parts = RotationParts(num_points, device, shape=shape, shape_tag=shape_tag, orientation_weights=orientation_weights,
+                          kornia_orinet_weights=kornia_orinet_weights)
     if any(n in KEYNET_VARIANTS for n in names):
         sub_upright = bool(subpixel)
         sub_oriented = subpixel is None or subpixel
@@ -153,36 +205,23 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
         desc_path = Path(descriptor_weights) if descriptor_weights is not None else DEFAULT_DESCRIPTOR
         if descriptor_weights is not None and not desc_path.is_file():
             raise MethodError(f"HardNet weights not found: {desc_path}")
-        descriptor = load_descriptor(str(desc_path) if descriptor_weights is not None else "default", device=device)
-        if descriptor is None:
+        parts.descriptor = load_descriptor(str(desc_path) if descriptor_weights is not None else "default",
+                                           device=device)
+        if parts.descriptor is None:
             raise MethodError(f"no HardNet weights at {DEFAULT_DESCRIPTOR}: the Key.Net variants need them")
-        detection = SharedDetection(detector)
+        parts.detection = SharedDetection(detector)
         common = (f"keynet={file_digest(resolve_detector_weights('default'))} "
                   f"hardnet={file_digest(desc_path)} n={num_points}")
-        base = common + (" subpix" if sub_upright else "")
+        parts.base = common + (" subpix" if sub_upright else "")
         if not rotation_average and sub_oriented == sub_upright:
-            rot_detection, rot_base = detection, base
+            parts.rot_detection, parts.rot_base = parts.detection, parts.base
         else:  # the oriented pipeline: rotation-averaged score maps, sub-pixel points
-            rot_detection = SharedDetection(load_detector("default", device=device, num_points=num_points,
-                                                          rotation_average=rotation_average,
-                                                          rotation_average_turns=rotation_turns,
-                                                          subpixel=sub_oriented))
+            parts.rot_detection = SharedDetection(load_detector("default", device=device, num_points=num_points,
+                                                                rotation_average=rotation_average,
+                                                                rotation_average_turns=rotation_turns,
+                                                                subpixel=sub_oriented))
             turns = "" if rotation_turns == RIGHT_ANGLE_TURNS else str(rotation_turns)  # the tag of earlier caches
-            rot_base = common + (f" rotavg{turns}" if rotation_average else "") + (" subpix" if sub_oriented else "")
-    for n in names:
-        if n in OPENCV_METHODS:
-            methods.append(opencv_method(n, num_points))
-        elif n == "upright":
-            methods.append(keynet_method(n, detection, descriptor, None, base + shape_tag, shape))
-        elif n == "gradient":
-            methods.append(keynet_method(n, rot_detection, descriptor, load_orientation("gradient", device=device),
-                                         rot_base + " ori=gradient" + shape_tag, shape))
-        elif n == "learned":
-            spec = orientation_weights if orientation_weights is not None else DEFAULT_ORIENTATION
-            methods.append(keynet_method(n, rot_detection, descriptor, load_orientation(spec, device=device),
-                                         rot_base + f" ori=learned:{file_digest(spec)}" + shape_tag, shape))
-        else:  # kornia-orinet
-            orienter = KorniaOrienter(load_kornia_orinet(kornia_orinet_weights), device=device)
-            methods.append(keynet_method(n, rot_detection, descriptor, orienter,
-                                         rot_base + f" ori=kornia:{file_digest(kornia_orinet_weights)}"))
+            parts.rot_base = (common + (f" rotavg{turns}" if rotation_average else "")
+                              + (" subpix" if sub_oriented else ""))
+    methods = [METHODS.build(n, n, parts) for n in names]
     return methods, skipped

@@ -9,8 +9,8 @@ Where the parts live (their names re-exported here, the old import path):
 :mod:`~HSequences_bench.harness.peers` (the kornia peer models, ``default_peer_weights``),
 :mod:`~HSequences_bench.harness.method_base` (``MethodError``, ``MethodSkipped``).
 
-Methods (their names are the command's values), in the registry :data:`METHODS`
-(``name -> factory(options) -> Method``):
+Methods (their names are the command's values), in the registry :data:`METHODS` (a
+:class:`~HSequences_bench.harness.registry.Registry`, ``name -> factory(options) -> Method``):
 
 * ``keynet-upright``, ``keynet-oriented``: our pipeline (:class:`FeatureConfig` with
   ``orientation='none'`` / ``'learned'``, i.e. ``--upright true`` / ``false``), built by
@@ -74,6 +74,7 @@ from .method_base import MethodError, MethodSkipped, file_digest, hardnet_digest
 from .peers import (CHUNK, PEER_FILES, PEER_WHAT, KorniaAffineShapes, KorniaKeyNetAffNetHardNet,  # noqa: F401
                     KorniaOrientation, PatchDescriber, default_peer_weights, load_into, load_kornia_orinet,
                     peer_weights, shared_dir)
+from .registry import Registry
 from .wide_baseline_method import ImageFeatures, Method, MethodOptions
 
 __all__ = ["DEFAULT_METHODS", "ImageFeatures", "METHODS", "Method", "MethodError", "MethodOptions", "MethodSkipped",
@@ -175,7 +176,7 @@ def kornia_orinet(options: MethodOptions) -> Method:
 # ------------------------------------------------------------------------------ the registry
 #: name -> factory(options) -> Method. A new :class:`FeatureConfig` field is a new method in
 #: one line, e.g. ``METHODS["keynet-moments"] = keynet_preset(orientation="learned", affine="moments")``.
-METHODS: Dict[str, Callable[[MethodOptions], Method]] = {
+METHODS: Registry[Callable[[MethodOptions], Method]] = Registry({
     "keynet-upright": keynet_preset(orientation="none"),
     "keynet-oriented": keynet_preset(orientation="learned"),
     "keynet-affine": keynet_preset(orientation="learned", affine="learned"),
@@ -194,7 +195,7 @@ METHODS: Dict[str, Callable[[MethodOptions], Method]] = {
     "kornia-keynet-affnet-hardnet": kornia_keynet_affnet_hardnet,
     "kornia-affnet": kornia_affnet,
     "kornia-orinet": kornia_orinet,
-}
+}, hint=" or keynet:<field>=<value>,... (FeatureConfig fields)")
 DEFAULT_METHODS = ("keynet-upright", "keynet-oriented", "sift", "rootsift", "kornia-keynet-affnet-hardnet")
 
 
@@ -210,11 +211,8 @@ def build_method(name: str, options: MethodOptions) -> Method:
         factory = (keynet_preset(**fields) if mode == "none"
                    else view_synthesis_preset(mode, matches, min_inliers, **fields))
         method = factory(options)
-    elif name in METHODS:
-        method = METHODS[name](options)
     else:
-        raise MethodError(f"unknown method {name!r}; choose from {', '.join(METHODS)} or "
-                          "keynet:<field>=<value>,... (FeatureConfig fields)")
+        method = METHODS.build(name, options)
     method.name = name
     return method
 

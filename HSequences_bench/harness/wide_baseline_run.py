@@ -20,7 +20,8 @@ keypoint counts, seconds, the view level of the matches and the seconds of each 
 ``estimates/<pair key>.<F|H>.npz`` (the MAGSAC++ model, inliers, seconds; OpenCV's USAC is
 seeded, so a rerun gives the same model). The synthetic images are written once to
 ``<cache>/synthetic/<sequence>/``. Every file is written atomically (a temp file, then
-``os.replace``); an unreadable cache file is computed again.
+``os.replace``); an unreadable cache file is computed again (both by the benchmarks' shared
+:class:`~HSequences_bench.feature_store.NpzStore`).
 
 One pair that cannot be processed (an unreadable image, a bad ground-truth file) is a
 warning naming it and a failed score (WxBS recall 0, EVD error ``inf``), not a crash. A pair
@@ -36,12 +37,10 @@ only the levels it tried: ``level_s[l] = f1[l] + f2[l] + matching[l]``, summed.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -51,6 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from HSequences_bench import wide_baseline as wb
+from HSequences_bench.feature_store import NpzStore, load_npz, save_npz
 from HSequences_bench.harness.method_base import MethodError
 from HSequences_bench.harness.wide_baseline_method import (LEVEL_SECONDS, ImageFeatures, MatchResult, Method,
                                                             as_matches)
@@ -208,21 +208,9 @@ def synthetic_cases(seq_dirs: Sequence[PathLike], image_dir: PathLike, ks: Seque
 
 
 # ----------------------------------------------------------------------------- caches
-def _save_npz(path: PathLike, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_npz(path: Path) -> Optional[Dict[str, np.ndarray]]:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        tqdm.write(f"warning: unreadable cache file {path} ({exc}): computing it again", file=sys.stderr)
-        return None
+#: The old names of the shared store's npz helpers (:mod:`HSequences_bench.feature_store`).
+_save_npz = save_npz
+_load_npz = load_npz
 
 
 @dataclass
@@ -269,50 +257,34 @@ def pair_seconds(f1: ImageFeatures, f2: ImageFeatures, result: MatchResult, elap
 
 class Store:
     """Features, matches and estimates of every method under ``cache_dir`` (None: no disk
-    cache), reused unless ``overwrite``. Counts what it computed and what it reused."""
+    cache), reused unless ``overwrite``, on the shared :class:`~HSequences_bench.feature_store.NpzStore`.
+    Counts what it computed and what it reused (``counts``: features and matches)."""
 
     def __init__(self, cache_dir: Optional[PathLike], overwrite: bool = False) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.overwrite = bool(overwrite)
-        self.counts = {"features": 0, "features_reused": 0, "matches": 0, "matches_reused": 0}
+        self.npz = NpzStore(cache_dir, overwrite, counted=("features", "matches"))
+        self.cache_dir = self.npz.cache_dir
+        self.overwrite = self.npz.overwrite
+        self.counts = self.npz.counts
         self._recent: Dict[Tuple[str, str], ImageFeatures] = {}
-        self._tagged: set = set()
 
     def _path(self, method: Method, kind: str, key: str, suffix: str = ".npz") -> Optional[Path]:
-        if self.cache_dir is None:
-            return None
         name, tag = ((method.features_cache_name, method.features_tag) if kind == "features"
                      else (method.cache_name, method.tag))
-        root = self.cache_dir / name
-        if name not in self._tagged:
-            tag_file = root / "tag.txt"
-            if not tag_file.is_file() or tag_file.read_text() != tag + "\n":
-                wb.write_text_atomic(tag_file, tag + "\n")
-            self._tagged.add(name)
-        return root / kind / f"{key}{suffix}"
+        return self.npz.path(name, f"{kind}/{key}{suffix}", tag)
 
     def _read(self, path: Optional[Path]) -> Optional[Dict[str, np.ndarray]]:
-        return None if path is None or self.overwrite else _load_npz(path)
+        return self.npz.read(path)
 
     def features(self, method: Method, key: str, image: Path) -> ImageFeatures:
+        """The features of ``image`` (cache key ``key``) by ``method.extract``; a file of the
+        older layout (under ``<Method.cache_name>/features/``) is still read."""
         mem = (method.features_cache_name, key)
         if mem in self._recent:
             return self._recent[mem]
         path = self._path(method, "features", key)
-        z = self._read(path)
         legacy = None if path is None else self.cache_dir / method.cache_name / "features" / f"{key}.npz"
-        if z is None and legacy is not None and legacy.is_file():  # written before the features had a folder of their own
-            z = self._read(legacy)
-        if z is not None and {"keypoints", "descriptors", "size", "seconds"} <= set(z):
-            f = ImageFeatures(z["keypoints"], z["descriptors"], tuple(int(v) for v in z["size"]), float(z["seconds"]),
-                              {k[2:]: z[k] for k in z if k.startswith("x_")})
-            self.counts["features_reused"] += 1
-        else:
-            f = method.extract(image)
-            self.counts["features"] += 1
-            if path is not None:
-                _save_npz(path, keypoints=f.keypoints, descriptors=f.descriptors, size=np.array(f.size),
-                          seconds=f.seconds, **{f"x_{k}": v for k, v in f.extra.items()})
+        f = self.npz.cached("features", [path, legacy], lambda: method.extract(image), encode_image_features,
+                            decode_image_features)
         if len(self._recent) > 8:  # image 1 of the synthetic pairs is shared by a sequence's pairs
             self._recent.pop(next(iter(self._recent)))
         self._recent[mem] = f
@@ -321,50 +293,75 @@ class Store:
     def matches(self, method: Method, case: Case) -> PairMatches:
         """The pair's matches by ``method.match_pair`` (cached with their level and the seconds
         of each level; a file written before they were kept reads as level 0, no per-level seconds)."""
-        path = self._path(method, "matches", case.key)
-        z = self._read(path)
-        if z is not None and {"pts1", "pts2", "keypoints1", "keypoints2", "seconds"} <= set(z):
-            self.counts["matches_reused"] += 1
+        def compute() -> Tuple[PairMatches, Dict[str, np.ndarray]]:
+            f1 = self.features(method, case.key1, case.img1)
+            f2 = self.features(method, case.key2, case.img2)
+            t0 = time.perf_counter()
+            result = method.match_pair(f1, f2)
+            elapsed = time.perf_counter() - t0
+            m = as_matches(result.matches)
+            seconds, level_s = pair_seconds(f1, f2, result, elapsed)
+            pm = PairMatches(_points(f1.keypoints[m[:, 0], :2]), _points(f2.keypoints[m[:, 1], :2]),
+                             len(f1.keypoints), len(f2.keypoints), seconds, int(result.level), level_s)
+            return pm, {"matches": m, "match_level_seconds": np.asarray(result.level_seconds, np.float64).reshape(-1)}
+
+        def encode(value: Tuple[PairMatches, Dict[str, np.ndarray]]) -> Dict[str, object]:
+            pm, extra = value
+            return dict(matches=extra["matches"], pts1=pm.pts1, pts2=pm.pts2, keypoints1=pm.keypoints1,
+                        keypoints2=pm.keypoints2, seconds=pm.seconds, level=pm.level, level_seconds=pm.level_seconds,
+                        match_level_seconds=extra["match_level_seconds"])
+
+        def decode(z: Mapping[str, np.ndarray]) -> Optional[Tuple[PairMatches, Dict[str, np.ndarray]]]:
+            if not {"pts1", "pts2", "keypoints1", "keypoints2", "seconds"} <= set(z):
+                return None
             return PairMatches(_points(z["pts1"]), _points(z["pts2"]), int(z["keypoints1"]), int(z["keypoints2"]),
                                float(z["seconds"]), int(z["level"]) if "level" in z else 0,
-                               np.asarray(z.get("level_seconds", np.zeros(0)), np.float64).reshape(-1))
-        f1 = self.features(method, case.key1, case.img1)
-        f2 = self.features(method, case.key2, case.img2)
-        t0 = time.perf_counter()
-        result = method.match_pair(f1, f2)
-        elapsed = time.perf_counter() - t0
-        m = as_matches(result.matches)
-        seconds, level_s = pair_seconds(f1, f2, result, elapsed)
-        pm = PairMatches(_points(f1.keypoints[m[:, 0], :2]), _points(f2.keypoints[m[:, 1], :2]),
-                         len(f1.keypoints), len(f2.keypoints), seconds, int(result.level), level_s)
-        self.counts["matches"] += 1
-        if path is not None:
-            _save_npz(path, matches=m, pts1=pm.pts1, pts2=pm.pts2, keypoints1=pm.keypoints1,
-                      keypoints2=pm.keypoints2, seconds=pm.seconds, level=pm.level, level_seconds=pm.level_seconds,
-                      match_level_seconds=np.asarray(result.level_seconds, np.float64).reshape(-1))
-        return pm
+                               np.asarray(z.get("level_seconds", np.zeros(0)), np.float64).reshape(-1)), {}
+
+        path = self._path(method, "matches", case.key)
+        return self.npz.cached("matches", [path], compute, encode, decode)[0]
 
     def estimate(self, method: Method, case: Case, pm: PairMatches) -> Tuple[Optional[np.ndarray], int, float]:
         """``(model or None, inliers, seconds)`` of the benchmark's MAGSAC++ estimator."""
         kind, setting = ESTIMATORS[case.benchmark]
+
+        def compute() -> Tuple[Optional[np.ndarray], int, float]:
+            t0 = time.perf_counter()
+            if len(pm.pts1) < MIN_MATCHES[kind]:  # no model (the estimators say so too)
+                model, inl = None, 0
+            elif kind == "F":
+                model = wb.estimate_fundamental_magsac(pm.pts1, pm.pts2)
+                inl = count_inliers_f(model, pm.pts1, pm.pts2, 0.25)
+            else:
+                model = wb.estimate_homography_magsac(pm.pts1, pm.pts2)
+                inl = count_inliers_h(model, pm.pts1, pm.pts2, 0.5)
+            return model, inl, time.perf_counter() - t0
+
+        def encode(value: Tuple[Optional[np.ndarray], int, float]) -> Dict[str, object]:
+            model, inl, seconds = value
+            return dict(model=model if model is not None else np.zeros(0), inliers=inl, seconds=seconds)
+
+        def decode(z: Mapping[str, np.ndarray]) -> Optional[Tuple[Optional[np.ndarray], int, float]]:
+            if not {"model", "inliers", "seconds"} <= set(z):
+                return None
+            return z["model"] if z["model"].shape == (3, 3) else None, int(z["inliers"]), float(z["seconds"])
+
         path = self._path(method, "estimates", case.key, f".{kind}.{setting}.npz")
-        z = self._read(path)
-        if z is not None and {"model", "inliers", "seconds"} <= set(z):
-            model = z["model"] if z["model"].shape == (3, 3) else None
-            return model, int(z["inliers"]), float(z["seconds"])
-        t0 = time.perf_counter()
-        if len(pm.pts1) < MIN_MATCHES[kind]:  # no model (the estimators say so too)
-            model, inl = None, 0
-        elif kind == "F":
-            model = wb.estimate_fundamental_magsac(pm.pts1, pm.pts2)
-            inl = count_inliers_f(model, pm.pts1, pm.pts2, 0.25)
-        else:
-            model = wb.estimate_homography_magsac(pm.pts1, pm.pts2)
-            inl = count_inliers_h(model, pm.pts1, pm.pts2, 0.5)
-        seconds = time.perf_counter() - t0
-        if path is not None:
-            _save_npz(path, model=model if model is not None else np.zeros(0), inliers=inl, seconds=seconds)
-        return model, inl, seconds
+        return self.npz.cached("estimates", [path], compute, encode, decode)
+
+
+def encode_image_features(f: ImageFeatures) -> Dict[str, object]:
+    """The arrays of a features file: keypoints, descriptors, size, seconds and ``x_<name>`` per extra array."""
+    return dict(keypoints=f.keypoints, descriptors=f.descriptors, size=np.array(f.size), seconds=f.seconds,
+                **{f"x_{k}": v for k, v in f.extra.items()})
+
+
+def decode_image_features(z: Mapping[str, np.ndarray]) -> Optional[ImageFeatures]:
+    """The features of a features file's arrays; None when it lacks one of the four needed."""
+    if not {"keypoints", "descriptors", "size", "seconds"} <= set(z):
+        return None
+    return ImageFeatures(z["keypoints"], z["descriptors"], tuple(int(v) for v in z["size"]), float(z["seconds"]),
+                         {k[2:]: z[k] for k in z if k.startswith("x_")})
 
 
 def _points(a) -> np.ndarray:
