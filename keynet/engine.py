@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -144,14 +144,23 @@ class FastWeights(NamedTuple):
 
 
 class KeyNetEngine:
-    """Response maps of ``model`` as configured by ``config`` (see the module doc)."""
+    """Response maps of ``model`` as configured by ``config`` (see the module doc).
+
+    The fast path, step by step: :meth:`_fast_weights` (batch norms folded, cached:
+    :meth:`_fold_learner`, :meth:`_fold_head`); :meth:`_normalised_levels` (each internal
+    level's input and local normalisation, whole image); then per strip of rows
+    (:meth:`_strip_rows`, :meth:`_strip_response`) each level's features
+    (:meth:`_strip_features`: :meth:`_source_rows`, :meth:`_derivative_features`,
+    :meth:`_learned_blocks`, :meth:`_upsample_x`) and the head (:meth:`_head_fast`:
+    :meth:`_fuse_levels`, :meth:`_head_base`, :meth:`_add_row_taps`)."""
 
     def __init__(self, model: nn.Module, config: Optional[EngineConfig] = None) -> None:
         """``model``: a :class:`KeyNet` (any other module is simply called)."""
         self.model = model
         self.config = config or EngineConfig()
-        self._fast_cache: Optional[Tuple[Any, Dict[str, Any]]] = None
+        self._fast_cache: Optional[Tuple[Any, FastWeights]] = None
 
+    # ------------------------------------------------------------------ dispatch
     def supports_fast(self) -> bool:
         """The fast path covers the standard architecture (hand-crafted block and at least
         one learnable block); the ablation variants run the network's forward."""
@@ -163,20 +172,57 @@ class KeyNetEngine:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` image -> ``(B, 1, H, W)`` response (as :meth:`KeyNet.forward`)."""
-        model = self.model
-        if model.training:
+        if self.model.training:
             raise RuntimeError("KeyNetEngine runs eval-mode inference; call model.eval() first")
-        mode = self.config.mode
-        if mode == "reference" and isinstance(model, KeyNet):
-            return model.forward_reference(x)
-        if mode == "plain" or not self.supports_fast():
-            return model(x)
-        model._check(x)
-        out = self._forward_fast(x.float())
-        return F.relu(out) if model.config.head_relu else out
+        if self.config.mode == "fast" and self.supports_fast():
+            return self._forward_fast_checked(x)
+        return self._forward_network(x)
 
-    def _fused_learner(self) -> List[Tuple[torch.Tensor, torch.Tensor, int]]:
-        """The learnable blocks with each batch norm folded into its convolution (eval only)."""
+    def _forward_network(self, x: torch.Tensor) -> torch.Tensor:
+        """``mode`` reference (a :class:`KeyNet`): the TF computation literally; otherwise
+        (plain, or a model the fast path does not cover): the network's forward."""
+        if self.config.mode == "reference" and isinstance(self.model, KeyNet):
+            return self.model.forward_reference(x)
+        return self.model(x)
+
+    def _forward_fast_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """The fast path on a checked float32 input, with the head's ReLU when configured."""
+        self.model._check(x)
+        out = self._forward_fast(x.float())
+        return F.relu(out) if self.model.config.head_relu else out
+
+    def _pairs(self, x: torch.Tensor) -> bool:
+        """Whether the convolutions of ``x``'s device run over pixel pairs (CPU only)."""
+        return x.device.type == "cpu" and self.config.pair_convs
+
+    # ------------------------------------------------------------------ folded weights
+    def _fast_weights(self, pairs: bool) -> FastWeights:
+        """Inference weights of the fast path (batch norms folded, pair layout), cached
+        until a parameter or buffer changes (:meth:`_weights_key`)."""
+        key = self._weights_key(pairs)
+        if self._fast_cache is not None and self._fast_cache[0] == key:
+            return self._fast_cache[1]
+        out = self._fold_weights(pairs)
+        self._fast_cache = (key, out)
+        return out
+
+    def _weights_key(self, pairs: bool) -> Tuple[Any, ...]:
+        """The cache key: the layout and every parameter's and buffer's storage and version
+        counter."""
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        return (pairs, tuple((t.data_ptr(), t._version) for t in tensors))
+
+    def _fold_weights(self, pairs: bool) -> FastWeights:
+        """:class:`FastWeights` from the model's current weights (uncached)."""
+        layers = self._fold_learner()
+        convs = [PairConv(wt, bb, relu=True) for wt, bb, _ in layers] if pairs else layers
+        heads, shift_taps = self._fold_head(pairs)
+        conv = self.model.head_conv
+        return FastWeights(convs, heads, shift_taps, conv.bias, conv.kernel_size[0])
+
+    def _fold_learner(self) -> List[Tuple[torch.Tensor, torch.Tensor, int]]:
+        """The learnable blocks with each batch norm folded into its convolution (eval only):
+        ``(weight (channels-last), bias, padding)`` per block."""
         fused = []
         for blk in self.model.learner:
             bn = blk.bn
@@ -186,17 +232,12 @@ class KeyNetEngine:
             fused.append((w, b, blk.conv.padding[0]))
         return fused
 
-    def _fast_weights(self, pairs: bool) -> "FastWeights":
-        """Inference weights of the fast path (batch norms folded, pair layout), cached
-        until a parameter or buffer changes (their version counters and storage)."""
-        tensors = list(self.model.parameters()) + list(self.model.buffers())
-        key = (pairs, tuple((t.data_ptr(), t._version) for t in tensors))
-        if self._fast_cache is not None and self._fast_cache[0] == key:
-            return self._fast_cache[1]
-        layers = self._fused_learner()
-        convs = [PairConv(wt, bb, relu=True) for wt, bb, _ in layers] if pairs else layers
-        conv = self.model.head_conv
-        wk = conv.weight[0]  # (C, k, k)
+    def _fold_head(self, pairs: bool) -> Tuple[List[Any], Optional[torch.Tensor]]:
+        """The head batch norm folded into the head convolution: per internal level the
+        1xK convolution ``(K, C, 1, K)`` with the BN scale (one output channel per kernel
+        row; a PairConv with ``pairs``), and the ``(K, K)`` response of the BN shift per
+        kernel tap (``None`` without a head BN)."""
+        wk = self.model.head_conv.weight[0]  # (C, k, k)
         shift = None
         if isinstance(self.model.head_bn, nn.BatchNorm2d):
             scale, shift = bn_scale_shift(self.model.head_bn)
@@ -211,13 +252,9 @@ class KeyNetEngine:
             heads.append(PairConv(wl, None, relu=False) if pairs
                          else wl.contiguous(memory_format=torch.channels_last))
         shift_taps = (wk * shift[:, None, None]).sum(0) if shift is not None else None  # shift response per tap
-        out = FastWeights(convs, heads, shift_taps, conv.bias, conv.kernel_size[0])
-        self._fast_cache = (key, out)
-        return out
+        return heads, shift_taps
 
-    def _pairs(self, x: torch.Tensor) -> bool:
-        return x.device.type == "cpu" and self.config.pair_convs
-
+    # ------------------------------------------------------------------ fast forward, in strips
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Inference in horizontal strips of about ``strip_pixels`` output pixels.
 
@@ -229,29 +266,47 @@ class KeyNetEngine:
         a few tens of MB whatever the image size (no multi-GB feature maps, no page-fault
         storm from allocating them) and stays in cache."""
         b, _, h, w = x.shape
-        cfg = self.model.config
-        cpu = x.device.type == "cpu" and self.config.use_opencv
         pairs = self._pairs(x)
         weights = self._fast_weights(pairs)
+        normed = self._normalised_levels(x)
+        rh = self.model.head_conv.kernel_size[0] // 2
+        out = x.new_empty((b, 1, h, w))
+        for a0, a1 in self._strip_rows(h, w):
+            f0, f1 = max(0, a0 - rh), min(h, a1 + rh)  # feature rows the head reads
+            o = self._strip_response(normed, weights, f0, f1, h, w, pairs)
+            out[:, :, a0:a1] = o[:, :, a0 - f0:a1 - f0]
+        return out
+
+    def _normalised_levels(self, x: torch.Tensor) -> List[Any]:
+        """Each internal level's input, normalised (:func:`local_norm`; none for ``pt``),
+        whole image: ``(B, H_l, W_l)`` float32 arrays by OpenCV on the CPU
+        (``use_opencv``), else ``(B, 1, H_l, W_l)`` tensors by torch."""
+        cfg = self.model.config
+        cpu = x.device.type == "cpu" and self.config.use_opencv
+        smooth = blur_cv2(x) if cpu and cfg.num_levels > 1 and cfg.variant != "pt" else None
         normed = []
-        for xi in self.model.level_inputs(x, smooth=blur_cv2(x) if cpu and cfg.num_levels > 1 and cfg.variant != "pt"
-                                          else None):
+        for xi in self.model.level_inputs(x, smooth=smooth):
             if cpu:
                 normed.append(np.stack([normalise_cv2(cfg.variant, xb[0].numpy()) for xb in xi]))
             else:
                 normed.append(local_norm(xi) if cfg.variant != "pt" else xi)
-        rh = self.model.head_conv.kernel_size[0] // 2
-        rows = max(8, int(self.config.strip_pixels) // max(w, 1))
-        out = x.new_empty((b, 1, h, w))
-        for a0 in range(0, h, rows):
-            a1 = min(h, a0 + rows)
-            f0, f1 = max(0, a0 - rh), min(h, a1 + rh)  # feature rows the head reads
-            feats = [self._strip_features(n, weights.convs, f0, f1, h, w, pairs) for n in normed]
-            o = self._head_fast(feats, weights, w, row0=f0, height=h)
-            out[:, :, a0:a1] = o[:, :, a0 - f0:a1 - f0]
-        return out
+        return normed
 
-    def _strip_features(self, normed, convs, f0: int, f1: int, h: int, w: int, pairs: bool
+    def _strip_rows(self, h: int, w: int) -> List[Tuple[int, int]]:
+        """The output rows ``[a0, a1)`` of each strip: about ``strip_pixels`` pixels, at
+        least 8 rows."""
+        rows = max(8, int(self.config.strip_pixels) // max(w, 1))
+        return [(a0, min(h, a0 + rows)) for a0 in range(0, h, rows)]
+
+    def _strip_response(self, normed: List[Any], weights: FastWeights, f0: int, f1: int, h: int, w: int,
+                        pairs: bool) -> torch.Tensor:
+        """The head's response ``(B, 1, f1 - f0, w)`` of feature rows ``[f0, f1)`` (exact
+        away from the strip's edges inside the image)."""
+        feats = [self._strip_features(n, weights.convs, f0, f1, h, w, pairs) for n in normed]
+        return self._head_fast(feats, weights, w, row0=f0, height=h)
+
+    # ------------------------------------------------------------------ one level's features
+    def _strip_features(self, normed: Any, convs: List[Any], f0: int, f1: int, h: int, w: int, pairs: bool
                         ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, ...]]]:
         """Features of one internal level for output rows [f0, f1), channels-last, at the
         input width (W, or W + 1 with pairs and odd W). Returns ``(features, rows)``: for
@@ -262,58 +317,93 @@ class KeyNetEngine:
         commutes with it: 5 channels to interpolate instead of 8, on fewer rows."""
         cfg = self.model.config
         hl, wl = normed.shape[-2:]
-        align = cfg.variant != "pt"
-        if hl == h and wl == w:
-            s0, s1, interp = f0, f1, None
-        else:
-            i0, i1, lam = bilinear_rows(hl, h, f0, f1, align)
-            s0, s1 = int(i0.min()), int(i1.max()) + 1
-            interp = (i0 - s0, i1 - s0, lam)
+        s0, s1, interp = self._source_rows(hl, wl, f0, f1, h, w)
         halo = 2 + cfg.num_blocks * (cfg.kernel_size // 2)  # Sobel pair + convolutions
         c0, c1 = max(0, s0 - halo), min(hl, s1 + halo)
+        f = self._derivative_features(normed, c0, c1, pairs)
+        f = self._learned_blocks(f, convs, wl, pairs)
+        f = f[:, :, s0 - c0:s1 - c0]
+        if interp is None:
+            return f, None
+        return self._upsample_x(f, wl, w, pairs), interp
+
+    def _source_rows(self, hl: int, wl: int, f0: int, f1: int, h: int, w: int
+                     ) -> Tuple[int, int, Optional[Tuple[torch.Tensor, ...]]]:
+        """The rows ``[s0, s1)`` of an ``(hl, wl)`` level that output rows ``[f0, f1)`` of an
+        ``(h, w)`` image read, and ``(r0, r1, lam)`` (relative to ``s0``) interpolating them
+        along y; ``None`` for the full-resolution level (the same rows)."""
+        if hl == h and wl == w:
+            return f0, f1, None
+        i0, i1, lam = bilinear_rows(hl, h, f0, f1, self.model.config.variant != "pt")
+        s0, s1 = int(i0.min()), int(i1.max()) + 1
+        return s0, s1, (i0 - s0, i1 - s0, lam)
+
+    def _derivative_features(self, normed: Any, c0: int, c1: int, pairs: bool) -> torch.Tensor:
+        """The ten derivative channels of rows ``[c0, c1)`` of one normalised level,
+        ``(B, 10, c1 - c0, W_l)`` channels-last: by OpenCV from an array
+        (:func:`derivatives_cv2`, one extra zero column for pairs and odd width), by the
+        model's hand-crafted block from a tensor."""
+        cfg = self.model.config
         if isinstance(normed, np.ndarray):
             hc = [derivatives_cv2(cfg.variant, nb[c0:c1], even=pairs) for nb in normed]
-            f = torch.from_numpy(hc[0][None] if len(hc) == 1 else np.stack(hc)).permute(0, 3, 1, 2)
-        else:
-            f = self.model.handcrafted.derivatives(normed[..., c0:c1, :])
-            f = f.contiguous(memory_format=torch.channels_last)
+            return torch.from_numpy(hc[0][None] if len(hc) == 1 else np.stack(hc)).permute(0, 3, 1, 2)
+        f = self.model.handcrafted.derivatives(normed[..., c0:c1, :])
+        return f.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _learned_blocks(f: torch.Tensor, convs: List[Any], wl: int, pairs: bool) -> torch.Tensor:
+        """The learnable blocks (folded conv + ReLU) on ``f``; ``wl``: the level's true width
+        (pairs)."""
         for layer in convs:
             if pairs:
                 f = layer(f, wl)
             else:
                 wt, bb, pad = layer
                 f = conv2d_act(f, wt, bb, (pad, pad), relu=True)
-        f = f[:, :, s0 - c0:s1 - c0]
-        if interp is None:
-            return f, None
-        # Along x by F.interpolate with the rows unchanged (exact along y).
-        up = F.interpolate(f[..., :wl], size=(s1 - s0, w), mode="bilinear", align_corners=align)
+        return f
+
+    def _upsample_x(self, f: torch.Tensor, wl: int, w: int, pairs: bool) -> torch.Tensor:
+        """A smaller level's features (true width ``wl``; one more zero column with pairs
+        and odd ``wl``) up-sampled along x to width ``w`` by F.interpolate with the rows
+        unchanged (exact along y), plus one zero column for pairs and odd ``w``."""
+        up = F.interpolate(f[..., :wl], size=(f.shape[-2], w), mode="bilinear",
+                           align_corners=self.model.config.variant != "pt")
         if pairs and w % 2:
             up = F.pad(up.permute(0, 2, 3, 1), (0, 0, 0, 1)).permute(0, 3, 1, 2)
-        return up, interp
+        return up
 
-    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], weights: "FastWeights", width: int,
+    # ------------------------------------------------------------------ the head
+    def _head_fast(self, feats: List[Tuple[torch.Tensor, Any]], weights: FastWeights, width: int,
                    row0: int = 0, height: Optional[int] = None) -> torch.Tensor:
         """Head BN + KxK convolution to one channel without concatenating the levels: per
         level one C->K convolution with a 1xK kernel gives, for each kernel row dy, the row
-        response; the K rows are then summed at their vertical offsets. oneDNN runs a C->1
-        KxK convolution at a few GFLOP/s and the concatenation is a full extra pass; this is
-        faster. The BN scale folds into the weights; its shift, which the convolution's
-        zero padding does not see at the border, is added as the exact rank-K map
-        ``R K C^T`` (R, C: which kernel rows/columns fall inside the image). ``feats``: the
+        response (:meth:`_fuse_levels`); the K rows are then summed at their vertical
+        offsets (:meth:`_add_row_taps`). oneDNN runs a C->1 KxK convolution at a few GFLOP/s
+        and the concatenation is a full extra pass; this is faster. The BN scale folds into
+        the weights; its shift, which the convolution's zero padding does not see at the
+        border, is added as the exact rank-K map ``R K C^T`` (R, C: which kernel
+        rows/columns fall inside the image; :meth:`_head_base`). ``feats``: the
         ``(features, rows)`` of :meth:`_strip_features` per level; ``weights``: the weights of
         :meth:`_fast_weights`. ``width``: the true width (the features may carry one extra
         zero column, see :class:`PairConv`); ``row0``, ``height``: where the rows of
         ``feats`` lie in an image of ``height`` rows (a strip; rows within K//2 of a strip
-        edge inside the image are not exact)."""
-        k = weights.kernel
-        r = k // 2
+        edge inside the image are not exact). Returns ``(B, 1, rows, width)``."""
         full = next(f for f, interp in feats if interp is None)
-        b, _, h, wp = full.shape
+        h = full.shape[2]
         height = h if height is None else height
-        pairs = self._pairs(full)
-        rows_per_tap = None  # (B, K, H, Wp): the response of each kernel row dy, summed over the levels
-        for (f, interp), head in zip(feats, weights.heads):
+        g = self._fuse_levels(feats, weights.heads, width, weights.kernel // 2, self._pairs(full))
+        out = self._head_base(g, weights, width, row0, height)
+        self._add_row_taps(out, g)
+        return out[:, None, :, :width]
+
+    @staticmethod
+    def _fuse_levels(feats: List[Tuple[torch.Tensor, Any]], heads: List[Any], width: int, r: int,
+                     pairs: bool) -> torch.Tensor:
+        """The multi-scale fusion: ``(B, K, H, Wp)``, the response of each kernel row dy
+        summed over the levels, each level's 1xK convolution followed by its interpolation
+        along y (smaller levels)."""
+        rows_per_tap = None
+        for (f, interp), head in zip(feats, heads):
             if pairs:
                 level_rows = head(f, width)
             else:
@@ -322,22 +412,35 @@ class KeyNetEngine:
                 level_rows = torch.stack([lerp_rows(one.permute(1, 2, 0), *interp)
                                           for one in level_rows]).permute(0, 3, 1, 2)
             rows_per_tap = level_rows if rows_per_tap is None else rows_per_tap.add_(level_rows)
-        g = rows_per_tap
+        return rows_per_tap
+
+    @staticmethod
+    def _head_base(g: torch.Tensor, weights: FastWeights, width: int, row0: int, height: int) -> torch.Tensor:
+        """``(B, H, Wp)``: the centre kernel row's response plus the bias and, with a head
+        BN, the exact border-aware map of its shift (rows ``row0 ..`` of ``height``, columns
+        of ``width``)."""
+        b, k, h, wp = g.shape
+        r = k // 2
         dev, dt = g.device, g.dtype
         bias, shift_taps = weights.bias, weights.shift_taps
-        if shift_taps is not None:
-            ys = row0 + torch.arange(h, device=dev)[:, None] + torch.arange(k, device=dev) - r
-            xs = torch.arange(wp, device=dev)[:, None] + torch.arange(k, device=dev) - r
-            rows = ((ys >= 0) & (ys < height)).to(dt)
-            cols = ((xs >= 0) & (xs < width)).to(dt)
-            out = torch.addmm(bias.to(dt), rows @ shift_taps, cols.t())  # (H, Wp)
-            out = out.expand(b, h, wp) + g[:, r]
-        else:
-            out = g[:, r] + bias
+        if shift_taps is None:
+            return g[:, r] + bias
+        ys = row0 + torch.arange(h, device=dev)[:, None] + torch.arange(k, device=dev) - r
+        xs = torch.arange(wp, device=dev)[:, None] + torch.arange(k, device=dev) - r
+        rows = ((ys >= 0) & (ys < height)).to(dt)
+        cols = ((xs >= 0) & (xs < width)).to(dt)
+        out = torch.addmm(bias.to(dt), rows @ shift_taps, cols.t())  # (H, Wp)
+        return out.expand(b, h, wp) + g[:, r]
+
+    @staticmethod
+    def _add_row_taps(out: torch.Tensor, g: torch.Tensor) -> None:
+        """Adds, in place, each off-centre kernel row dy's response ``g[:, dy]`` to ``out``
+        at its vertical offset ``dy - K//2``."""
+        k, h = g.shape[1], g.shape[2]
+        r = k // 2
         for dy in range(k):
             s = dy - r
             if s > 0:
                 out[:, : h - s] += g[:, dy, s:]
             elif s < 0:
                 out[:, -s:] += g[:, dy, : h + s]
-        return out[:, None, :, :width]
