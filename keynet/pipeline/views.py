@@ -299,31 +299,35 @@ def as_view_union(f: Features) -> Features:
 
 
 # ----------------------------------------------------------------------------- duplicates
+def _points(xy0: np.ndarray, xy1: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    return np.asarray(xy0, np.float64).reshape(-1, 2), np.asarray(xy1, np.float64).reshape(-1, 2)
+
+
+def _keep_best_first(scores: np.ndarray, conflicts: Callable[[int], Sequence[int]]) -> np.ndarray:
+    """Greedy selection, best score first: a match is kept unless a kept one conflicts with it
+    (``conflicts(i)``: the matches match ``i`` rules out; symmetric)."""
+    n = len(scores)
+    keep = np.zeros(n, dtype=bool)
+    dropped = np.zeros(n, dtype=bool)
+    for i in np.argsort(-np.asarray(scores, np.float64).reshape(n), kind="stable"):
+        if not dropped[i]:
+            keep[i] = True
+            dropped[list(conflicts(i))] = True
+    return keep
+
+
 def dedup_matches(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: float = DEDUP_RADIUS
                   ) -> np.ndarray:
     """Boolean mask of the matches to keep: best score first, a match whose endpoints are
     both within ``radius`` px of those of a kept match (the same correspondence found in
     several views, or one point detected at several pyramid levels) is dropped."""
-    p0 = np.asarray(xy0, np.float64).reshape(-1, 2)
-    p1 = np.asarray(xy1, np.float64).reshape(-1, 2)
-    n = len(p0)
-    keep = np.zeros(n, dtype=bool)
-    if n == 0:
-        return keep
-    order = np.argsort(-np.asarray(scores, np.float64).reshape(n), kind="stable")
-    tree = cKDTree(np.hstack([p0, p1]))
+    p0, p1 = _points(xy0, xy1)
+    if len(p0) == 0:
+        return np.zeros(0, dtype=bool)
     # both endpoints within r -> the 4-D distance is within r * sqrt(2): candidates, then checked
-    neigh = tree.query_ball_point(np.hstack([p0, p1]), r=radius * math.sqrt(2.0) + 1e-9)
-    dropped = np.zeros(n, dtype=bool)
-    for i in order:
-        if dropped[i]:
-            continue
-        keep[i] = True
-        for j in neigh[i]:
-            if j != i and not keep[j] and np.linalg.norm(p0[j] - p0[i]) <= radius \
-                    and np.linalg.norm(p1[j] - p1[i]) <= radius:
-                dropped[j] = True
-    return keep
+    neigh = cKDTree(np.hstack([p0, p1])).query_ball_point(np.hstack([p0, p1]), r=radius * math.sqrt(2.0) + 1e-9)
+    return _keep_best_first(scores, lambda i: [j for j in neigh[i] if np.linalg.norm(p0[j] - p0[i]) <= radius
+                                               and np.linalg.norm(p1[j] - p1[i]) <= radius])
 
 
 def one_to_one(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: float = DEDUP_RADIUS) -> np.ndarray:
@@ -332,23 +336,12 @@ def one_to_one(xy0: np.ndarray, xy1: np.ndarray, scores: np.ndarray, radius: flo
     within ``radius`` px of the same image's point of a kept match (a point of one image has
     one position in the other: the others are one-to-many matches, which merged view matches
     produce, MODS's filter). Drops every duplicate :func:`dedup_matches` drops, and more."""
-    p0 = np.asarray(xy0, np.float64).reshape(-1, 2)
-    p1 = np.asarray(xy1, np.float64).reshape(-1, 2)
-    n = len(p0)
-    keep = np.zeros(n, dtype=bool)
-    if n == 0:
-        return keep
-    order = np.argsort(-np.asarray(scores, np.float64).reshape(n), kind="stable")
+    p0, p1 = _points(xy0, xy1)
+    if len(p0) == 0:
+        return np.zeros(0, dtype=bool)
     near0 = cKDTree(p0).query_ball_point(p0, r=radius + 1e-9)
     near1 = cKDTree(p1).query_ball_point(p1, r=radius + 1e-9)
-    dropped = np.zeros(n, dtype=bool)
-    for i in order:
-        if dropped[i]:
-            continue
-        keep[i] = True
-        dropped[near0[i]] = True
-        dropped[near1[i]] = True
-    return keep
+    return _keep_best_first(scores, lambda i: near0[i] + near1[i])
 
 
 # ----------------------------------------------------------------------------- images viewed
