@@ -62,6 +62,23 @@ def hseq_mini(shared_dir) -> Path:
     return _need(shared_dir / "data" / "hsequences-mini")
 
 
+@pytest.fixture
+def tilted_pair(hseq_mini, tmp_path):
+    """``(folder, affine (2, 3))``: ``folder/a.png`` (v_graffiti 1 at 400x320) and ``folder/b.png``
+    (it seen under tilt 5 turned by 30 degrees, a synthesised view), the affine mapping a's
+    pixels to b's."""
+    import cv2
+    import numpy as np
+
+    from keynet.pipeline import views as V
+    img = cv2.imread(str(hseq_mini / "v_graffiti" / "1.ppm"), cv2.IMREAD_GRAYSCALE)
+    img = cv2.resize(img, (400, 320), interpolation=cv2.INTER_AREA)
+    tilted, a = V.synthesize(img, V.View(0, 0, 5.0, 30.0, 1.0))
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    cv2.imwrite(str(tmp_path / "b.png"), np.clip(np.rint(tilted), 0, 255).astype(np.uint8))
+    return tmp_path, a
+
+
 @pytest.fixture(scope="session")
 def reference_dir(shared_dir) -> Path:
     """shared/reference (published Key.Net weights and TF outputs)."""

@@ -267,15 +267,12 @@ def test_none_is_todays_match_images_and_auto_stops_at_the_plain_images(extracto
 
 
 @pytest.mark.slow
-def test_auto_adds_views_on_a_strongly_tilted_pair(hseq_mini, tmp_path):
+def test_auto_adds_views_on_a_strongly_tilted_pair(tilted_pair):
     """An HPatches image against itself tilted by 5: the plain images find (almost) nothing,
     each level of views more verified matches, most of them right; ``auto`` goes on to the
     level where they reach 15; the collection stages do the same from features.h5."""
-    img = cv2.imread(str(hseq_mini / "v_graffiti" / "1.ppm"), cv2.IMREAD_GRAYSCALE)
-    img = cv2.resize(img, (400, 320), interpolation=cv2.INTER_AREA)
-    tilted, a = V.synthesize(img, V.View(0, 0, 5.0, 30.0, 1.0))
-    cv2.imwrite(str(tmp_path / "a.png"), img)
-    cv2.imwrite(str(tmp_path / "b.png"), np.clip(np.rint(tilted), 0, 255).astype(np.uint8))
+    tmp_path, a = tilted_pair
+    tilted = cv2.imread(str(tmp_path / "b.png"), cv2.IMREAD_GRAYSCALE)
     ex = Extractor(load_detector("default", num_points=300, subpixel=True), load_descriptor("default"))
     cfg = FeatureConfig(num_points=300, max_image_size=0)
     s = matching.extract_features(tmp_path, ["a.png", "b.png"], tmp_path / "f.h5", cfg, extractor=ex,

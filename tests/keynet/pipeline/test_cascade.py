@@ -160,16 +160,12 @@ def test_nothing_passes_and_the_answer_is_the_plain_one(extractor, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_strongly_tilted_pair_is_answered_by_a_view_level(hseq_mini, tmp_path):
+def test_a_strongly_tilted_pair_is_answered_by_a_view_level(tilted_pair):
     """An HPatches image against itself tilted by 5 (known affine): the plain geometry fails,
     a view level passes, its verified matches are mostly right and far more than the plain
     pipeline's right ones; the collection stages (features.h5 with the cascade's budgets)
-    give the same answer; the benchmark's method too."""
-    img = cv2.imread(str(hseq_mini / "v_graffiti" / "1.ppm"), cv2.IMREAD_GRAYSCALE)
-    img = cv2.resize(img, (400, 320), interpolation=cv2.INTER_AREA)
-    tilted, a = V.synthesize(img, V.View(0, 0, 5.0, 30.0, 1.0))
-    cv2.imwrite(str(tmp_path / "a.png"), img)
-    cv2.imwrite(str(tmp_path / "b.png"), np.clip(np.rint(tilted), 0, 255).astype(np.uint8))
+    give the same answer."""
+    tmp_path, a = tilted_pair
     ex = Extractor(load_detector("default", num_points=600, subpixel=True), load_descriptor("default"))
     cfg = FeatureConfig(num_points=600, max_image_size=0)
 
