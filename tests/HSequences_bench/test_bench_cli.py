@@ -19,14 +19,8 @@ import pytest
 from keynet.commands import baselines as extract_baselines
 from keynet.commands import bench as hsequences_bench
 from HSequences_bench import hsequences as hs
-from HSequences_bench.features import (
-    FeatureFileError,
-    extraction_hint,
-    feature_layout,
-    load_descriptors,
-    load_keypoints,
-    pair_feature_paths,
-)
+from HSequences_bench.features import FeatureFileError, extraction_hint, feature_layout
+from HSequences_bench.features import load_descriptors, load_keypoints, pair_feature_paths
 from keynet import cli as keynet_cli
 
 ROOT = Path(__file__).resolve().parents[2]
