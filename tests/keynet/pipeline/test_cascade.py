@@ -215,3 +215,20 @@ def test_cascade_is_an_option_and_bad_specs_are_errors():
         build_method("keynet:view_synthesis=cascade,view_matches=tentative", opts)
     m30 = build_method("keynet:view_synthesis=cascade,min_inliers=30", opts)
     assert m30.matcher.min_inliers == 30 and m30.tag != build_method("keynet:view_synthesis=cascade", opts).tag
+
+
+@pytest.mark.parametrize("command", ["demo", "match"])
+def test_wide_baseline_with_another_view_synthesis_is_one_error_line(tmp_path, capsys, command):
+    from keynet.commands import match, match_demo
+
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.imread(str(TEST_IM)))
+    argv = ["--wide-baseline", "--view-synthesis", "auto"]
+    if command == "demo":
+        code = match_demo.main([str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--out", str(tmp_path / "m.png")]
+                               + argv)
+    else:
+        code = match.main(["--image-dir", str(tmp_path), "--out", str(tmp_path / "o")] + argv)
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--wide-baseline" in err[0] and "auto" in err[0], err
+    assert not (tmp_path / "o" / "features.h5").exists() and not (tmp_path / "m.png").exists()  # before any work
