@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+from warnings import simplefilter
 
 from HSequences_bench.harness.peers import PEER_FILES, default_peer_weights
 from HSequences_bench.harness.wide_baseline_methods import (DEFAULT_METHODS, METHODS, MethodError, MethodOptions,
@@ -25,6 +26,7 @@ from HSequences_bench.harness.wide_baseline_run import (SYNTHETIC_K, SYNTHETIC_T
 from HSequences_bench.wide_baseline_common import IncompletePair
 from keynet.base.cli import ArgumentParser, add_bool_flag
 from keynet.base.device import DeviceError, resolve_device
+from keynet.detection import SkippedLevelsWarning
 from keynet.pipeline.config import FeatureConfig
 from . import options
 
@@ -144,6 +146,7 @@ def collect_cases(args: argparse.Namespace, out: Path,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    simplefilter("ignore", SkippedLevelsWarning)  # narrow images (tilted synthetic views): expected
     out = Path(args.out_dir)
     try:
         check_options(args)  # cheap checks first: nothing is loaded for a bad command line
