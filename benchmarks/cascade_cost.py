@@ -30,8 +30,14 @@ from keynet.pipeline import cascade as C  # noqa: E402
 from keynet.pipeline.config import FeatureConfig, MatcherConfig  # noqa: E402
 from keynet.pipeline.extraction import build_extractor, image_features  # noqa: E402
 from keynet.pipeline.matching import match_plain  # noqa: E402
-from keynet.pipeline.views import LAST_LEVEL, ViewedImage, one_to_one  # noqa: E402
-from keynet.pipeline.matchers import match_union  # noqa: E402
+from keynet.pipeline.views import LAST_LEVEL, ViewedImage  # noqa: E402
+
+
+def union(image: ViewedImage, level: int):
+    """``get(level)`` of the cascade over a :class:`ViewedImage` (upright features)."""
+    f, _ = image.features(level)
+    return {"kpts": f.keypoints, "desc": f.descriptors, "lafs": f.lafs()[0].numpy(), "ori": None,
+            "hw": f.image_size[::-1]}
 
 
 def level_costs(ex, cfg: FeatureConfig, mcfg: MatcherConfig, a: Path, b: Path):
@@ -45,20 +51,10 @@ def level_costs(ex, cfg: FeatureConfig, mcfg: MatcherConfig, a: Path, b: Path):
     per_level = []
     answer, passed = 0, False
     for level in range(LAST_LEVEL + 1):
-        fa, va = imgs[0].features(level)
-        fb, vb = imgs[1].features(level)
-        t = time.perf_counter()
-        if level == 0:
-            m, sc = match_plain(imgs[0].plain, imgs[1].plain, mcfg)
-        else:
-            la, lb = fa.lafs()[0].numpy(), fb.lafs()[0].numpy()
-            m, sc = match_union(fa.keypoints, fa.descriptors, la, fb.keypoints, fb.descriptors, lb,
-                                fa.image_size[::-1], fb.image_size[::-1], mcfg)
-        p0, p1 = fa.keypoints[m[:, 0], :2], fb.keypoints[m[:, 1], :2]
-        keep = one_to_one(p0, p1, sc)
-        _, check = C.check_geometry(p0[keep], p1[keep], fa.image_size, fb.image_size, mcfg.min_inliers, level)
-        match_s = time.perf_counter() - t
-        per_level.append(imgs[0].level_seconds[level] + imgs[1].level_seconds[level] + match_s)
+        a, b = (union(im, level) for im in imgs)
+        plain_matching = (lambda: match_plain(imgs[0].plain, imgs[1].plain, mcfg)) if level == 0 else None
+        _, _, _, check = C.verify_level(a, b, mcfg, level, plain_matching)
+        per_level.append(imgs[0].level_seconds[level] + imgs[1].level_seconds[level] + check.seconds)
         if check.passed and not passed:
             answer, passed = level, True
     return plain, per_level, answer, passed

@@ -34,10 +34,9 @@ be stated, not tuned on benchmark pairs:
   pairs that do not match; the shuffled matches measure what chance gives for this many
   matches in these two images.
 
-A fundamental matrix whose inliers a homography explains (:data:`keynet.base.twoview.
-DEGENERATE_SHARE`: a plane, a pure rotation) still passes: the correspondences are then a
-plane's, right for a homography and degenerate for F, the same as the plain pipeline's would
-be; :class:`LevelCheck` records the share.
+A fundamental matrix whose inliers a homography explains (a plane, a pure rotation) still
+passes: the correspondences are then a plane's, right for a homography and degenerate for F,
+the same as the plain pipeline's would be.
 """
 from __future__ import annotations
 
@@ -76,8 +75,8 @@ CASCADE_RULE = (f"one-to-one {DEDUP_RADIUS:g} px; F {VERIFY_THRESHOLD:g} px; hul
 class LevelCheck:
     """The verification of one level: ``tentative`` matches (duplicates merged), ``inliers``
     (F, :data:`VERIFY_THRESHOLD` px), ``chance`` (inliers of the shuffled matches),
-    ``coverage`` (inliers' hull / image area, each image), ``homography_share`` (share of the
-    inliers a homography explains), ``seconds`` (the level's matching and verification),
+    ``coverage`` (inliers' hull / image area, each image), ``seconds`` (the level's matching
+    and verification),
     ``passed`` and ``why`` (the failed rule, empty when passed)."""
 
     level: int
@@ -85,7 +84,6 @@ class LevelCheck:
     inliers: int
     chance: int
     coverage: Tuple[float, float]
-    homography_share: Optional[float]
     seconds: float = 0.0
     passed: bool = False
     why: str = ""
@@ -137,13 +135,13 @@ def check_geometry(xy0: np.ndarray, xy1: np.ndarray, size0: Sequence[int], size1
     fit = twoview.estimate_fundamental(a, b, threshold=threshold)
     inl = fit.inliers if fit.ok else np.zeros(len(a), bool)
     n = int(inl.sum())
-    q = twoview.fit_quality(a, b, fit, tuple(size0), tuple(size1), "fundamental", threshold)
-    check = LevelCheck(level, len(a), n, 0, q.coverage, q.homography_share)
+    cov = (twoview.hull_coverage(a[inl], tuple(size0)), twoview.hull_coverage(b[inl], tuple(size1)))
+    check = LevelCheck(level, len(a), n, 0, cov)
     if n < min_inliers:
         check.why = f"{n} inliers (fewer than {min_inliers})"
         return inl, check
-    if min(q.coverage) < MIN_SPREAD:
-        check.why = f"inliers within {100 * min(q.coverage):.1f}% of an image (under {100 * MIN_SPREAD:g}%)"
+    if min(cov) < MIN_SPREAD:
+        check.why = f"inliers within {100 * min(cov):.1f}% of an image (under {100 * MIN_SPREAD:g}%)"
         return inl, check
     check.chance = chance_inliers(a, b, threshold)
     if n < CHANCE_FACTOR * check.chance:
@@ -165,39 +163,44 @@ def match_cascade(plain: Callable[[], Tuple[np.ndarray, np.ndarray]], get0: Leve
     level 0 answers exactly what the caller answers without views); ``get0`` / ``get1``: the
     unions of levels ``0..level`` (level 0 first, in the plain features' order), computed only
     when asked. ``config.min_inliers``: the rule's count."""
-    checks: List[LevelCheck] = []
-    a = get0(0)
-    b = get1(0)
-    t0 = time.perf_counter()  # the features' seconds are the sources'
-    size0, size1 = (a["hw"][1], a["hw"][0]), (b["hw"][1], b["hw"][0])
-    m0, s0 = plain()
-    m0 = np.asarray(m0, np.int64).reshape(-1, 2)
-    xy0, xy1 = a["kpts"][m0[:, 0], :2], b["kpts"][m0[:, 1], :2]
-    keep = one_to_one(xy0, xy1, s0)  # a point found at two pyramid levels counts once
-    inl_kept, check = check_geometry(xy0[keep], xy1[keep], size0, size1, config.min_inliers, 0)
-    inl0 = np.zeros(len(m0), bool)
-    inl0[np.flatnonzero(keep)[inl_kept]] = True
-    check.seconds = time.perf_counter() - t0
-    checks.append(check)
-    plain_answer = CascadeResult(m0, np.asarray(s0, np.float32), inl0, 0, check.passed, checks)
+    a, b = get0(0), get1(0)
+    m0, s0, inl0, check = verify_level(a, b, config, 0, plain)
+    plain_answer = CascadeResult(m0, s0, inl0, 0, check.passed, [check])
     if check.passed:
         return plain_answer
     for level in range(1, last_level + 1):
-        a, b = get0(level), get1(level)
-        t0 = time.perf_counter()
+        m, sc, inl, check = verify_level(get0(level), get1(level), config, level)
+        plain_answer.checks.append(check)
+        if check.passed:
+            return CascadeResult(m[inl], sc[inl], np.ones(int(inl.sum()), bool), level, True, plain_answer.checks)
+    return plain_answer
+
+
+def verify_level(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], config: MatcherConfig, level: int,
+                 plain: Optional[Callable[[], Tuple[np.ndarray, np.ndarray]]] = None
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, LevelCheck]:
+    """One level of the cascade on the two images' unions ``a`` / ``b`` (``get(level)``):
+    ``(matches, scores, inliers, LevelCheck)``. Level 0 (``plain``: the caller's plain
+    matching) keeps every plain match, the rule counting each place once; a view level matches
+    the unions (FGINN) and keeps its one-to-one matches. ``LevelCheck.seconds``: this matching
+    and verification (the features are the sources')."""
+    t0 = time.perf_counter()
+    size0, size1 = (a["hw"][1], a["hw"][0]), (b["hw"][1], b["hw"][0])
+    if plain is not None:
+        m, sc = plain()
+    else:
         m, sc = match_union(a["kpts"], a["desc"], a["lafs"], b["kpts"], b["desc"], b["lafs"], a["hw"], b["hw"],
                             config, a["ori"], b["ori"])
-        m = np.asarray(m, np.int64).reshape(-1, 2)
-        p0, p1 = a["kpts"][m[:, 0], :2], b["kpts"][m[:, 1], :2]
-        keep = one_to_one(p0, p1, sc)
-        m, sc = m[keep], np.asarray(sc, np.float32)[keep]
-        inl, check = check_geometry(p0[keep], p1[keep], size0, size1, config.min_inliers, level)
-        check.seconds = time.perf_counter() - t0
-        checks.append(check)
-        if check.passed:
-            return CascadeResult(m[inl], sc[inl], np.ones(int(inl.sum()), bool), level, True, checks)
-    plain_answer.checks = checks
-    return plain_answer
+    m, sc = np.asarray(m, np.int64).reshape(-1, 2), np.asarray(sc, np.float32)
+    p0, p1 = a["kpts"][m[:, 0], :2], b["kpts"][m[:, 1], :2]
+    keep = one_to_one(p0, p1, sc)  # a point found at two pyramid levels, or in two views, counts once
+    inl_kept, check = check_geometry(p0[keep], p1[keep], size0, size1, config.min_inliers, level)
+    check.seconds = time.perf_counter() - t0
+    if plain is not None:  # the plain matches all stay; the inliers marked among them
+        inl = np.zeros(len(m), bool)
+        inl[np.flatnonzero(keep)[inl_kept]] = True
+        return m, sc, inl, check
+    return m[keep], sc[keep], inl_kept, check
 
 
 def describe_checks(checks: Sequence[LevelCheck]) -> str:
@@ -210,4 +213,4 @@ def describe_checks(checks: Sequence[LevelCheck]) -> str:
 
 
 __all__ = ["CASCADE_RULE", "CASCADE_VIEWS", "CHANCE_FACTOR", "CHANCE_SHUFFLES", "CascadeResult", "LevelCheck", "MIN_SPREAD",
-           "chance_inliers", "check_geometry", "describe_checks", "match_cascade"]
+           "chance_inliers", "check_geometry", "describe_checks", "match_cascade", "verify_level"]
