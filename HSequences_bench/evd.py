@@ -17,8 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .wide_baseline_common import (IncompletePair, PathLike, _as_3x3, _match_points, _read_matrix, _valid_model,
-                                   no_points)
+from .wide_baseline_common import IncompletePair, PathLike, _as_3x3, _read_matrix, _valid_model, sample_points
 
 #: Reprojection-error thresholds of the reference ``get_mAA``/``evaluate_Hs``: ten from 1 to 20 px.
 EVD_THRESHOLDS = np.logspace(np.log2(1.0), np.log2(20), 10, base=2.0)
@@ -155,13 +154,11 @@ def estimate_homography_magsac(pts1: np.ndarray, pts2: np.ndarray, threshold: fl
     here they are passed by keyword.) The README then scores a failed H as the identity:
     :func:`evd_reprojection_error` does that for None.
     """
-    if no_points(pts1, pts2):
-        return None
-    p1, p2 = _match_points(pts1, pts2)
-    if len(p1) < 4:
+    pts = sample_points(pts1, pts2, 4)
+    if pts is None:
         return None
     try:
-        H, _ = cv2.findHomography(p1, p2, cv2.USAC_MAGSAC, ransacReprojThreshold=float(threshold),
+        H, _ = cv2.findHomography(*pts, cv2.USAC_MAGSAC, ransacReprojThreshold=float(threshold),
                                   maxIters=int(max_iters), confidence=float(confidence))
     except cv2.error:
         return None

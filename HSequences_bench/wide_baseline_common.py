@@ -108,6 +108,15 @@ def _match_points(pts1: np.ndarray, pts2: np.ndarray) -> Tuple[np.ndarray, np.nd
     return np.ascontiguousarray(p1), np.ascontiguousarray(p2)
 
 
+def sample_points(pts1: np.ndarray, pts2: np.ndarray, minimum: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The matched points ready for an estimator, or ``None`` when there are none at all (any
+    shape) or fewer than its ``minimum`` sample."""
+    if no_points(pts1, pts2):
+        return None
+    p1, p2 = _match_points(pts1, pts2)
+    return (p1, p2) if len(p1) >= minimum else None
+
+
 def _valid_model(M) -> Optional[np.ndarray]:
     if M is None:
         return None

@@ -18,8 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .wide_baseline_common import (IncompletePair, PathLike, _as_3x3, _as_points, _match_points, _short, _valid_model,
-                                   data_lines, no_points)
+from .wide_baseline_common import (IncompletePair, PathLike, _as_3x3, _as_points, _short, _valid_model, data_lines,
+                                   sample_points)
 
 WXBS_VERSION = "v1.1"
 #: Pair folders the reference ``WxBSDataset(subset='val')`` keeps apart from the test pairs.
@@ -205,13 +205,11 @@ def estimate_fundamental_magsac(pts1: np.ndarray, pts2: np.ndarray, threshold: f
     ``cv2.findFundamentalMat(src, dst, cv2.USAC_MAGSAC, 0.25, 0.999, 100000)`` (threshold
     0.25 px, confidence 0.999, 100k iterations).
     """
-    if no_points(pts1, pts2):
-        return None
-    p1, p2 = _match_points(pts1, pts2)
-    if len(p1) < 8:
+    pts = sample_points(pts1, pts2, 8)
+    if pts is None:
         return None
     try:
-        F, _ = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, float(threshold), float(confidence), int(max_iters))
+        F, _ = cv2.findFundamentalMat(*pts, cv2.USAC_MAGSAC, float(threshold), float(confidence), int(max_iters))
     except cv2.error:
         return None
     return _valid_model(F)
