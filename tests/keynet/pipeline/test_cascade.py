@@ -232,3 +232,19 @@ def test_wide_baseline_with_another_view_synthesis_is_one_error_line(tmp_path, c
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "--wide-baseline" in err[0] and "auto" in err[0], err
     assert not (tmp_path / "o" / "features.h5").exists() and not (tmp_path / "m.png").exists()  # before any work
+
+
+def test_a_place_matched_twice_counts_once():
+    """verify_level: 12 true correspondences, each found twice (one point at two pyramid
+    levels, or in two views) are 12, not 24: under the count of 15, the level fails; the
+    plain matches all stay in level 0's answer, each place's best marked as an inlier."""
+    xy0, xy1 = _two_views(12, seed=4)
+    k0 = np.column_stack([np.vstack([xy0, xy0]), np.ones(24)])
+    k1 = np.column_stack([np.vstack([xy1, xy1]), np.ones(24)])
+    a = {"kpts": k0, "hw": (480, 640)}
+    b = {"kpts": k1, "hw": (480, 640)}
+    m = np.column_stack([np.arange(24), np.arange(24)])
+    sc = np.r_[np.full(12, 0.9), np.full(12, 0.8)].astype(np.float32)
+    mm, ss, inl, check = C.verify_level(a, b, MatcherConfig(), 0, lambda: (m, sc))
+    assert check.tentative == 12 and not check.passed and "fewer than 15" in check.why, check
+    assert len(mm) == 24 and not inl[12:].any()
