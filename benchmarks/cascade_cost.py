@@ -30,7 +30,7 @@ from keynet.pipeline import cascade as C  # noqa: E402
 from keynet.pipeline.config import FeatureConfig, MatcherConfig  # noqa: E402
 from keynet.pipeline.extraction import build_extractor, image_features  # noqa: E402
 from keynet.pipeline.matching import match_plain  # noqa: E402
-from keynet.pipeline.views import LAST_LEVEL, ViewedImage  # noqa: E402
+from keynet.pipeline.views import LAST_LEVEL, ViewBudget, ViewedImage  # noqa: E402
 
 
 def union(image: ViewedImage, level: int):
@@ -40,14 +40,14 @@ def union(image: ViewedImage, level: int):
             "hw": f.image_size[::-1]}
 
 
-def level_costs(ex, cfg: FeatureConfig, mcfg: MatcherConfig, a: Path, b: Path):
+def level_costs(ex, cfg: FeatureConfig, mcfg: MatcherConfig, a: Path, b: Path, budget: ViewBudget = C.CASCADE_VIEWS):
     """(plain seconds, [seconds of each level: features of both + matching + verification],
     the level the cascade answers with, whether it passed)."""
     t0 = time.perf_counter()
     f0, f1 = image_features(ex, a, cfg.max_image_size), image_features(ex, b, cfg.max_image_size)
     match_plain(f0, f1, mcfg)
     plain = time.perf_counter() - t0
-    imgs = [ViewedImage(ex, p, cfg.max_image_size, C.CASCADE_VIEWS) for p in (a, b)]
+    imgs = [ViewedImage(ex, p, cfg.max_image_size, budget) for p in (a, b)]
     per_level = []
     answer, passed = 0, False
     for level in range(LAST_LEVEL + 1):
@@ -67,21 +67,30 @@ def main() -> int:
     ap.add_argument("--max-image-size", type=int, default=FeatureConfig.max_image_size)
     ap.add_argument("--affine", default="none")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--view-budget", nargs=2, type=float, metavar=("SHARE", "SCALE"),
+                    default=(C.CASCADE_VIEWS.share, C.CASCADE_VIEWS.scale),
+                    help="another view budget to cost: the share of the plain keypoints a level and the "
+                         "image scale of the views (default: the cascade's)")
     args = ap.parse_args()
     if len(args.pairs) % 2:
         print("error: --pairs needs two images per pair", file=sys.stderr)
+        return 2
+    try:
+        budget = ViewBudget(args.view_budget[0], C.CASCADE_VIEWS.upsampled_levels, args.view_budget[1])
+    except ValueError as e:
+        print(f"error: --view-budget: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     cfg = FeatureConfig(num_points=args.num_points, max_image_size=args.max_image_size, affine=args.affine)
     mcfg = MatcherConfig(view_synthesis="cascade")
     ex = build_extractor(cfg)
     print(f"{args.num_points} points, max image size {args.max_image_size}, affine {args.affine}, "
-          f"{args.threads} torch threads; seconds (wall)\n")
+          f"views: {budget.id}, {args.threads} torch threads; seconds (wall)\n")
     print("| pair | plain pipeline | level 0 | level 1 | level 2 | cascade answers | cascade total |")
     print("|---|---:|---:|---:|---:|---|---:|")
     rows = []
     for a, b in zip(args.pairs[::2], args.pairs[1::2]):
-        plain, lv, answer, passed = level_costs(ex, cfg, mcfg, Path(a), Path(b))
+        plain, lv, answer, passed = level_costs(ex, cfg, mcfg, Path(a), Path(b), budget)
         used = LAST_LEVEL if not passed else answer
         total = sum(lv[: used + 1])
         rows.append([plain, *lv, total])

@@ -166,7 +166,7 @@ class ViewSynthesisMethod(Method):
     ``'tentative'`` all of them, as every other method gives its tentative matches.
 
     ``mode='cascade'`` (:mod:`keynet.pipeline.cascade`): the views of each level get
-    :data:`~keynet.pipeline.cascade.CASCADE_VIEWS` (half the plain budget, no up-sampled level), level 0 is
+    :data:`~keynet.pipeline.cascade.CASCADE_VIEWS` (a quarter of the plain budget a level, views of the half-size image, no up-sampled level), level 0 is
     matched exactly as the plain method matches (so a pair whose plain geometry passes gets the
     plain method's tentative matches), a view level answers with its verified matches, and the
     seconds of a pair count only the levels it tried (``extra['level_seconds']`` of the

@@ -129,10 +129,16 @@ VERIFY_THRESHOLD = 2.0
 class ViewBudget:
     """How the synthesised views of each level are detected: together ``share`` of the plain
     image's keypoint budget (each view its own part of it, :attr:`View.share`), with
-    ``upsampled_levels`` up-sampled pyramid levels (``None``: the detector's own)."""
+    ``upsampled_levels`` up-sampled pyramid levels (``None``: the detector's own), synthesised
+    from the image resized by ``scale`` (1: the image itself; :func:`view_features`)."""
 
     share: float = 1.0
     upsampled_levels: Optional[int] = None
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 1.0 or not 0.0 < self.scale <= 1.0:
+            raise ValueError(f"a view budget's share and scale are in (0, 1], not {self.share}, {self.scale}")
 
     @property
     def id(self) -> str:
@@ -141,7 +147,8 @@ class ViewBudget:
         if self == ViewBudget():
             return VIEW_SET_ID
         up = "" if self.upsampled_levels is None else f", {self.upsampled_levels} up-sampled levels"
-        return f"{VIEW_SET_ID} x{self.share:g}{up}"
+        sc = "" if self.scale == 1.0 else f", image x{self.scale:g}"
+        return f"{VIEW_SET_ID} x{self.share:g}{up}{sc}"
 
 
 #: Every view level with the plain image's whole budget at the detector's pyramid (``auto``, ``full``).
@@ -262,6 +269,7 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
     h, w = np.asarray(image).shape[:2]
     plain_points = extractor.detector.settings.num_points
     up = {} if budget.upsampled_levels is None else {"upsampled_levels": budget.upsampled_levels}
+    source, to_source = resized_for_views(image, budget.scale)
     parts = []
     for v in views:
         if v.plain:
@@ -269,7 +277,8 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
                               else extractor.features(image))
             kp, shp, ori = np.asarray(f.keypoints, np.float64), f.shapes, f.orientations
         else:
-            img, a = synthesize(image, v)
+            img, a = synthesize(source, v)
+            a = a @ to_source
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SkippedLevelsWarning)
@@ -287,6 +296,21 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
     ori = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.float32)
     idx = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64)
     return Features(kp, desc, ori, (int(w), int(h)), shp), idx
+
+
+def resized_for_views(image: np.ndarray, scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """``(the grey image resized by scale (OpenCV's area interpolation), S (3, 3))``, ``S``
+    mapping pixel centres of the image to those of the resized one: ``x' = (x + 0.5) w' / w -
+    0.5`` (the resized size rounded, so each axis has its own exact factor). ``scale`` 1 is the
+    image itself and the identity."""
+    img = np.asarray(image, dtype=np.float32)
+    if scale == 1.0:
+        return img, np.eye(3)
+    h, w = img.shape[:2]
+    w2, h2 = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    sx, sy = w2 / float(w), h2 / float(h)
+    small = cv2.resize(img, (w2, h2), interpolation=cv2.INTER_AREA)
+    return small, np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
 def as_view_union(f: Features) -> Features:

@@ -106,13 +106,18 @@ def test_one_to_one_keeps_the_best_match_of_each_place():
 
 # ----------------------------------------------------------------------------- budgets
 def test_cascade_view_budgets():
-    """Each view level of the cascade shares half the plain budget among its views, detected
-    without the up-sampled pyramid level; auto / full keep the whole budget and pyramid."""
-    assert C.CASCADE_VIEWS == V.ViewBudget(0.5, 0)
-    assert [V.view_points(8000, v, C.CASCADE_VIEWS) for v in V.views_of_level(1)] == [800] * 5
-    assert [V.view_points(8000, v, C.CASCADE_VIEWS) for v in V.views_of_level(2)] == [400] * 10
+    """Each view level of the cascade shares a quarter of the plain budget among its views,
+    synthesised from the half-size image and detected without the up-sampled pyramid level;
+    auto / full keep the whole budget, image and pyramid."""
+    assert C.CASCADE_VIEWS == V.ViewBudget(0.25, 0, 0.5)
+    assert [V.view_points(8000, v, C.CASCADE_VIEWS) for v in V.views_of_level(1)] == [400] * 5
+    assert [V.view_points(8000, v, C.CASCADE_VIEWS) for v in V.views_of_level(2)] == [200] * 10
     assert [V.view_points(8000, v) for v in V.views_of_level(1)] == [1600] * 5  # auto / full: the whole
     assert V.WHOLE_BUDGET.id == V.VIEW_SET_ID and C.CASCADE_VIEWS.id != V.VIEW_SET_ID
+    assert V.ViewBudget(0.25, 0, 1.0).id != C.CASCADE_VIEWS.id  # the image's scale is in the fingerprint
+    for bad in ((0.0, 0, 1.0), (0.5, 0, 1.5), (0.5, 0, 0.0)):
+        with pytest.raises(ValueError, match="share and scale"):
+            V.ViewBudget(*bad)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def test_views_respect_their_budget(extractor):
     img = cv2.imread(str(TEST_IM), cv2.IMREAD_GRAYSCALE).astype(np.float32)
     f, idx = V.view_features(extractor, img, V.views_of_level(1), budget=C.CASCADE_VIEWS)
     counts = np.bincount(idx, minlength=6)[1:6]
-    assert counts.max() <= 20 and counts.sum() > 0  # 200 x 0.5 / 5 views
+    assert counts.max() <= 10 and counts.sum() > 0  # 200 x 0.25 / 5 views
     # no up-sampled level: no keypoint finer than the plain pyramid's first level
     view = V.synthesize(img, V.views_of_level(1)[0])[0]
     with_up = extractor.detector.detect(view, num_points=20)
@@ -166,8 +171,8 @@ def test_a_strongly_tilted_pair_is_answered_by_a_view_level(tilted_pair):
     pipeline's right ones; the collection stages (features.h5 with the cascade's budgets)
     give the same answer."""
     tmp_path, a = tilted_pair
-    ex = Extractor(load_detector("default", num_points=600, subpixel=True), load_descriptor("default"))
-    cfg = FeatureConfig(num_points=600, max_image_size=0)
+    ex = Extractor(load_detector("default", num_points=2000, subpixel=True), load_descriptor("default"))
+    cfg = FeatureConfig(num_points=2000, max_image_size=0)
 
     def right(r):
         m = r["matches"]
