@@ -50,7 +50,7 @@ from keynet.base.geometry import invert_homography, local_rotation, warp_points
 from keynet.base import cache
 from keynet.base.files import atomic_save_npy
 
-from .appearance import AppearanceConfig, simulate_appearance
+from .appearance import APPEARANCES, THERMAL, AppearanceConfig, simulate_appearance
 from .orientation import OrientationEstimator
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
 from .weights import load_orientation
@@ -87,9 +87,10 @@ class PatchPairConfig:
     # photometric
     photometric: bool = field(default=True, metadata={"help": 'keynet.base.augment.photometric_jitter on both views'})
     appearance: str = field(default="jitter", metadata={
-        "choices": ("jitter", "strong"),
+        "choices": APPEARANCES,
         "help": "jitter: the Key.Net generator's colour jitter only; strong: then also night, colour casts, local "
-                "illumination, shadows, blur and JPEG on each view (hardnet.appearance, docs/hardnet.md)"})
+                "illumination, shadows, blur and JPEG on each view; thermal: strong plus a thermal-like field of "
+                "contrast polarity on a quarter of the views (hardnet.appearance, docs/hardnet.md)"})
     max_blur_sigma: float = field(default=1.0, metadata={"help": 'Gaussian blur sigma ~ U(0, this) with p = 0.5'})
     max_noise_std: float = field(default=3.0, metadata={"help": 'Gaussian noise std ~ U(0, this) grey levels'})
     # detector noise in view B
@@ -118,8 +119,8 @@ class PatchPairConfig:
             raise ValueError("need 0 < min_kp_scale <= max_kp_scale")
         if self.points_per_view < 1 or self.views_per_image < 1:
             raise ValueError("points_per_view and views_per_image must be >= 1")
-        if self.appearance not in ("jitter", "strong"):
-            raise ValueError(f"appearance must be 'jitter' or 'strong', got {self.appearance!r}")
+        if self.appearance not in APPEARANCES:
+            raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)}, got {self.appearance!r}")
         if self.orientation not in ("none", "learned", "gradient"):
             raise ValueError(f"orientation must be none, learned or gradient, got {self.orientation!r}")
         if self.orientation == "learned" and not self.orientation_weights:
@@ -229,8 +230,8 @@ class _Detector:
 
 def _photometric(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairConfig) -> np.ndarray:
     img = photometric_jitter(bgr, rng) if cfg.photometric else bgr
-    if cfg.appearance == "strong":
-        img = simulate_appearance(img, rng, AppearanceConfig())
+    if cfg.appearance in ("strong", "thermal"):
+        img = simulate_appearance(img, rng, THERMAL if cfg.appearance == "thermal" else AppearanceConfig())
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
     if cfg.max_blur_sigma > 0 and rng.integers(2):
         s = rng.uniform(0.0, cfg.max_blur_sigma)

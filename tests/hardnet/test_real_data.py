@@ -57,6 +57,37 @@ def test_appearance_off_is_identity_and_each_effect_stays_in_range():
         AppearanceConfig(p_night=1.5)
 
 
+def _window_ncc(a, b, win=32):
+    """NCC of two grey images in non-overlapping win x win windows."""
+    h, w = a.shape
+    pa = a[: h // win * win, : w // win * win].reshape(h // win, win, w // win, win).transpose(0, 2, 1, 3)
+    pb = b[: h // win * win, : w // win * win].reshape(h // win, win, w // win, win).transpose(0, 2, 1, 3)
+    return _ncc(pa.reshape(-1, win * win), pb.reshape(-1, win * win))
+
+
+def test_thermal_field_keeps_inverts_and_washes_out_the_local_pattern():
+    """The thermal-like effect: a grey image whose windows keep their pattern in some places
+    and have it inverted in others (the mix measured on real visible / thermal pairs), the
+    grey levels in range; off, it draws nothing (the strong preset's pairs are unchanged)."""
+    img = _photo(3, 256, 384)
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    ncc = []
+    for seed in range(6):
+        out = simulate_appearance(img, np.random.default_rng(seed), AppearanceConfig(**{**OFF, "p_thermal": 1.0}))
+        assert out.dtype == np.uint8 and np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+        ncc.append(_window_ncc(grey, out[..., 0].astype(np.float32)))
+    ncc = np.concatenate(ncc)
+    assert np.mean(ncc > 0.3) > 0.15 and np.mean(ncc < -0.3) > 0.15, (np.mean(ncc > 0.3), np.mean(ncc < -0.3))
+    assert np.abs(ncc).max() <= 1.0 + 1e-6
+    # off: one draw per other effect and none for thermal
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    simulate_appearance(img, r1, AppearanceConfig(**OFF))
+    r2.random(len(appearance.EFFECTS) - 1)
+    assert r1.random() == r2.random()
+    assert appearance.THERMAL.p_thermal > 0 and AppearanceConfig().p_thermal == 0
+    assert PatchPairConfig(appearance="thermal").appearance == "thermal"
+
+
 def test_strong_appearance_changes_only_the_photometry_of_pairs():
     """With appearance='strong' the pairs still correspond: same keypoints as 'jitter'."""
     cfg = PatchPairConfig(points_per_view=20, views_per_image=1, position_noise=0, scale_noise=0)
