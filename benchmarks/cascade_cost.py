@@ -76,8 +76,7 @@ def main() -> int:
         print("error: --pairs needs two images per pair", file=sys.stderr)
         return 2
     try:
-        budget = ViewBudget(args.view_budget[0], C.CASCADE_VIEWS.upsampled_levels, args.view_budget[1],
-                            C.CASCADE_VIEWS.view_shapes)
+        budget = ViewBudget(args.view_budget[0], C.CASCADE_VIEWS.upsampled_levels, args.view_budget[1])
     except ValueError as e:
         print(f"error: --view-budget: {e}", file=sys.stderr)
         return 2

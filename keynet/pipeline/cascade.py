@@ -61,10 +61,7 @@ from .views import DEDUP_RADIUS, LAST_LEVEL, VERIFY_THRESHOLD, ViewBudget, one_t
 #: of the detail across the tilt; the finest structures are the plain level's), and detected
 #: without the up-sampled pyramid level (for the same reason). Measured: 34-40% of the plain level
 #: a view level (a 1000 x 779 image, 8000 points), where half the keypoints at full size cost 80%.
-#: With ``--affine learned``, no AffNet on the views (also for cost: AffNet costs 2.8 times
-#: HardNet a point): a view's region is the view's own affine frame, as in ASIFT; the plain level
-#: keeps its AffNet shapes.
-CASCADE_VIEWS = ViewBudget(share=0.25, upsampled_levels=0, scale=0.5, view_shapes=False)
+CASCADE_VIEWS = ViewBudget(share=0.25, upsampled_levels=0, scale=0.5)
 #: A level passes only with at least this many times the inliers of the shuffled matches.
 CHANCE_FACTOR = 2.0
 #: Seeded shuffles of the correspondences measured for the chance level (the largest counts).

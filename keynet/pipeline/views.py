@@ -130,14 +130,11 @@ class ViewBudget:
     """How the synthesised views of each level are detected: together ``share`` of the plain
     image's keypoint budget (each view its own part of it, :attr:`View.share`), with
     ``upsampled_levels`` up-sampled pyramid levels (``None``: the detector's own), synthesised
-    from the image resized by ``scale`` (1: the image itself; :func:`view_features`), with the
-    extractor's affine-shape estimator on the views too (``view_shapes``) or not (a view's
-    region is then the view's own affine frame, as in ASIFT)."""
+    from the image resized by ``scale`` (1: the image itself; :func:`view_features`)."""
 
     share: float = 1.0
     upsampled_levels: Optional[int] = None
     scale: float = 1.0
-    view_shapes: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share <= 1.0 or not 0.0 < self.scale <= 1.0:
@@ -151,8 +148,7 @@ class ViewBudget:
             return VIEW_SET_ID
         up = "" if self.upsampled_levels is None else f", {self.upsampled_levels} up-sampled levels"
         sc = "" if self.scale == 1.0 else f", image x{self.scale:g}"
-        shp = "" if self.view_shapes else ", no shapes on views"
-        return f"{VIEW_SET_ID} x{self.share:g}{up}{sc}{shp}"
+        return f"{VIEW_SET_ID} x{self.share:g}{up}{sc}"
 
 
 #: Every view level with the plain image's whole budget at the detector's pyramid (``auto``, ``full``).
@@ -274,9 +270,6 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
     plain_points = extractor.detector.settings.num_points
     up = {} if budget.upsampled_levels is None else {"upsampled_levels": budget.upsampled_levels}
     source, to_source = resized_for_views(image, budget.scale)
-    on_views = extractor
-    if not budget.view_shapes and isinstance(extractor, Extractor) and extractor.affine is not None:
-        on_views = Extractor(extractor.detector, extractor.descriptor, extractor.orientation, None)
     parts = []
     for v in views:
         if v.plain:
@@ -289,7 +282,7 @@ def view_features(extractor: Extractor, image: np.ndarray, views: Sequence[View]
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SkippedLevelsWarning)
-                    f = on_views.features(img, num_points=view_points(plain_points, v, budget), **up)
+                    f = extractor.features(img, num_points=view_points(plain_points, v, budget), **up)
             except ImageTooSmallError:
                 continue
             kp, shp, ori = map_back(f.keypoints, a, f.shapes, f.orientations)

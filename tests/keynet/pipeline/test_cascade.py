@@ -16,7 +16,7 @@ from keynet.pipeline import cascade as C
 from keynet.pipeline import hloc_io, matching
 from keynet.pipeline import views as V
 from keynet.pipeline.config import MatcherConfig, VIEW_SYNTHESIS_MODES, FeatureConfig
-from keynet.pipeline.extraction import Extractor, load_affine, load_descriptor, load_detector
+from keynet.pipeline.extraction import Extractor, load_descriptor, load_detector
 
 ROOT = Path(__file__).resolve().parents[3]
 TEST_IM = ROOT / "test_im" / "test_im.png"
@@ -109,7 +109,7 @@ def test_cascade_view_budgets():
     """Each view level of the cascade shares a quarter of the plain budget among its views,
     synthesised from the half-size image and detected without the up-sampled pyramid level;
     auto / full keep the whole budget, image and pyramid."""
-    assert C.CASCADE_VIEWS == V.ViewBudget(0.25, 0, 0.5, view_shapes=False)
+    assert C.CASCADE_VIEWS == V.ViewBudget(0.25, 0, 0.5)
     assert [V.view_points(8000, v, C.CASCADE_VIEWS) for v in V.views_of_level(1)] == [400] * 5
     assert [V.view_points(8000, v, C.CASCADE_VIEWS) for v in V.views_of_level(2)] == [200] * 10
     assert [V.view_points(8000, v) for v in V.views_of_level(1)] == [1600] * 5  # auto / full: the whole
@@ -118,25 +118,6 @@ def test_cascade_view_budgets():
     for bad in ((0.0, 0, 1.0), (0.5, 0, 1.5), (0.5, 0, 0.0)):
         with pytest.raises(ValueError, match="share and scale"):
             V.ViewBudget(*bad)
-
-
-def test_cascade_views_have_no_affnet_shapes_but_the_plain_level_has():
-    """With an affine-shape estimator, the cascade's views are the features of the same
-    extractor without it (the view's own frame is the shape), bit for bit; the plain view keeps
-    the estimator's shapes; a budget with view shapes runs it on the views."""
-    img = cv2.imread(str(TEST_IM), cv2.IMREAD_GRAYSCALE).astype(np.float32)
-    det, desc = load_detector("default", num_points=120, subpixel=True), load_descriptor("default")
-    with_aff = Extractor(det, desc, affine=load_affine("learned"))
-    lv1 = V.views_of_level(1)[:2]
-    f, idx = V.view_features(with_aff, img, lv1, budget=C.CASCADE_VIEWS)
-    g, jdx = V.view_features(Extractor(det, desc), img, lv1, budget=C.CASCADE_VIEWS)
-    assert len(f.keypoints) > 0 and np.array_equal(idx, jdx)
-    assert np.array_equal(f.keypoints, g.keypoints) and np.array_equal(f.descriptors, g.descriptors)
-    assert np.array_equal(f.shapes, g.shapes)
-    h, _ = V.view_features(with_aff, img, lv1, budget=V.ViewBudget(0.25, 0, 0.5))  # AffNet on the views
-    assert h.keypoints.shape == f.keypoints.shape and not np.array_equal(h.descriptors, f.descriptors)
-    plain, _ = V.view_features(with_aff, img, V.views_of_level(0), budget=C.CASCADE_VIEWS)
-    assert not np.allclose(plain.shapes, np.eye(2))  # the plain level: AffNet's shapes
 
 
 @pytest.fixture(scope="module")
