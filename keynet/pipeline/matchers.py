@@ -167,14 +167,11 @@ def _fginn_union(mutual: bool) -> UnionFn:
     """FGINN on two view unions; ``mutual``: the ratio test seen from image 1 too, as smnn."""
     def match(d0: torch.Tensor, d1: torch.Tensor, la0: torch.Tensor, la1: torch.Tensor,
               th: Optional[float]) -> np.ndarray:
-        _, idx = _fginn(d0, d1, la0, la1, th, mutual)
-        m = idx.cpu().numpy().astype(np.int64).reshape(-1, 2)
-        if mutual:
-            _, back = _fginn(d1, d0, la1, la0, th, True)
-            b = back.cpu().numpy().astype(np.int64).reshape(-1, 2)
-            n1 = len(d1)
-            m = m[np.isin(m[:, 0] * n1 + m[:, 1], b[:, 1] * n1 + b[:, 0])]
-        return m
+        if mutual:  # both ways from one pass over the distances (the two kornia calls' common matches)
+            idx = nearest.fginn_both_ways(d0, d1, la0[0, :, :, 2], la1[0, :, :, 2], th, FGINN_RADIUS)
+        else:
+            _, idx = _fginn(d0, d1, la0, la1, th, False)
+        return idx.cpu().numpy().astype(np.int64).reshape(-1, 2)
     return match
 
 

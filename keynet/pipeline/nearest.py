@@ -17,7 +17,11 @@ image 1's), so at most ``max_entries`` distances exist at a time:
 * ``fginn`` (MODS): as ``snn``, but the second neighbour is the nearest of the ``min(10, N1)``
   nearest candidates whose ``xy1`` position is at least ``spatial_th`` from the first's (none:
   ratio 0, accepted); ``mutual`` keeps the matches whose image-1 descriptor has its nearest
-  neighbour in image 0 there.
+  neighbour in image 0 there;
+* ``fginn_both_ways``: the matches of ``fginn(d0, d1, mutual)`` whose reverse is a match of
+  ``fginn(d1, d0, mutual)`` (the ratio test seen from both images, ``smnn``'s union matcher),
+  from the rows' and the columns' nearest candidates of one pass over the distances instead
+  of two matrices.
 
 Every function returns ``(dists (K,), matches (K, 2) int64)`` ordered by the index in image 0,
 as kornia does. The distances of a block are computed as kornia computes them (``torch.cdist``);
@@ -123,6 +127,14 @@ def smnn(d0: torch.Tensor, d1: torch.Tensor, th: float, max_entries: int = MAX_D
     return torch.maximum(ratio0, ratio1[j])[keep], torch.stack([rows[keep], j[keep]], 1)
 
 
+def _fginn_ratio(v: torch.Tensor, i: torch.Tensor, xy: torch.Tensor, spatial_th: float) -> torch.Tensor:
+    """FGINN's ratio of each row from its ``k`` nearest (values ``v``, indices ``i`` into the
+    positions ``xy``): nearest / the nearest of the others at least ``spatial_th`` from it."""
+    cand = xy[i]
+    near = torch.norm(cand - cand[:, :1], p=2, dim=2)[:, 1:] < spatial_th
+    return v[:, 0] / torch.where(near, float("inf"), v[:, 1:]).min(dim=1).values
+
+
 def fginn(d0: torch.Tensor, d1: torch.Tensor, xy1: torch.Tensor, th: float, spatial_th: float,
           mutual: bool = False, max_entries: int = MAX_DISTANCE_ENTRIES) -> Result:
     """kornia's ``match_fginn`` in blocks; ``xy1`` (N1, 2): the positions of image 1's features
@@ -131,10 +143,7 @@ def fginn(d0: torch.Tensor, d1: torch.Tensor, xy1: torch.Tensor, th: float, spat
         return _no_match(d0)
     k = max(2, min(FGINN_CANDIDATES, len(d1)))
     v, i, _, ci = blocked_neighbours(d0, d1, k, 1, max_entries)
-    cand = xy1[i]  # (N0, k, 2)
-    near = torch.norm(cand - cand[:, :1], p=2, dim=2)[:, 1:] < spatial_th
-    second = torch.where(near, float("inf"), v[:, 1:]).min(dim=1).values
-    ratio = v[:, 0] / second
+    ratio = _fginn_ratio(v, i, xy1, spatial_th)
     keep = ratio <= th
     if mutual:
         keep &= _mutual(i[:, 0], ci[0])
@@ -142,10 +151,30 @@ def fginn(d0: torch.Tensor, d1: torch.Tensor, xy1: torch.Tensor, th: float, spat
     return ratio[keep], torch.stack([rows[keep], i[keep, 0]], 1)
 
 
+def fginn_both_ways(d0: torch.Tensor, d1: torch.Tensor, xy0: torch.Tensor, xy1: torch.Tensor, th: float,
+                    spatial_th: float, max_entries: int = MAX_DISTANCE_ENTRIES) -> torch.Tensor:
+    """The mutual nearest neighbours that pass FGINN's ratio test seen from both images (kornia's
+    ``match_fginn(d0, d1, ..., mutual=True)`` and ``match_fginn(d1, d0, ..., mutual=True)``,
+    their common matches) from one pass over the distances: the rows' and the columns' nearest
+    candidates of one ``cdist(d0, d1)``, in blocks. Returns the matches (K, 2) ordered by the
+    index in image 0."""
+    n0, n1 = len(d0), len(d1)
+    if n0 < 2 or n1 < 2:
+        return torch.zeros((0, 2), dtype=torch.long, device=d0.device)
+    k0, k1 = max(2, min(FGINN_CANDIDATES, n1)), max(2, min(FGINN_CANDIDATES, n0))
+    v, i, cv, ci = blocked_neighbours(d0, d1, k0, k1, max_entries)
+    j = i[:, 0]
+    keep = _mutual(j, ci[0]) & (_fginn_ratio(v, i, xy1, spatial_th) <= th)
+    keep &= (_fginn_ratio(cv.t(), ci.t(), xy0, spatial_th) <= th)[j]
+    rows = torch.arange(n0, device=d0.device)
+    return torch.stack([rows[keep], j[keep]], 1)
+
+
 def needs_blocks(n0: int, n1: int, max_entries: Optional[int] = None) -> bool:
     """Whether an ``n0 x n1`` distance matrix is above :data:`MAX_DISTANCE_ENTRIES` (or ``max_entries``)."""
     return int(n0) * int(n1) > int(MAX_DISTANCE_ENTRIES if max_entries is None else max_entries)
 
 
-__all__ = ["FGINN_CANDIDATES", "MAX_DISTANCE_ENTRIES", "blocked_neighbours", "fginn", "mnn", "needs_blocks", "nn",
+__all__ = ["FGINN_CANDIDATES", "MAX_DISTANCE_ENTRIES", "blocked_neighbours", "fginn", "fginn_both_ways", "mnn",
+           "needs_blocks", "nn",
            "smnn", "snn"]

@@ -53,6 +53,25 @@ def test_blocked_matchers_equal_kornias(sets, max_entries):
     assert len(both[1]) < len(one_way[1])  # the mutual check removes some
 
 
+@pytest.mark.parametrize("max_entries", [1, 700, 10 ** 9])
+def test_fginn_both_ways_is_the_common_matches_of_kornias_two_calls(sets, max_entries):
+    """One pass over the distances gives what kornia's FGINN gives seen from image 0 and from
+    image 1 (both mutual), kept where both agree: the union matcher of smnn."""
+    d0, d1, xy1 = sets
+    g = torch.Generator().manual_seed(6)
+    xy0 = torch.rand(len(d0), 2, generator=g) * 60
+    lafs0, lafs1 = torch.zeros(1, len(d0), 2, 3), torch.zeros(1, len(d1), 2, 3)
+    lafs0[0, :, :, 2], lafs1[0, :, :, 2] = xy0, xy1
+    for th in (0.8, 0.95):
+        _, fwd = KF.match_fginn(d0, d1, lafs0, lafs1, th, 10.0, mutual=True)
+        _, bwd = KF.match_fginn(d1, d0, lafs1, lafs0, th, 10.0, mutual=True)
+        back = {(int(b), int(a)) for a, b in bwd.reshape(-1, 2).tolist()}
+        want = [p for p in fwd.reshape(-1, 2).tolist() if tuple(p) in back]
+        got = nearest.fginn_both_ways(d0, d1, xy0, xy1, th, 10.0, max_entries)
+        assert len(want) > 10 and got.tolist() == sorted(want)
+        assert len(want) < len(fwd)  # the ratio test seen from image 1 removes some
+
+
 def test_blocked_neighbours_are_the_matrix_extremes(sets):
     d0, d1, _ = sets
     dm = torch.cdist(d0, d1)
