@@ -10,7 +10,7 @@ close to MODS's):
    the cascade gives the user's or the benchmark's estimator what the plain pipeline gives.
 2. **Levels 1, 2, ...**: the views of the next level are added to both images (detected per
    :data:`CASCADE_VIEWS`: a quarter of the plain image's keypoints a level, views of the image at
-   half size, no up-sampled level: a view level costs about a third of the plain one), the unions matched
+   half size, no up-sampled level: a view level costs 40-48% of the plain one), the unions matched
    (FGINN), made one-to-one (:func:`keynet.pipeline.views.one_to_one`: each place of either
    image keeps its best match, which merges the duplicates that several views find and drops
    the one-to-many matches, as MODS does) and verified by a fundamental matrix (MAGSAC++, :data:`~keynet.pipeline.views.VERIFY_THRESHOLD` px). The
