@@ -23,8 +23,8 @@ IMG = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
 PINS = {
     "hardnet.pt": ("a7a3d34080a8c751237ba20abfbe088e219e8846d65468ec8083ee963b746f69",
                    [[0.0084, 0.1046, 0.1509, 0.0339], [0.0038, 0.0947, 0.0677, 0.0353]]),
-    "hardnet_real.pt": ("fe5c930ab410dd9b295094be1c7dd4752a9dcb40c6ccdb48ab2eecebb3c0eb00",
-                        [[-0.0150, 0.1011, 0.1064, -0.0050], [-0.0493, 0.1275, 0.0955, 0.0094]]),
+    "hardnet_real.pt": ("d479124efd8bf76eadd4f0dd40425ae70e04938fefdcfe8a7b58fdad0cf72afc",
+                        [[-0.0579, 0.0880, 0.1791, -0.0517], [0.0305, 0.2038, 0.1076, -0.0053]]),
     "tiny_keynet.pt": ("27b23e7980b71f8b49633cd550fa91f43ad9803a95dcdb00ac96328b5e406480",
                        [8.400751, -0.210579, -0.229928]),
     "keynet.pt": ("46c30664d84f717639c445a7757640a30c8af4f93b5e12201df41033bf79f4bf",
