@@ -58,7 +58,7 @@ def pair_ncc(image_a: str, image_b: str, h_ab: np.ndarray, min_std: float, max_s
     # B's pixels -> A's (0-based), then A's -> the resized A's
     h_ba_small = sa @ np.linalg.inv(np.asarray(h_ab, np.float64))
     size = (a_small.shape[1], a_small.shape[0])
-    warped = cv2.warpPerspective(b.astype(np.float32), h_ba_small, size, flags=cv2.INTER_AREA)
+    warped = cv2.warpPerspective(b.astype(np.float32), h_ba_small, size, flags=cv2.INTER_LINEAR)
     valid = cv2.warpPerspective(np.ones_like(b, np.float32), h_ba_small, size, flags=cv2.INTER_NEAREST) > 0.5
     return window_ncc(a_small.astype(np.float32), warped, valid, min_std)
 
@@ -71,6 +71,9 @@ def main() -> int:
     ap.add_argument("--min-std", type=float, default=8.0)
     ap.add_argument("--max-side", type=int, default=640, help="image A resized to at most this (px)")
     args = ap.parse_args()
+    if bool(args.webcam_dir) != bool(args.webcams):
+        print("error: --webcam-dir and --webcams go together (the control webcam pairs)", file=sys.stderr)
+        return 2
     try:
         pairs = multimodal_eval_pairs(args.multimodal_dir)
         if args.webcam_dir and args.webcams:

@@ -135,9 +135,11 @@ _ORDER = (("cast", colour_cast), ("local", local_illumination), ("shadow", shado
 #: of the views (a prior, not a measured rate: the measurement shows the change exists, and how
 #: often a training view should carry it is for the real-pair validation to decide).
 THERMAL = AppearanceConfig(p_thermal=0.25)
+#: The simulations of the patch-pair generator's presets beyond the Key.Net generator's jitter.
+PRESETS = {"strong": AppearanceConfig(), "thermal": THERMAL}
 #: The photometric presets of the patch-pair generator (``--appearance``): the Key.Net
-#: generator's jitter alone, then :class:`AppearanceConfig`'s defaults, then :data:`THERMAL`.
-APPEARANCES = ("jitter", "strong", "thermal")
+#: generator's jitter alone, then :data:`PRESETS`.
+APPEARANCES = ("jitter", *PRESETS)
 
 
 def simulate_appearance(bgr: np.ndarray, rng: np.random.Generator, cfg: AppearanceConfig) -> np.ndarray:

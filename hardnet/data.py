@@ -50,7 +50,7 @@ from keynet.base.geometry import invert_homography, local_rotation, warp_points
 from keynet.base import cache
 from keynet.base.files import atomic_save_npy
 
-from .appearance import APPEARANCES, THERMAL, AppearanceConfig, simulate_appearance
+from .appearance import APPEARANCES, PRESETS, simulate_appearance
 from .orientation import OrientationEstimator
 from .patches import DEFAULT_MAGNIFICATION, PATCH_SIZE, extract_patches
 from .weights import load_orientation
@@ -230,8 +230,8 @@ class _Detector:
 
 def _photometric(bgr: np.ndarray, rng: np.random.Generator, cfg: PatchPairConfig) -> np.ndarray:
     img = photometric_jitter(bgr, rng) if cfg.photometric else bgr
-    if cfg.appearance in ("strong", "thermal"):
-        img = simulate_appearance(img, rng, THERMAL if cfg.appearance == "thermal" else AppearanceConfig())
+    if cfg.appearance in PRESETS:
+        img = simulate_appearance(img, rng, PRESETS[cfg.appearance])
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
     if cfg.max_blur_sigma > 0 and rng.integers(2):
         s = rng.uniform(0.0, cfg.max_blur_sigma)
