@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--affnet", default="learned", help="our AffNet weights ('learned': the shipped file)")
     ap.add_argument("--kornia-affnet", default=str(default_peer_weights("affnet")), help="kornia's AffNet.pth")
     ap.add_argument("--num-points", type=int, default=1500)
+    ap.add_argument("--descriptor", default="default",
+                    help="HardNet weights or a shipped name (default, real, imagenet), as --descriptor of keynet extract")
     ap.add_argument("--out-dir", default="runs/affine_hseq")
     args = ap.parse_args(argv)
     out = Path(args.out_dir)
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
         f.write("".join(f"hpatches-sequences-release/{s.name}/{i}.ppm\n" for s in seqs for i in range(1, 7)))
         lst = f.name
     det = load_detector("default", num_points=args.num_points)
-    desc = load_descriptor("default")
+    desc = load_descriptor(args.descriptor)
     for m in args.methods:
         if m == "kornia-affnet":
             aff = KorniaAffineShapes(load_into(KF.LAFAffNetShapeEstimator(False, preserve_orientation=False),

@@ -26,12 +26,15 @@ from .patches import DEFAULT_MAGNIFICATION
 PathLike = Union[str, os.PathLike]
 Device = Optional[Union[str, torch.device]]
 
-#: The shipped HardNet (trained on synthetic pairs of photos, docs/hardnet.md).
+#: The shipped default HardNet (synthetic pairs of photos, webcam frames across lighting and
+#: SfM tracks; chosen by the real-pair validation, docs/hardnet.md).
 DEFAULT_DESCRIPTOR = WEIGHTS_DIR / "hardnet.pt"
-#: Shipped HardNet weights by name: 'default' (synthetic pairs of photos, docs/hardnet.md) and
-#: 'real' (also trained on webcam frames across lighting and on SfM tracks; better on real
-#: appearance change, not the default: docs/hardnet.md, "Real correspondences").
-DESCRIPTOR_NAMES = {"default": DEFAULT_DESCRIPTOR, "real": WEIGHTS_DIR / "hardnet_real.pt"}
+#: Shipped HardNet weights by name: 'default' (above), 'real' (the same data with a
+#: thermal-like photometric preset: the best on the real validation pairs, below the default
+#: on HSequences) and 'imagenet' (synthetic pairs of ImageNet photos only: the default until
+#: the real-pair round; docs/hardnet.md, "Real correspondences").
+DESCRIPTOR_NAMES = {"default": DEFAULT_DESCRIPTOR, "real": WEIGHTS_DIR / "hardnet_real.pt",
+                    "imagenet": WEIGHTS_DIR / "hardnet_imagenet.pt"}
 #: The shipped OriNet (``--orientation learned``) and AffNet (``--affine learned``).
 DEFAULT_ORIENTATION = WEIGHTS_DIR / "orinet.pt"
 DEFAULT_AFFINE = WEIGHTS_DIR / "affnet.pt"

@@ -173,6 +173,7 @@ def test_no_import_cycles():
 #: The shipped weights files -> the module that names them (beside its network).
 SHIPPED_WEIGHTS = {"keynet.pt": "keynet.weights", "tiny_keynet.pt": "keynet.weights",
                    "hardnet.pt": "hardnet.weights", "hardnet_real.pt": "hardnet.weights",
+                   "hardnet_imagenet.pt": "hardnet.weights",
                    "orinet.pt": "hardnet.weights", "affnet.pt": "hardnet.weights"}
 
 

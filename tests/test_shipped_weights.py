@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 IMG = cv2.imread(str(ROOT / "test_im" / "test_im.png"), cv2.IMREAD_GRAYSCALE)
 
 PINS = {
-    "hardnet.pt": ("a7a3d34080a8c751237ba20abfbe088e219e8846d65468ec8083ee963b746f69",
-                   [[0.0084, 0.1046, 0.1509, 0.0339], [0.0038, 0.0947, 0.0677, 0.0353]]),
+    "hardnet.pt": ("2e5094de6139c6ea452f2d90a3f6c7dba1fe310f2b41438114c4762f9cdd61b3",
+                   [[-0.0546, 0.0931, 0.0963, -0.0095], [0.0215, 0.0802, 0.0801, -0.0160]]),
+    "hardnet_imagenet.pt": ("a7a3d34080a8c751237ba20abfbe088e219e8846d65468ec8083ee963b746f69",
+                            [[0.0084, 0.1046, 0.1509, 0.0339], [0.0038, 0.0947, 0.0677, 0.0353]]),
     "hardnet_real.pt": ("d479124efd8bf76eadd4f0dd40425ae70e04938fefdcfe8a7b58fdad0cf72afc",
                         [[-0.0579, 0.0880, 0.1791, -0.0517], [0.0305, 0.2038, 0.1076, -0.0053]]),
     "tiny_keynet.pt": ("27b23e7980b71f8b49633cd550fa91f43ad9803a95dcdb00ac96328b5e406480",
@@ -67,10 +69,11 @@ def test_shipped_weights_are_the_recorded_ones(name):
 
 
 def test_shipped_descriptor_names_resolve():
-    """'default' names pretrained_nets/hardnet.pt, 'real' the HardNet also trained on real pairs."""
+    """'default' names pretrained_nets/hardnet.pt, 'real' the thermal-preset HardNet, 'imagenet'
+    the earlier default (ImageNet pairs only)."""
     from keynet.pipeline.extraction import load_descriptor
 
-    for name, file in (("default", "hardnet.pt"), ("real", "hardnet_real.pt")):
+    for name, file in (("default", "hardnet.pt"), ("real", "hardnet_real.pt"), ("imagenet", "hardnet_imagenet.pt")):
         desc = load_descriptor(name, device="cpu")
         crops = [IMG[100:132, 100:132], IMG[300:332, 250:282]]
         p = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]

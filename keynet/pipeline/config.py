@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from hardnet.weights import (AFFINE_CHOICES, DEFAULT_AFFINE, DEFAULT_ORIENTATION,  # noqa: F401 (AFFINE_CHOICES: its old place)
-                             patch_network_file, resolve_descriptor_weights)
+                             DESCRIPTOR_NAMES, patch_network_file, resolve_descriptor_weights)
 from keynet.base.cli import DEVICE_HELP, device_arg, non_negative_int
 from keynet.base.files import weights_digest
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings, setting
@@ -30,8 +30,9 @@ DETECTOR_HELP = ("Key.Net weights: a file in any supported format (project .pt, 
                  ".pth, the reproduction's .pt), a folder holding one, 'default' (pretrained_nets/keynet.pt) or "
                  "'tiny' (the shipped Tiny-Key.Net, pretrained_nets/tiny_keynet.pt)")
 DESCRIPTOR_HELP = ("HardNet weights (project format or the official HardNet++.pth layout), 'default' "
-                   "(pretrained_nets/hardnet.pt), 'real' (the shipped HardNet also trained on real lighting change, "
-                   "pretrained_nets/hardnet_real.pt)" + "".join(f", or {e.help}" for e in DESCRIPTORS.values()))
+                   "(pretrained_nets/hardnet.pt: trained on synthetic photo pairs, webcam frames and SfM tracks), 'real' "
+                   "(the same data with a thermal-like simulation, pretrained_nets/hardnet_real.pt), 'imagenet' "
+                   "(synthetic ImageNet pairs only, the earlier default, pretrained_nets/hardnet_imagenet.pt)" + "".join(f", or {e.help}" for e in DESCRIPTORS.values()))
 ORIENTATION_HELP = ("orientation estimator when --upright false: 'learned' (the shipped OriNet, "
                     "pretrained_nets/orinet.pt), 'gradient' (classical dominant gradient, SIFT's rule) or an OriNet "
                     "weights file from keynet train-orientation")
@@ -153,7 +154,7 @@ class FeatureConfig:
 
 
 #: The fields that name a network: a weights path, or one of these names.
-NETWORK_FIELDS = {"detector": ("default", "keynet", "tiny"), "descriptor": ("default", "real", "none"),
+NETWORK_FIELDS = {"detector": ("default", "keynet", "tiny"), "descriptor": (*DESCRIPTOR_NAMES, "none"),
                   "orientation": ("none", "learned", "gradient", "default"),
                   "affine": ("none", "learned", "moments", "default")}
 
@@ -181,11 +182,20 @@ def fingerprint_version(fingerprint: Optional[str]) -> Optional[int]:
     return version if isinstance(version, int) else None
 
 
+#: The shipped HardNet that ``'default'`` named while fingerprints had no version: the
+#: ImageNet-only file, shipped since as ``'imagenet'`` (the same bytes).
+LEGACY_DEFAULT_DESCRIPTOR = "imagenet"
+#: What an unversioned fingerprint can never hold: the default descriptor of today, another file.
+_NOT_BEFORE_THE_VERSION = "default (a file no fingerprint of before the version named)"
+
+
 def legacy_fingerprint(cfg: FeatureConfig) -> str:
     """The fingerprint ``cfg`` had before :data:`FINGERPRINT_VERSION` (the compatibility step of
     :func:`accepts_fingerprint`; kept as it was): the same JSON with a setting left out while
     it has the value it had before it was an option, without weights digests, ``subpixel``
-    resolved and the networks' paths absolute."""
+    resolved and the networks' paths absolute. The descriptor ``'default'`` of those files was
+    the file now named :data:`LEGACY_DEFAULT_DESCRIPTOR`: their caches serve that name, and
+    none serves today's ``'default'``."""
     d = asdict(cfg)
     d.pop("device")
     det = cfg.detector_settings()
@@ -202,8 +212,10 @@ def legacy_fingerprint(cfg: FeatureConfig) -> str:
             d.pop(k)
     for k in ("detector", "descriptor", "orientation", "affine"):
         named = ("default", "none", "learned", "gradient", "moments") + (tuple(DESCRIPTORS) if k == "descriptor" else ())
-        if k in d and d[k] not in named:
+        if k in d and d[k] not in named + ((LEGACY_DEFAULT_DESCRIPTOR,) if k == "descriptor" else ()):
             d[k] = str(Path(d[k]).resolve())
+    d["descriptor"] = {"default": _NOT_BEFORE_THE_VERSION, LEGACY_DEFAULT_DESCRIPTOR: "default"}.get(
+        d["descriptor"], d["descriptor"])
     return json.dumps(d, sort_keys=True)
 
 

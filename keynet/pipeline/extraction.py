@@ -62,8 +62,8 @@ def load_descriptor(path_or_name: Optional[Union[str, os.PathLike]] = "default",
     :data:`keynet.pipeline.descriptors.DESCRIPTORS` (``'rootsift'``) -> that descriptor;
     ``None``/``'none'`` -> ``None`` (no descriptors); else HardNet
     (:func:`hardnet.weights.load_hardnet_descriptor`: ``'default'`` ->
-    ``pretrained_nets/hardnet.pt`` if present, else ``None``; ``'real'`` ->
-    ``pretrained_nets/hardnet_real.pt``; a weights file)."""
+    ``pretrained_nets/hardnet.pt`` if present, else ``None``; another shipped name of
+    :data:`hardnet.weights.DESCRIPTOR_NAMES` (``'real'``, ``'imagenet'``) -> its file; a weights file)."""
     if path_or_name is None or str(path_or_name).lower() == "none":
         return None
     named = named_descriptor(path_or_name)

@@ -29,9 +29,13 @@ OLD_SHAPED = ('{"affine": "moments", "descriptor": "default", "detector": "defau
               '"subpixel": true}')
 OLD_PYRAMID = ('{"border_size": 10, "descriptor": "default", "detector": "default", "max_image_size": 1600, '
                '"nms_size": 15, "num_points": 8000, "orientation": "none", "pyramid_levels": 2, "subpixel": true}')
-OLD = [(FeatureConfig(), OLD_DEFAULT), (EXTRACT_DEFAULTS, OLD_EXTRACT), (FeatureConfig(orientation="learned"), OLD_ORIENTED),
-       (FeatureConfig(affine="moments", orientation="learned", rotation_average=False), OLD_SHAPED),
-       (FeatureConfig(pyramid_levels=2, border_size=10), OLD_PYRAMID)]
+#: The settings of each, today: their 'default' HardNet is the file now named 'imagenet'.
+IMAGENET = "imagenet"
+OLD = [(FeatureConfig(descriptor=IMAGENET), OLD_DEFAULT),
+       (dataclasses.replace(EXTRACT_DEFAULTS, descriptor=IMAGENET), OLD_EXTRACT),
+       (FeatureConfig(orientation="learned", descriptor=IMAGENET), OLD_ORIENTED),
+       (FeatureConfig(affine="moments", orientation="learned", rotation_average=False, descriptor=IMAGENET), OLD_SHAPED),
+       (FeatureConfig(pyramid_levels=2, border_size=10, descriptor=IMAGENET), OLD_PYRAMID)]
 
 
 def test_every_setting_is_recorded_with_the_version():
@@ -60,6 +64,17 @@ def test_a_fingerprint_of_before_the_version_is_accepted_through_the_compatibili
     other = dataclasses.replace(cfg, num_points=cfg.num_points + 1)
     assert not accepts_fingerprint(old, other.fingerprint(), legacy_fingerprint(other))  # other settings
     assert not accepts_fingerprint(old, fp)  # no compatibility step asked for
+
+
+@pytest.mark.parametrize("cfg, old", OLD)
+def test_a_fingerprint_of_before_the_version_is_not_taken_for_todays_default_descriptor(cfg, old):
+    """Before the version, 'default' named the ImageNet-only HardNet; today's default is another
+    file, so those caches serve `--descriptor imagenet` and never the default."""
+    today = dataclasses.replace(cfg, descriptor="default")
+    assert not accepts_fingerprint(old, today.fingerprint(), legacy_fingerprint(today))
+    assert json.loads(legacy_fingerprint(cfg))["descriptor"] == "default"
+    path = dataclasses.replace(cfg, descriptor="pretrained_nets/hardnet_imagenet.pt")  # not a name then
+    assert not accepts_fingerprint(old, path.fingerprint(), legacy_fingerprint(path))
 
 
 def test_a_versioned_fingerprint_is_never_read_the_old_way():
@@ -106,24 +121,25 @@ def test_the_feature_stage_reuses_a_file_of_before_the_version_and_keeps_its_fin
     is loaded) with its fingerprint, and the matches computed from it are reused in turn."""
     h5 = tmp_path / "features.h5"
     _old_cache(h5, OLD_DEFAULT)
-    s = extract_features(tmp_path, ["a.png", "b.png"], h5, FeatureConfig(), progress=False)
+    s = extract_features(tmp_path, ["a.png", "b.png"], h5, FeatureConfig(descriptor=IMAGENET), progress=False)
     assert sorted(s.reused) == ["a.png", "b.png"] and not s.done
     with hloc_io.open_h5(h5, "r") as fd:
         assert fd.attrs["extractor"] == OLD_DEFAULT
     m = match_pairs([("a.png", "b.png")], h5, tmp_path / "matches.h5", progress=False)
     assert m.done and not m.reused
-    assert extract_features(tmp_path, ["a.png", "b.png"], h5, FeatureConfig(), progress=False).reused
+    assert extract_features(tmp_path, ["a.png", "b.png"], h5, FeatureConfig(descriptor=IMAGENET), progress=False).reused
     m = match_pairs([("a.png", "b.png")], h5, tmp_path / "matches.h5", progress=False)
     assert m.reused and not m.done
     # with views, the old layout plus the view set
-    views = json.loads(features_fingerprint(FeatureConfig(), "auto", legacy=True))
+    views = json.loads(features_fingerprint(FeatureConfig(descriptor=IMAGENET), "auto", legacy=True))
     assert {k: v for k, v in views.items() if k != "views"} == json.loads(OLD_DEFAULT)
 
 
-def test_the_feature_stage_starts_a_file_of_other_settings_again(tmp_path):
+@pytest.mark.parametrize("cfg", [FeatureConfig(num_points=10), FeatureConfig()], ids=["other settings", "default now"])
+def test_the_feature_stage_starts_a_file_of_other_settings_again(tmp_path, cfg):
+    """Other settings, or today's default HardNet (not the file an old cache's 'default' was)."""
     h5 = tmp_path / "features.h5"
     _old_cache(h5, OLD_DEFAULT)
-    cfg = FeatureConfig(num_points=10)
     done = []
 
     def compute(path):
