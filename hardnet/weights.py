@@ -35,14 +35,19 @@ DEFAULT_DESCRIPTOR = WEIGHTS_DIR / "hardnet.pt"
 #: the real-pair round; docs/hardnet.md, "Real correspondences").
 DESCRIPTOR_NAMES = {"default": DEFAULT_DESCRIPTOR, "real": WEIGHTS_DIR / "hardnet_real.pt",
                     "imagenet": WEIGHTS_DIR / "hardnet_imagenet.pt"}
-#: The shipped OriNet (``--orientation learned``) and AffNet (``--affine learned``).
+#: The shipped OriNet (``--orientation learned``) and AffNet (``--affine learned``: trained
+#: with the default HardNet in its loss, docs/hardnet.md).
 DEFAULT_ORIENTATION = WEIGHTS_DIR / "orinet.pt"
 DEFAULT_AFFINE = WEIGHTS_DIR / "affnet.pt"
+#: Other shipped AffNet weights by name: 'learned-imagenet', trained for the ImageNet-only
+#: HardNet (the 'learned' file until the AffNet round with the real-pair HardNet).
+AFFINE_NAMES = {"learned-imagenet": WEIGHTS_DIR / "affnet_imagenet.pt"}
 #: ``--orientation`` values besides a weights path (``none``: upright, set by ``--upright``).
 ORIENTATION_CHOICES = ("learned", "gradient")
 #: ``--affine`` values besides a weights path: none (the official pipeline), learned (the
-#: shipped AffNet), moments (the second-moment / Baumberg iteration, kornia's estimator)
-AFFINE_CHOICES = ("none", "learned", "moments")
+#: shipped AffNet), moments (the second-moment / Baumberg iteration, kornia's estimator) and
+#: the other shipped AffNets (:data:`AFFINE_NAMES`)
+AFFINE_CHOICES = ("none", "learned", "moments", *AFFINE_NAMES)
 
 FORMAT_NAME = "hardnet-pytorch"
 FORMAT_VERSION = 1
@@ -202,10 +207,22 @@ def resolve_descriptor_weights(path_or_name: PathLike) -> Path:
     return DESCRIPTOR_NAMES.get(str(path_or_name), Path(path_or_name))
 
 
-def patch_network_file(spec: PathLike, shipped: Path) -> Path:
+def patch_network_file(spec: PathLike, shipped: Path, names: Optional[Dict[str, Path]] = None) -> Path:
     """The weights file of an orientation / affine-shape ``spec``: ``'default'``/``'learned'``
-    -> the ``shipped`` file, else the path as given (not checked)."""
-    return shipped if str(spec) in ("default", "learned") else Path(spec)
+    -> the ``shipped`` file, another shipped name (``names``) -> its file, else the path as
+    given (not checked)."""
+    return shipped if str(spec) in ("default", "learned") else (names or {}).get(str(spec), Path(spec))
+
+
+def orientation_file(spec: PathLike) -> Path:
+    """The OriNet weights file of an ``--orientation`` value that names one."""
+    return patch_network_file(spec, DEFAULT_ORIENTATION)
+
+
+def affine_file(spec: PathLike) -> Path:
+    """The AffNet weights file of an ``--affine`` value that names one (``'learned'``, a name of
+    :data:`AFFINE_NAMES`, a path)."""
+    return patch_network_file(spec, DEFAULT_AFFINE, AFFINE_NAMES)
 
 
 def load_hardnet_descriptor(path_or_name: PathLike = "default", device: Device = None) -> Optional[HardNetDescriptor]:
@@ -218,16 +235,16 @@ def load_hardnet_descriptor(path_or_name: PathLike = "default", device: Device =
     return HardNetDescriptor(model, device=device)
 
 
-def _patch_network(spec: PathLike, shipped: Path, missing: str,
+def _patch_network(spec: PathLike, file_of: Callable[[PathLike], Path], missing: str,
                    load: Callable[[Path], Tuple[torch.nn.Module, Dict[str, Any]]], option: str,
                    choices: Sequence[str], network: str, command: str) -> torch.nn.Module:
-    """The network of ``spec``: ``'default'``/``'learned'`` -> the ``shipped`` file (absent:
+    """The network of ``spec``: a shipped name -> its file (``file_of``; absent:
     :class:`HardNetWeightsError` ``missing``, ``{path}`` filled), else the weights file ``spec``
     (``load``: its loader). A missing file or one that is not such weights is one
     :class:`HardNetWeightsError` naming the ``--option``'s valid values and the command that
     writes the weights."""
-    path = patch_network_file(spec, shipped)
-    if str(spec) in ("default", "learned") and not path.is_file():
+    path = file_of(spec)
+    if str(spec) in ("default", *choices) and not path.is_file():
         raise HardNetWeightsError(missing.format(path=path))
     valid = f"--{option} takes {', '.join(choices)} or {network} weights written by {command}"
     if path.is_dir():
@@ -251,7 +268,7 @@ def load_orientation(spec: Optional[PathLike] = "default", device: Device = None
         return None
     if str(spec) == "gradient":
         return OrientationEstimator("gradient", device=device, magnification=magnification)
-    model = _patch_network(spec, DEFAULT_ORIENTATION, "no shipped orientation network at {path}; train one with "
+    model = _patch_network(spec, orientation_file, "no shipped orientation network at {path}; train one with "
                            "keynet train-orientation, or use the classical estimator ('gradient')", load_orinet,
                            "orientation", ORIENTATION_CHOICES, "OriNet", "keynet train-orientation")
     return OrientationEstimator("learned", model, device=device, magnification=magnification)
@@ -259,14 +276,15 @@ def load_orientation(spec: Optional[PathLike] = "default", device: Device = None
 
 def load_affine(spec: Optional[PathLike] = "none", device: Device = None) -> Optional[AffineShapeEstimator]:
     """Affine-shape estimator of keypoints (:mod:`hardnet.affnet`): ``'learned'``/``'default'``
-    -> the shipped AffNet (``pretrained_nets/affnet.pt``); ``'moments'`` -> the second-moment
+    -> the shipped AffNet (``pretrained_nets/affnet.pt``); ``'learned-imagenet'`` -> the AffNet
+    trained for the ImageNet-only HardNet (:data:`AFFINE_NAMES`); ``'moments'`` -> the second-moment
     (Baumberg) iteration, kornia's ``PatchAffineShapeEstimator``; a path -> an AffNet weights
     file; ``None``/``'none'`` -> ``None`` (isotropic regions, the official pipeline)."""
     if spec is None or str(spec).lower() == "none":
         return None
     if str(spec) == "moments":
         return AffineShapeEstimator("moments", device=device)
-    model = _patch_network(spec, DEFAULT_AFFINE, "no shipped affine-shape network at {path}; use --affine moments "
+    model = _patch_network(spec, affine_file, "no shipped affine-shape network at {path}; use --affine moments "
                            "or an AffNet weights file", load_affnet, "affine", AFFINE_CHOICES, "AffNet",
                            "keynet train-affnet")
     return AffineShapeEstimator("learned", model, device=device)

@@ -174,7 +174,8 @@ def test_no_import_cycles():
 SHIPPED_WEIGHTS = {"keynet.pt": "keynet.weights", "tiny_keynet.pt": "keynet.weights",
                    "hardnet.pt": "hardnet.weights", "hardnet_real.pt": "hardnet.weights",
                    "hardnet_imagenet.pt": "hardnet.weights",
-                   "orinet.pt": "hardnet.weights", "affnet.pt": "hardnet.weights"}
+                   "orinet.pt": "hardnet.weights", "affnet.pt": "hardnet.weights",
+                   "affnet_imagenet.pt": "hardnet.weights"}
 
 
 @pytest.mark.parametrize("mod", sorted(MODULES))

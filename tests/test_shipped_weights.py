@@ -33,8 +33,10 @@ PINS = {
                   [125.570168, -0.211467, -0.124695]),
     "orinet.pt": ("9958761dcad3848f373c6a1f1b0e7fbeefbbc03b74902441bed3d18e4d6d991e",
                   [150.42757, -48.22395]),
-    "affnet.pt": ("6c0d99ab231663147b4dbaed29705c5c5f34e2385272b09c98eac4bdf43e3fd1",
-                  [[1.138560, -0.293006, 0.878302], [0.972890, -0.104297, 1.027865]]),
+    "affnet.pt": ("305ac797605a0379371d5be5a4fb7ee699ddd471bdcd1661c6f4dd5691a7d554",
+                  [[1.286850, -0.151793, 0.777092], [1.029105, -0.138963, 0.971718]]),
+    "affnet_imagenet.pt": ("6c0d99ab231663147b4dbaed29705c5c5f34e2385272b09c98eac4bdf43e3fd1",
+                           [[1.138560, -0.293006, 0.878302], [0.972890, -0.104297, 1.027865]]),
 }
 
 
@@ -49,7 +51,7 @@ def figure(name: str) -> np.ndarray:
         if name == "orinet.pt":
             model, _ = load_orinet(path)
             return torch.rad2deg(model.angle(p)).numpy()
-        if name == "affnet.pt":  # the shapes' a11, a21, a22 (hardnet.affnet convention)
+        if name.startswith("affnet"):  # the shapes' a11, a21, a22 (hardnet.affnet convention)
             model, _ = load_affnet(path)
             a = model(p)
             return torch.stack([a[:, 0, 0], a[:, 1, 0], a[:, 1, 1]], 1).numpy()
@@ -79,6 +81,20 @@ def test_shipped_descriptor_names_resolve():
         p = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]
         with torch.no_grad():
             got = desc.model.eval()(p)[:, :4].numpy()
+        np.testing.assert_allclose(got, np.array(PINS[file][1]), atol=2e-4)
+
+
+def test_shipped_affnet_names_resolve():
+    """'learned' names pretrained_nets/affnet.pt, 'learned-imagenet' the AffNet trained for the
+    ImageNet-only HardNet."""
+    from hardnet.weights import load_affine
+
+    crops = [IMG[100:132, 100:132], IMG[300:332, 250:282]]
+    p = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]
+    for name, file in (("learned", "affnet.pt"), ("learned-imagenet", "affnet_imagenet.pt")):
+        with torch.no_grad():
+            a = load_affine(name, device="cpu").model.eval()(p)
+        got = torch.stack([a[:, 0, 0], a[:, 1, 0], a[:, 1, 1]], 1).numpy()
         np.testing.assert_allclose(got, np.array(PINS[file][1]), atol=2e-4)
 
 

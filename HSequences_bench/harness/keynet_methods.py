@@ -14,8 +14,8 @@ from keynet.base.cli import str2bool
 from keynet.pipeline.config import (DEFAULT_MIN_INLIERS, VIEW_SYNTHESIS_MODES, FeatureConfig, MatcherConfig,
                                     check_min_inliers, legacy_fingerprint)
 from keynet.pipeline.descriptors import named_descriptor
-from keynet.pipeline.extraction import (DEFAULT_AFFINE, DEFAULT_ORIENTATION, build_extractor,
-                                        resolve_descriptor_weights, resolve_detector_weights)
+from hardnet.weights import AFFINE_NAMES, affine_file, orientation_file
+from keynet.pipeline.extraction import build_extractor, resolve_descriptor_weights, resolve_detector_weights
 from keynet.pipeline.cascade import CASCADE_RULE, CASCADE_VIEWS, match_cascade
 from keynet.pipeline.matchers import match_descriptors
 from keynet.pipeline.views import LAST_LEVEL, WHOLE_BUDGET, ViewedImage, level_prefix, match_view_levels, view_levels
@@ -107,10 +107,11 @@ def feature_config_of(options: MethodOptions, fields: Dict[str, object]) -> Feat
         raise MethodError(f"bad FeatureConfig {fields}: {exc}") from None
 
 
-#: The FeatureConfig fields that name a network: field -> (the shipped file of 'learned' /
-#: 'default', the values that need no file, what it is). A weights path is hashed into the tag.
-NETWORK_FIELDS = {"orientation": (DEFAULT_ORIENTATION, ("none", "gradient"), "orientation network"),
-                  "affine": (DEFAULT_AFFINE, ("none", "moments"), "affine-shape network")}
+#: The FeatureConfig fields that name a network: field -> (the file of a value, the values that
+#: need no file, the shipped names, what it is). A weights path is hashed into the tag.
+NETWORK_FIELDS = {"orientation": (orientation_file, ("none", "gradient"), ("learned", "default"), "orientation network"),
+                  "affine": (affine_file, ("none", "moments"), ("learned", "default", *AFFINE_NAMES),
+                             "affine-shape network")}
 
 
 def pipeline_tag(cfg: FeatureConfig) -> str:
@@ -129,11 +130,12 @@ def pipeline_tag(cfg: FeatureConfig) -> str:
     else:
         desc = resolve_descriptor_weights(cfg.descriptor)
         parts.append(f"hardnet={weights_digest(desc, 'HardNet')}")
-    for name, (shipped, builtin, what) in NETWORK_FIELDS.items():
+    for name, (file_of, builtin, shipped_names, what) in NETWORK_FIELDS.items():
         value = str(getattr(cfg, name, "none"))
         if value in builtin:
             continue
-        if value in ("learned", "default"):
+        if value in shipped_names:
+            shipped = file_of(value)
             if not shipped.is_file():
                 raise MethodSkipped(f"no shipped {what} at {shipped} ({name}={value})")
             parts.append(f"{name}={file_digest(shipped)}")

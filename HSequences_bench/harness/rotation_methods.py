@@ -25,7 +25,7 @@ import torch
 from HSequences_bench.baselines import opencv_features
 from HSequences_bench.rotation import FeatureSet, Method
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS
-from hardnet.weights import DEFAULT_AFFINE, DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, load_affine, load_orientation
+from hardnet.weights import DEFAULT_DESCRIPTOR, DEFAULT_ORIENTATION, affine_file, load_affine, load_orientation
 from keynet.pipeline.extraction import Extractor, load_descriptor, load_detector
 from keynet.weights import resolve_detector_weights
 
@@ -194,7 +194,7 @@ def build_methods(names: Sequence[str], num_points: int = 1500, orientation_weig
     elif str(affine) == "moments":
         shape_tag = " affine=moments"
     else:
-        shape_tag = f" affine={file_digest(DEFAULT_AFFINE if str(affine) in ('learned', 'default') else affine)}"
+        shape_tag = f" affine={file_digest(affine_file(affine))}"
     names = [n for n in dict.fromkeys(names) if n not in skipped]
     parts = RotationParts(num_points, device, shape=shape, shape_tag=shape_tag, orientation_weights=orientation_weights,
                           kornia_orinet_weights=kornia_orinet_weights)

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from hardnet.weights import (AFFINE_CHOICES, DEFAULT_AFFINE, DEFAULT_ORIENTATION,  # noqa: F401 (AFFINE_CHOICES: its old place)
-                             DESCRIPTOR_NAMES, patch_network_file, resolve_descriptor_weights)
+from hardnet.weights import AFFINE_CHOICES  # noqa: F401 (its old place)
+from hardnet.weights import AFFINE_NAMES, DESCRIPTOR_NAMES, affine_file, orientation_file, resolve_descriptor_weights
 from keynet.base.cli import DEVICE_HELP, device_arg, non_negative_int
 from keynet.base.files import weights_digest
 from keynet.detection import DEFAULT_ROTATION_TURNS, RIGHT_ANGLE_TURNS, DetectorSettings, setting
@@ -39,7 +39,8 @@ ORIENTATION_HELP = ("orientation estimator when --upright false: 'learned' (the 
 AFFINE_HELP = ("affine shape of each keypoint's region, estimated before the orientation and the descriptor "
                "(wide baselines, strong tilts): 'none' (isotropic regions, the official pipeline), 'learned' "
                "(the shipped AffNet, pretrained_nets/affnet.pt), 'moments' (the second-moment / Baumberg "
-               "iteration, kornia's estimator) or an AffNet weights file (docs/wide_baseline.md)")
+               "iteration, kornia's estimator), 'learned-imagenet' (the AffNet trained for the ImageNet-only "
+               "HardNet, pretrained_nets/affnet_imagenet.pt) or an AffNet weights file (docs/wide_baseline.md)")
 _WITH_ORIENTATION = " auto: on with --upright false (an orientation)"
 
 
@@ -128,10 +129,10 @@ class FeatureConfig:
             out["descriptor"] = named.tag()
         elif self.descriptor.lower() != "none":
             out["descriptor"] = weights_digest(resolve_descriptor_weights(self.descriptor))
-        for k, shipped in (("orientation", DEFAULT_ORIENTATION), ("affine", DEFAULT_AFFINE)):
+        for k, file_of in (("orientation", orientation_file), ("affine", affine_file)):
             value = getattr(self, k)
             if value.lower() not in ("none", "gradient", "moments"):
-                out[k] = weights_digest(patch_network_file(value, shipped))
+                out[k] = weights_digest(file_of(value))
         return out
 
     def fingerprint(self) -> str:
@@ -156,7 +157,7 @@ class FeatureConfig:
 #: The fields that name a network: a weights path, or one of these names.
 NETWORK_FIELDS = {"detector": ("default", "keynet", "tiny"), "descriptor": (*DESCRIPTOR_NAMES, "none"),
                   "orientation": ("none", "learned", "gradient", "default"),
-                  "affine": ("none", "learned", "moments", "default")}
+                  "affine": ("none", "learned", "moments", "default", *AFFINE_NAMES)}
 
 
 def _spec_text(field_name: str, value: str) -> str:
@@ -185,8 +186,9 @@ def fingerprint_version(fingerprint: Optional[str]) -> Optional[int]:
 #: The shipped HardNet that ``'default'`` named while fingerprints had no version: the
 #: ImageNet-only file, shipped since as ``'imagenet'`` (the same bytes).
 LEGACY_DEFAULT_DESCRIPTOR = "imagenet"
-#: What an unversioned fingerprint can never hold: the default descriptor of today, another file.
-_NOT_BEFORE_THE_VERSION = "default (a file no fingerprint of before the version named)"
+#: What an unversioned fingerprint can never hold: the default descriptor and the 'learned'
+#: AffNet of today, other files than those names read then.
+_NOT_BEFORE_THE_VERSION = "{} (a file no fingerprint of before the version named)"
 
 
 def legacy_fingerprint(cfg: FeatureConfig) -> str:
@@ -195,7 +197,9 @@ def legacy_fingerprint(cfg: FeatureConfig) -> str:
     it has the value it had before it was an option, without weights digests, ``subpixel``
     resolved and the networks' paths absolute. The descriptor ``'default'`` of those files was
     the file now named :data:`LEGACY_DEFAULT_DESCRIPTOR`: their caches serve that name, and
-    none serves today's ``'default'``."""
+    none serves today's ``'default'``; their ``'learned'`` AffNet was an earlier file than
+    today's (and than ``'learned-imagenet'``, since it changed while they were written): none
+    serves any AffNet now."""
     d = asdict(cfg)
     d.pop("device")
     det = cfg.detector_settings()
@@ -212,10 +216,13 @@ def legacy_fingerprint(cfg: FeatureConfig) -> str:
             d.pop(k)
     for k in ("detector", "descriptor", "orientation", "affine"):
         named = ("default", "none", "learned", "gradient", "moments") + (tuple(DESCRIPTORS) if k == "descriptor" else ())
-        if k in d and d[k] not in named + ((LEGACY_DEFAULT_DESCRIPTOR,) if k == "descriptor" else ()):
+        new_names = {"descriptor": (LEGACY_DEFAULT_DESCRIPTOR,), "affine": tuple(AFFINE_NAMES)}.get(k, ())
+        if k in d and d[k] not in named + new_names:
             d[k] = str(Path(d[k]).resolve())
-    d["descriptor"] = {"default": _NOT_BEFORE_THE_VERSION, LEGACY_DEFAULT_DESCRIPTOR: "default"}.get(
+    d["descriptor"] = {"default": _NOT_BEFORE_THE_VERSION.format("default"), LEGACY_DEFAULT_DESCRIPTOR: "default"}.get(
         d["descriptor"], d["descriptor"])
+    if d.get("affine") in ("learned", "default", *AFFINE_NAMES):
+        d["affine"] = _NOT_BEFORE_THE_VERSION.format(d["affine"])
     return json.dumps(d, sort_keys=True)
 
 

@@ -36,8 +36,10 @@ def test_banner_says_what_the_numbers_are():
 
 @pytest.mark.slow
 def test_demo_end_to_end_stages_on_stderr(tmp_path, capsys):
-    _, _, names = make_scene(tmp_path / "images", n_cams=3)
-    a, b = (str(tmp_path / "images" / n) for n in names[:2])
+    # not camera 0: it sees the back wall nearly square on, and 82-91% of its matches with any
+    # shipped HardNet fit one homography, at the weak-fit check's 90% (cameras 2-3: 38%)
+    _, _, names = make_scene(tmp_path / "images", n_cams=4)
+    a, b = (str(tmp_path / "images" / n) for n in names[2:4])
     out = tmp_path / "m.png"
     common = [a, b, "--out", str(out), "--num-points", "500", "--max-image-size", "0"]
     assert match_demo.main(common + ["--max-lines", "7"]) == 0

@@ -120,11 +120,14 @@ def test_match_counts_weak_fits(tmp_path, capsys):
     assert match_cli.main(["--image-dir", str(tmp_path / "plane"), "--out", str(tmp_path / "o1"),
                            "--check-fits", "false"] + common) == 0
     assert capsys.readouterr().err == ""
-    make_scene(tmp_path / "scene", n_cams=3)
+    # cameras 1-3 of four: camera 0 sees the back wall nearly square on, and 82-91% of its
+    # matches with any shipped HardNet fit one homography, at the check's 90% (the others: 38-74%)
+    make_scene(tmp_path / "scene", n_cams=4)
+    (tmp_path / "scene" / "0000.png").unlink()
     assert match_cli.main(["--image-dir", str(tmp_path / "scene"), "--out", str(tmp_path / "o2")] + common) == 0
     assert capsys.readouterr().err == ""
     counts = match_cli.weak_fits(tmp_path / "o2" / "features.h5", tmp_path / "o2" / "matches.h5",
-                                 [("0000.png", "0001.png"), ("0000.png", "0002.png")])
+                                 [("0001.png", "0002.png"), ("0001.png", "0003.png")])
     assert counts["pairs"] == 2 and counts["weak"] == 0
     few = {"pairs": 4, "weak": 2, "few": 1, "small": 1, "planar": 0}
     assert match_cli.weak_fits_line(few).endswith(twoview.WIDE_BASELINE_HINT)

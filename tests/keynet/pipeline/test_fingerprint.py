@@ -51,6 +51,10 @@ def test_every_setting_is_recorded_with_the_version():
     assert set(json.loads(FeatureConfig(orientation="learned", affine="learned").fingerprint())["weights"]) == \
         {"detector", "descriptor", "orientation", "affine"}
     assert "descriptor" not in json.loads(FeatureConfig(descriptor="none").fingerprint())["weights"]
+    # each shipped name is recorded as the name, with its own file's digest
+    digest = {a: json.loads(FeatureConfig(affine=a).fingerprint())["weights"]["affine"] for a in ("learned", "learned-imagenet")}
+    assert digest["learned"] != digest["learned-imagenet"] and "missing" not in digest.values()
+    assert json.loads(FeatureConfig(affine="learned-imagenet").fingerprint())["affine"] == "learned-imagenet"
     for old in (OLD_DEFAULT, "fake", "", None, "[1]"):
         assert fingerprint_version(old) is None
 
@@ -75,6 +79,19 @@ def test_a_fingerprint_of_before_the_version_is_not_taken_for_todays_default_des
     assert json.loads(legacy_fingerprint(cfg))["descriptor"] == "default"
     path = dataclasses.replace(cfg, descriptor="pretrained_nets/hardnet_imagenet.pt")  # not a name then
     assert not accepts_fingerprint(old, path.fingerprint(), legacy_fingerprint(path))
+
+
+@pytest.mark.parametrize("affine", ["learned", "learned-imagenet"])
+def test_a_fingerprint_of_before_the_version_serves_no_affnet_now(affine):
+    """The 'learned' AffNet changed while unversioned fingerprints were written (and again
+    since): such a cache is never taken for a shipped AffNet today."""
+    old = OLD_SHAPED.replace('"affine": "moments"', '"affine": "learned"')
+    then = FeatureConfig(affine="learned", orientation="learned", rotation_average=False, descriptor=IMAGENET)
+    assert json.loads(legacy_fingerprint(then))["affine"] != "learned"  # 'learned' is no longer what it was
+    now = dataclasses.replace(then, affine=affine)
+    assert not accepts_fingerprint(old, now.fingerprint(), legacy_fingerprint(now))
+    moments = dataclasses.replace(then, affine="moments")  # no network: still served
+    assert accepts_fingerprint(OLD_SHAPED, moments.fingerprint(), legacy_fingerprint(moments))
 
 
 def test_a_versioned_fingerprint_is_never_read_the_old_way():
