@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 import typing
+from pathlib import Path
 from typing import Callable, Dict, Union
 
 import numpy as np
@@ -14,7 +15,7 @@ from keynet.base.cli import str2bool
 from keynet.pipeline.config import (DEFAULT_MIN_INLIERS, VIEW_SYNTHESIS_MODES, FeatureConfig, MatcherConfig,
                                     check_min_inliers, legacy_fingerprint)
 from keynet.pipeline.descriptors import named_descriptor
-from hardnet.weights import AFFINE_NAMES, affine_file, orientation_file
+from hardnet.weights import affine_file, orientation_file
 from keynet.pipeline.extraction import build_extractor, resolve_descriptor_weights, resolve_detector_weights
 from keynet.pipeline.cascade import CASCADE_RULE, CASCADE_VIEWS, match_cascade
 from keynet.pipeline.matchers import match_descriptors
@@ -107,11 +108,10 @@ def feature_config_of(options: MethodOptions, fields: Dict[str, object]) -> Feat
         raise MethodError(f"bad FeatureConfig {fields}: {exc}") from None
 
 
-#: The FeatureConfig fields that name a network: field -> (the file of a value, the values that
-#: need no file, the shipped names, what it is). A weights path is hashed into the tag.
-NETWORK_FIELDS = {"orientation": (orientation_file, ("none", "gradient"), ("learned", "default"), "orientation network"),
-                  "affine": (affine_file, ("none", "moments"), ("learned", "default", *AFFINE_NAMES),
-                             "affine-shape network")}
+#: The FeatureConfig fields that name a network: field -> (the file of a value: a shipped name's
+#: file or the path itself, the values that need no file, what it is). Hashed into the tag.
+NETWORK_FIELDS = {"orientation": (orientation_file, ("none", "gradient"), "orientation network"),
+                  "affine": (affine_file, ("none", "moments"), "affine-shape network")}
 
 
 def pipeline_tag(cfg: FeatureConfig) -> str:
@@ -130,12 +130,12 @@ def pipeline_tag(cfg: FeatureConfig) -> str:
     else:
         desc = resolve_descriptor_weights(cfg.descriptor)
         parts.append(f"hardnet={weights_digest(desc, 'HardNet')}")
-    for name, (file_of, builtin, shipped_names, what) in NETWORK_FIELDS.items():
+    for name, (file_of, builtin, what) in NETWORK_FIELDS.items():
         value = str(getattr(cfg, name, "none"))
         if value in builtin:
             continue
-        if value in shipped_names:
-            shipped = file_of(value)
+        shipped = file_of(value)
+        if shipped != Path(value):  # a shipped name
             if not shipped.is_file():
                 raise MethodSkipped(f"no shipped {what} at {shipped} ({name}={value})")
             parts.append(f"{name}={file_digest(shipped)}")

@@ -594,3 +594,24 @@ def test_evd_results_summary_and_atomic_failure(tmp_path, ref):
     with pytest.raises(ValueError) as e:
         wb.write_results(tmp_path / "x.csv", rows, "hpatches")
     _one_line(e, "'hpatches'")
+
+
+@pytest.mark.parametrize("affine", ["learned", "learned-imagenet"])
+def test_the_cache_tag_names_each_shipped_affnet_by_its_own_file(affine, tmp_path, monkeypatch):
+    """A shipped name is tagged by its file's digest, a path by that file's; a shipped file that is
+    absent skips the method rather than failing the run."""
+    import hardnet.weights as hw
+    from HSequences_bench.harness.keynet_methods import MethodSkipped, pipeline_tag
+    from keynet.base.files import file_digest
+    from keynet.pipeline.config import FeatureConfig
+
+    assert pipeline_tag(FeatureConfig(affine=affine)).endswith(f"affine={file_digest(hw.affine_file(affine))}")
+    copy = tmp_path / "affnet_copy.pt"
+    copy.write_bytes(hw.affine_file(affine).read_bytes())
+    assert pipeline_tag(FeatureConfig(affine=str(copy))).endswith(f"affine={file_digest(copy)}")
+    if affine == "learned":  # the shipped file gone
+        monkeypatch.setattr(hw, "DEFAULT_AFFINE", tmp_path / "absent.pt")
+    else:
+        monkeypatch.setitem(hw.AFFINE_NAMES, affine, tmp_path / "absent.pt")
+    with pytest.raises(MethodSkipped):
+        pipeline_tag(FeatureConfig(affine=affine))
