@@ -25,6 +25,7 @@ from pathlib import Path
 import kornia.feature as KF
 
 from HSequences_bench.harness.wide_baseline_methods import KorniaAffineShapes, default_peer_weights, load_into
+from hardnet.weights import HardNetWeightsError
 from keynet.pipeline.extraction import Extractor, load_affine, load_descriptor, load_detector
 from keynet.pipeline.stages import run_extraction
 
@@ -54,7 +55,11 @@ def main(argv=None) -> int:
         f.write("".join(f"hpatches-sequences-release/{s.name}/{i}.ppm\n" for s in seqs for i in range(1, 7)))
         lst = f.name
     det = load_detector("default", num_points=args.num_points)
-    desc = load_descriptor(args.descriptor)
+    try:
+        desc = load_descriptor(args.descriptor)
+    except HardNetWeightsError as exc:
+        print(f"error: --descriptor {args.descriptor}: {exc}", file=sys.stderr)
+        return 2
     for m in args.methods:
         if m == "kornia-affnet":
             aff = KorniaAffineShapes(load_into(KF.LAFAffNetShapeEstimator(False, preserve_orientation=False),
