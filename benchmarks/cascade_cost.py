@@ -30,6 +30,7 @@ from keynet.pipeline import cascade as C  # noqa: E402
 from keynet.pipeline.config import FeatureConfig, MatcherConfig  # noqa: E402
 from keynet.pipeline.extraction import build_extractor, image_features  # noqa: E402
 from keynet.pipeline.matching import match_plain  # noqa: E402
+from keynet.pipeline.nearest import GrowingNeighbours  # noqa: E402
 from keynet.pipeline.views import LAST_LEVEL, ViewBudget, ViewedImage  # noqa: E402
 
 
@@ -50,10 +51,11 @@ def level_costs(ex, cfg: FeatureConfig, mcfg: MatcherConfig, a: Path, b: Path, b
     imgs = [ViewedImage(ex, p, cfg.max_image_size, budget) for p in (a, b)]
     per_level = []
     answer, passed = 0, False
+    neighbours = GrowingNeighbours()  # kept across the view levels, as match_cascade does
     for level in range(LAST_LEVEL + 1):
         a, b = (union(im, level) for im in imgs)
         plain_matching = (lambda: match_plain(imgs[0].plain, imgs[1].plain, mcfg)) if level == 0 else None
-        _, _, _, check = C.verify_level(a, b, mcfg, level, plain_matching)
+        _, _, _, check = C.verify_level(a, b, mcfg, level, plain_matching, None if level == 0 else neighbours)
         per_level.append(imgs[0].level_seconds[level] + imgs[1].level_seconds[level] + check.seconds)
         if check.passed and not passed:
             answer, passed = level, True

@@ -50,6 +50,7 @@ from keynet.base import twoview
 
 from .config import MatcherConfig
 from .matchers import match_union
+from .nearest import GrowingNeighbours
 from .views import DEDUP_RADIUS, LAST_LEVEL, VERIFY_THRESHOLD, ViewBudget, one_to_one
 
 #: How the cascade's views are detected (:class:`~keynet.pipeline.views.ViewBudget`), chosen by
@@ -170,8 +171,9 @@ def match_cascade(plain: Callable[[], Tuple[np.ndarray, np.ndarray]], get0: Leve
     plain_answer = CascadeResult(m0, s0, inl0, 0, check.passed, [check])
     if check.passed:
         return plain_answer
+    neighbours = GrowingNeighbours()  # each level computes the distances of its new views only
     for level in range(1, last_level + 1):
-        m, sc, inl, check = verify_level(get0(level), get1(level), config, level)
+        m, sc, inl, check = verify_level(get0(level), get1(level), config, level, neighbours=neighbours)
         plain_answer.checks.append(check)
         if check.passed:
             return CascadeResult(m[inl], sc[inl], np.ones(int(inl.sum()), bool), level, True, plain_answer.checks)
@@ -179,20 +181,22 @@ def match_cascade(plain: Callable[[], Tuple[np.ndarray, np.ndarray]], get0: Leve
 
 
 def verify_level(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], config: MatcherConfig, level: int,
-                 plain: Optional[Callable[[], Tuple[np.ndarray, np.ndarray]]] = None
+                 plain: Optional[Callable[[], Tuple[np.ndarray, np.ndarray]]] = None,
+                 neighbours: Optional[GrowingNeighbours] = None
                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, LevelCheck]:
     """One level of the cascade on the two images' unions ``a`` / ``b`` (``get(level)``):
     ``(matches, scores, inliers, LevelCheck)``. Level 0 (``plain``: the caller's plain
     matching) keeps every plain match, the rule counting each place once; a view level matches
-    the unions (FGINN) and keeps its one-to-one matches. ``LevelCheck.seconds``: this matching
-    and verification (the features are the sources')."""
+    the unions (FGINN; ``neighbours``: the pair's :class:`~keynet.pipeline.nearest.GrowingNeighbours`,
+    kept across its levels) and keeps its one-to-one matches. ``LevelCheck.seconds``: this
+    matching and verification (the features are the sources')."""
     t0 = time.perf_counter()
     size0, size1 = (a["hw"][1], a["hw"][0]), (b["hw"][1], b["hw"][0])
     if plain is not None:
         m, sc = plain()
     else:
         m, sc = match_union(a["kpts"], a["desc"], a["lafs"], b["kpts"], b["desc"], b["lafs"], a["hw"], b["hw"],
-                            config, a["ori"], b["ori"])
+                            config, a["ori"], b["ori"], neighbours=neighbours)
     m, sc = np.asarray(m, np.int64).reshape(-1, 2), np.asarray(sc, np.float32)
     p0, p1 = a["kpts"][m[:, 0], :2], b["kpts"][m[:, 1], :2]
     keep = one_to_one(p0, p1, sc)  # a point found at two pyramid levels, or in two views, counts once

@@ -78,8 +78,10 @@ class Frames:
 
 #: ``fn(d0, d1, threshold, frames) -> (K, 2) index pairs`` of a matcher.
 MatchFn = Callable[[torch.Tensor, torch.Tensor, Optional[float], Frames], torch.Tensor]
-#: ``fn(d0, d1, lafs0, lafs1, threshold) -> (K, 2) index pairs`` of a matcher on view unions.
-UnionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[float]], np.ndarray]
+#: ``fn(d0, d1, lafs0, lafs1, threshold) -> (K, 2) index pairs`` of a matcher on view unions
+#: (called with ``neighbours=`` a :class:`~keynet.pipeline.nearest.GrowingNeighbours` when the
+#: caller keeps one across the levels of a pair).
+UnionFn = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,10 @@ def _fginn(d0: torch.Tensor, d1: torch.Tensor, la0: torch.Tensor, la1: torch.Ten
 def _fginn_union(mutual: bool) -> UnionFn:
     """FGINN on two view unions; ``mutual``: the ratio test seen from image 1 too, as smnn."""
     def match(d0: torch.Tensor, d1: torch.Tensor, la0: torch.Tensor, la1: torch.Tensor,
-              th: Optional[float]) -> np.ndarray:
+              th: Optional[float], neighbours: Optional[nearest.GrowingNeighbours] = None) -> np.ndarray:
         if mutual:  # both ways from one pass over the distances (the two kornia calls' common matches)
-            idx = nearest.fginn_both_ways(d0, d1, la0[0, :, :, 2], la1[0, :, :, 2], th, FGINN_RADIUS)
+            idx = nearest.fginn_both_ways(d0, d1, la0[0, :, :, 2], la1[0, :, :, 2], th, FGINN_RADIUS,
+                                          neighbours=neighbours)
         else:
             _, idx = _fginn(d0, d1, la0, la1, th, False)
         return idx.cpu().numpy().astype(np.int64).reshape(-1, 2)
@@ -273,12 +276,15 @@ def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, config: Optional[Mat
 
 def match_union(kpts0: np.ndarray, desc0: np.ndarray, lafs0: np.ndarray, kpts1: np.ndarray, desc1: np.ndarray,
                 lafs1: np.ndarray, hw0: Sequence[int], hw1: Sequence[int], config: Optional[MatcherSettings] = None,
-                ori0: Optional[np.ndarray] = None, ori1: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+                ori0: Optional[np.ndarray] = None, ori1: Optional[np.ndarray] = None,
+                neighbours: Optional[nearest.GrowingNeighbours] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Tentative matches of two unions of view features: the registered matcher's ``union``
     function (``smnn`` / ``snn``: FGINN, mutual in both directions / one way, the matcher's
     ratio, :data:`FGINN_RADIUS` px), the other matchers as :func:`match_descriptors` on the
-    whole frames ``lafs0`` / ``lafs1`` ((N, 2, 3)). Returns ``(matches (K, 2), scores (K,))``
-    sorted by the index in image 0."""
+    whole frames ``lafs0`` / ``lafs1`` ((N, 2, 3)). ``neighbours``: one
+    :class:`~keynet.pipeline.nearest.GrowingNeighbours` per image pair, kept across its view
+    levels, so that a level computes only the distances of its new features (``smnn``; the
+    same matches). Returns ``(matches (K, 2), scores (K,))`` sorted by the index in image 0."""
     matcher, th = _method(config)
     if matcher.union is None:
         return match_descriptors(desc0, desc1, config, kpts0, kpts1, hw0, hw1, ori0, ori1, lafs0, lafs1)
@@ -286,7 +292,9 @@ def match_union(kpts0: np.ndarray, desc0: np.ndarray, lafs0: np.ndarray, kpts1: 
     if len(d0) < 2 or len(d1) < 2:
         return _empty()
     with torch.no_grad():
-        m = matcher.union(d0, d1, _frames_tensor(lafs0), _frames_tensor(lafs1), th)
+        la0, la1 = _frames_tensor(lafs0), _frames_tensor(lafs1)
+        m = matcher.union(d0, d1, la0, la1, th) if neighbours is None else \
+            matcher.union(d0, d1, la0, la1, th, neighbours=neighbours)
     return _sorted_with_scores(d0, d1, m)
 
 

@@ -32,7 +32,7 @@ runs, and uses these above it.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -49,9 +49,19 @@ def _no_match(d: torch.Tensor) -> Result:
     return d.new_zeros(0), torch.zeros((0, 2), dtype=torch.long, device=d.device)
 
 
+class Neighbours(NamedTuple):
+    """The nearest candidates of the rows and the columns of ``cdist(d0, d1)``:
+    ``row_vals (N0, k)``, ``row_idx (N0, k)``, ``col_vals (k_col, N1)``, ``col_idx (k_col, N1)``,
+    each sorted ascending (:func:`blocked_neighbours`)."""
+
+    row_vals: torch.Tensor
+    row_idx: torch.Tensor
+    col_vals: torch.Tensor
+    col_idx: torch.Tensor
+
+
 def blocked_neighbours(d0: torch.Tensor, d1: torch.Tensor, k: int, k_col: int = 1,
-                       max_entries: int = MAX_DISTANCE_ENTRIES) -> Tuple[torch.Tensor, torch.Tensor,
-                                                                         torch.Tensor, torch.Tensor]:
+                       max_entries: int = MAX_DISTANCE_ENTRIES) -> Neighbours:
     """The ``k`` smallest distances of each row of ``cdist(d0, d1)`` and the ``k_col`` smallest
     of each column, with their indices, computed on blocks of at most ``max_entries``
     distances: ``(row_vals (N0, k), row_idx (N0, k), col_vals (k_col, N1), col_idx (k_col, N1))``,
@@ -74,7 +84,67 @@ def blocked_neighbours(d0: torch.Tensor, d1: torch.Tensor, k: int, k_col: int = 
         both_i = torch.cat([col_idx, ci + start])
         order = torch.sort(both_v, dim=0, stable=True).indices[:k_col]  # earlier rows win ties, as one topk
         col_vals, col_idx = torch.gather(both_v, 0, order), torch.gather(both_i, 0, order)
-    return row_vals, row_idx, col_vals, col_idx
+    return Neighbours(row_vals, row_idx, col_vals, col_idx)
+
+
+def _nearest_of(vals: torch.Tensor, idx: torch.Tensor, k: int, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest of candidate lists concatenated along ``dim`` (the earlier list wins
+    a tie, as the lower index does in one ``topk``)."""
+    order = torch.sort(vals, dim=dim, stable=True).indices.narrow(dim, 0, k)
+    return torch.gather(vals, dim, order), torch.gather(idx, dim, order)
+
+
+class GrowingNeighbours:
+    """:func:`blocked_neighbours` of two descriptor sets that grow by appending, as the unions
+    of view levels do (level ``L + 1``'s union is level ``L``'s followed by the new views'
+    features): a call whose sets start with the previous call's computes only the distances of
+    the appended rows and columns and merges their candidates with the kept ones. The
+    candidates are those of one :func:`blocked_neighbours` call on the whole sets, as its blocks
+    are those of the whole matrix: a distance may differ in the last bit with the block's shape
+    (the matrix product's rounding), so a near-exact tie may be ordered differently. Any other
+    call computes the whole sets and is kept for the next."""
+
+    def __init__(self, max_entries: int = MAX_DISTANCE_ENTRIES) -> None:
+        self.max_entries = int(max_entries)
+        self._kept: Optional[Tuple[torch.Tensor, torch.Tensor, int, int, Neighbours]] = None
+        #: Distances computed by the calls so far (for the cost tests and benchmarks).
+        self.entries = 0
+
+    def _prefix(self, d0: torch.Tensor, d1: torch.Tensor, k: int, k_col: int) -> Optional[Neighbours]:
+        if self._kept is None:
+            return None
+        p0, p1, pk, pkc, nb = self._kept
+        if (pk, pkc) != (k, k_col) or len(p0) > len(d0) or len(p1) > len(d1):
+            return None
+        if not (torch.equal(d0[: len(p0)], p0) and torch.equal(d1[: len(p1)], p1)):
+            return None
+        return nb
+
+    def __call__(self, d0: torch.Tensor, d1: torch.Tensor, k: int, k_col: int = 1) -> Neighbours:
+        nb = self._prefix(d0, d1, k, k_col)
+        if nb is None:
+            nb = blocked_neighbours(d0, d1, k, k_col, self.max_entries)
+            self.entries += len(d0) * len(d1)
+        else:
+            nb = self._extend(d0, d1, nb, k, k_col)
+        self._kept = (d0, d1, k, k_col, nb)
+        return nb
+
+    def _extend(self, d0: torch.Tensor, d1: torch.Tensor, nb: Neighbours, k: int, k_col: int) -> Neighbours:
+        m0, m1 = nb.row_vals.shape[0], nb.col_vals.shape[1]  # the kept rows and columns
+        n0, n1 = len(d0), len(d1)
+        rv, ri, cv, ci = nb
+        if n1 > m1:  # the kept rows against the new columns
+            new = blocked_neighbours(d0[:m0], d1[m1:], min(k, n1 - m1), min(k_col, m0), self.max_entries)
+            self.entries += m0 * (n1 - m1)
+            rv, ri = _nearest_of(torch.cat([rv, new.row_vals], 1), torch.cat([ri, new.row_idx + m1], 1), k, 1)
+            cv, ci = torch.cat([cv, new.col_vals], 1), torch.cat([ci, new.col_idx], 1)  # k_col <= m0 rows
+        if n0 > m0:  # the new rows against every column
+            new = blocked_neighbours(d0[m0:], d1, k, min(k_col, n0 - m0), self.max_entries)
+            self.entries += (n0 - m0) * n1
+            rv, ri = torch.cat([rv, new.row_vals]), torch.cat([ri, new.row_idx])
+            cv, ci = _nearest_of(torch.cat([cv, new.col_vals]), torch.cat([ci, new.col_idx + m0]), k_col, 0)
+        return Neighbours(rv, ri, cv, ci)
 
 
 def _mutual(row_idx0: torch.Tensor, col_idx0: torch.Tensor) -> torch.Tensor:
@@ -152,17 +222,22 @@ def fginn(d0: torch.Tensor, d1: torch.Tensor, xy1: torch.Tensor, th: float, spat
 
 
 def fginn_both_ways(d0: torch.Tensor, d1: torch.Tensor, xy0: torch.Tensor, xy1: torch.Tensor, th: float,
-                    spatial_th: float, max_entries: int = MAX_DISTANCE_ENTRIES) -> torch.Tensor:
+                    spatial_th: float, max_entries: int = MAX_DISTANCE_ENTRIES,
+                    neighbours: Optional[GrowingNeighbours] = None) -> torch.Tensor:
     """The mutual nearest neighbours that pass FGINN's ratio test seen from both images (kornia's
     ``match_fginn(d0, d1, ..., mutual=True)`` and ``match_fginn(d1, d0, ..., mutual=True)``,
     their common matches) from one pass over the distances: the rows' and the columns' nearest
-    candidates of one ``cdist(d0, d1)``, in blocks. Returns the matches (K, 2) ordered by the
-    index in image 0."""
+    candidates of one ``cdist(d0, d1)``, in blocks (``neighbours``: a
+    :class:`GrowingNeighbours` that computes them, reusing its previous call's when the sets
+    grew from it; its own ``max_entries``). Returns the matches (K, 2) ordered by the index in image 0."""
     n0, n1 = len(d0), len(d1)
     if n0 < 2 or n1 < 2:
         return torch.zeros((0, 2), dtype=torch.long, device=d0.device)
     k0, k1 = max(2, min(FGINN_CANDIDATES, n1)), max(2, min(FGINN_CANDIDATES, n0))
-    v, i, cv, ci = blocked_neighbours(d0, d1, k0, k1, max_entries)
+    if neighbours is not None:
+        v, i, cv, ci = neighbours(d0, d1, k0, k1)
+    else:
+        v, i, cv, ci = blocked_neighbours(d0, d1, k0, k1, max_entries)
     j = i[:, 0]
     keep = _mutual(j, ci[0]) & (_fginn_ratio(v, i, xy1, spatial_th) <= th)
     keep &= (_fginn_ratio(cv.t(), ci.t(), xy0, spatial_th) <= th)[j]
@@ -175,6 +250,6 @@ def needs_blocks(n0: int, n1: int, max_entries: Optional[int] = None) -> bool:
     return int(n0) * int(n1) > int(MAX_DISTANCE_ENTRIES if max_entries is None else max_entries)
 
 
-__all__ = ["FGINN_CANDIDATES", "MAX_DISTANCE_ENTRIES", "blocked_neighbours", "fginn", "fginn_both_ways", "mnn",
+__all__ = ["FGINN_CANDIDATES", "GrowingNeighbours", "MAX_DISTANCE_ENTRIES", "Neighbours", "blocked_neighbours", "fginn", "fginn_both_ways", "mnn",
            "needs_blocks", "nn",
            "smnn", "snn"]

@@ -71,6 +71,7 @@ from keynet.detection import ImageTooSmallError, SkippedLevelsWarning
 from .config import VIEW_SYNTHESIS_MODES, MatcherConfig
 from .extraction import Extractor, Features, full_resolution, read_for_extraction
 from .matchers import match_union
+from .nearest import GrowingNeighbours
 
 PathLike = Union[str, os.PathLike]
 #: The tilts of levels 1, 2, ... (level 0: the plain image).
@@ -456,10 +457,11 @@ def match_view_levels(get0: LevelSource, get1: LevelSource,
     level); ``full``: the last level at once (:func:`levels_to_match`). Returns
     ``(matches, scores, inliers, level)``: the merged tentative matches (indices into the
     union of levels ``0..level``), the mask of the verified ones, and the last level matched."""
+    neighbours = GrowingNeighbours()  # each level computes the distances of its new views only
     for level in levels_to_match(config.view_synthesis):
         a, b = get0(level), get1(level)
         m, sc = match_union(a["kpts"], a["desc"], a["lafs"], b["kpts"], b["desc"], b["lafs"], a["hw"], b["hw"],
-                            config, a["ori"], b["ori"])
+                            config, a["ori"], b["ori"], neighbours=neighbours)
         m, sc, inl = verify_matches(a["kpts"], b["kpts"], m, sc)
         if inl.sum() >= config.min_inliers:
             break

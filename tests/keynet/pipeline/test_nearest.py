@@ -125,3 +125,52 @@ def test_match_union_switches_to_blocked_fginn_above_the_limit(sets, monkeypatch
     monkeypatch.setattr(nearest, "MAX_DISTANCE_ENTRIES", 1000)
     blocked, blocked_scores = matching.match_union(*args)
     assert len(whole) > 20 and np.array_equal(blocked, whole) and np.allclose(blocked_scores, whole_scores)
+
+
+def _grown(sets):
+    """Image 0's and image 1's descriptors as three view levels' unions (each the one before
+    it with new features appended; the sizes of the levels differ between the images)."""
+    d0, d1, xy1 = sets
+    g = torch.Generator().manual_seed(9)
+    xy0 = torch.rand(len(d0), 2, generator=g) * 60
+    return [(d0[:a], d1[:b], xy0[:a], xy1[:b]) for a, b in ((120, 90), (200, 200), (300, 257))]
+
+
+@pytest.mark.parametrize("max_entries", [700, 10 ** 9])
+def test_growing_neighbours_are_the_whole_sets_neighbours(sets, max_entries):
+    """Each level's candidates, computed from the kept ones and the new rows' and columns'
+    distances only, are those of one blocked_neighbours call on the whole level's sets (the
+    distances to the matrix product's rounding, as between blocks); and fewer distances were
+    computed than by the whole calls."""
+    grow = nearest.GrowingNeighbours(max_entries)
+    whole_entries = 0
+    for a, b, _, _ in _grown(sets):
+        got = grow(a, b, 10, 10)
+        want = nearest.blocked_neighbours(a, b, 10, 10, max_entries)
+        whole_entries += len(a) * len(b)
+        _same_neighbours(got, want)
+    assert grow.entries == 120 * 90 + (200 * 200 - 120 * 90) + (300 * 257 - 200 * 200) < whole_entries
+    # the same sets again: nothing computed; other sets (not grown from the kept): computed whole
+    before = grow.entries
+    grow(a, b, 10, 10)
+    assert grow.entries == before
+    other = torch.flip(a, [0])
+    _same_neighbours(grow(other, b, 10, 10), nearest.blocked_neighbours(other, b, 10, 10, max_entries))
+    assert grow.entries == before + len(a) * len(b)
+    # another number of candidates: computed whole
+    _same_neighbours(grow(other, b, 3, 2), nearest.blocked_neighbours(other, b, 3, 2, max_entries))
+    assert grow.entries == before + 2 * len(a) * len(b)
+
+
+def _same_neighbours(got, want):
+    assert torch.equal(got.row_idx, want.row_idx) and torch.equal(got.col_idx, want.col_idx)
+    torch.testing.assert_close(got.row_vals, want.row_vals, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.col_vals, want.col_vals, rtol=0, atol=1e-6)
+
+
+def test_fginn_both_ways_with_growing_neighbours_gives_the_same_matches(sets):
+    grow = nearest.GrowingNeighbours()
+    for d0, d1, xy0, xy1 in _grown(sets):
+        want = nearest.fginn_both_ways(d0, d1, xy0, xy1, 0.95, 10.0)
+        got = nearest.fginn_both_ways(d0, d1, xy0, xy1, 0.95, 10.0, neighbours=grow)
+        assert len(want) > 5 and torch.equal(got, want)
