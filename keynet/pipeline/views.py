@@ -29,8 +29,10 @@ level tilts  rotations (degrees)                         views   keypoints per v
 ===== ====== =========================================== ======= =====================
 
 Each level gets the keypoint budget of the plain image, shared by its views, so the union of
-levels 0..L holds at most ``(L + 1) * num_points`` keypoints (the descriptor matching of
-two unions costs ``(L + 1)^2`` times the plain one). Tilts 2 and 4 with both images viewed
+levels 0..L holds at most ``(L + 1) * num_points`` keypoints (the descriptor distances of
+two unions are ``(L + 1)^2`` times the plain ones; after a pair's first union matching,
+each level computes only those of the features it added,
+:class:`~keynet.pipeline.nearest.GrowingNeighbours`). Tilts 2 and 4 with both images viewed
 cover relative tilts up to 16 (a tilt t0 view of one image against a tilt t1 view of the
 other), with ASIFT's factor-2 steps between the simulated tilts. The measured cost of each
 level is in docs/matching.md.
