@@ -80,10 +80,8 @@ def blocked_neighbours(d0: torch.Tensor, d1: torch.Tensor, k: int, k_col: int = 
         row_vals[start:start + len(dm)], row_idx[start:start + len(dm)] = v, i
         kc = min(k_col, len(dm))
         cv, ci = torch.topk(dm, kc, dim=0, largest=False)
-        both_v = torch.cat([col_vals, cv])
-        both_i = torch.cat([col_idx, ci + start])
-        order = torch.sort(both_v, dim=0, stable=True).indices[:k_col]  # earlier rows win ties, as one topk
-        col_vals, col_idx = torch.gather(both_v, 0, order), torch.gather(both_i, 0, order)
+        # earlier rows win ties, as in one topk
+        col_vals, col_idx = _nearest_of(torch.cat([col_vals, cv]), torch.cat([col_idx, ci + start]), k_col, 0)
     return Neighbours(row_vals, row_idx, col_vals, col_idx)
 
 
@@ -250,6 +248,5 @@ def needs_blocks(n0: int, n1: int, max_entries: Optional[int] = None) -> bool:
     return int(n0) * int(n1) > int(MAX_DISTANCE_ENTRIES if max_entries is None else max_entries)
 
 
-__all__ = ["FGINN_CANDIDATES", "GrowingNeighbours", "MAX_DISTANCE_ENTRIES", "Neighbours", "blocked_neighbours", "fginn", "fginn_both_ways", "mnn",
-           "needs_blocks", "nn",
-           "smnn", "snn"]
+__all__ = ["FGINN_CANDIDATES", "GrowingNeighbours", "MAX_DISTANCE_ENTRIES", "Neighbours", "blocked_neighbours", "fginn",
+           "fginn_both_ways", "mnn", "needs_blocks", "nn", "smnn", "snn"]
